@@ -1,0 +1,65 @@
+"""dc_keras: Deep Compression (Han, Mao, Dally, ICLR 2016) for Keras 3.
+
+Pruning and weight sharing train inside `model.fit`; the exporter writes a `.tflite` whose weights stay
+compressed (relative sparse indices + codebook indices + Huffman), run by dc_keras's C++ delegate.
+
+Public names mirror tensorflow-model-optimization's so that tfmot users switch in minutes. They are
+imported lazily: `import dc_keras` stays cheap, and a submodule's import cost (TensorFlow, native builds)
+is paid only when its names are used.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_PUBLIC_NAMES = {
+    # pruning (stage 1)
+    "prune_low_magnitude": "dc_keras.pruning.wrapper",
+    "PruneLowMagnitude": "dc_keras.pruning.wrapper",
+    "PrunableLayer": "dc_keras.pruning.wrapper",
+    "strip_pruning": "dc_keras.pruning.strip",
+    "PolynomialDecay": "dc_keras.pruning.schedule",
+    "ConstantSparsity": "dc_keras.pruning.schedule",
+    "SensitivityThreshold": "dc_keras.pruning.schedule",
+    "sparsity_report": "dc_keras.report",
+    # weight sharing (stage 2)
+    "cluster_weights": "dc_keras.clustering.wrapper",
+    "ClusterWeights": "dc_keras.clustering.wrapper",
+    "ClusterableLayer": "dc_keras.clustering.wrapper",
+    "CentroidInitialization": "dc_keras.clustering.centroids",
+    "strip_clustering": "dc_keras.clustering.strip",
+    "compression_report": "dc_keras.clustering.report",
+    # TensorFlow custom op and compressed layers
+    "compress_model": "dc_keras.compressed_layers",
+    "CompressedDense": "dc_keras.compressed_layers",
+    "CompressedConv2D": "dc_keras.compressed_layers",
+    "CompressedEmbedding": "dc_keras.compressed_layers",
+    # TFLite export and delegate
+    "export_tflite": "dc_keras.export.exporter",
+    "delegate_path": "dc_keras.delegate",
+    # full pipeline
+    "DeepCompression": "dc_keras.pipeline",
+    "sensitivity_analysis": "dc_keras.sensitivity",
+}
+_SUBMODULES = {"callbacks", "codec", "datasets", "ops", "report", "pruning", "clustering", "export",
+               "delegate", "pipeline", "sensitivity", "compressed_layers", "layer_registry"}
+
+__all__ = sorted(_PUBLIC_NAMES) + sorted(_SUBMODULES)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC_NAMES:
+        value = getattr(importlib.import_module(_PUBLIC_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"dc_keras.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'dc_keras' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,76 @@
+"""Which weights of which Keras layers dc_keras compresses, shared by pruning, clustering and export.
+
+One table so that every stage agrees on what a "compressible weight" is, and so that the paper's
+per-kind defaults (conv: 8-bit codebook and 8-bit relative indices; fully-connected: 5 and 5) live in
+one place. User layers opt in with the protocols documented in README ("Custom layers").
+"""
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import keras
+
+# Keras layer class -> (attribute names of the weights to compress, kind)
+_SUPPORTED = (
+    (keras.layers.Dense, ("kernel",), "fc"),
+    (keras.layers.Conv1D, ("kernel",), "conv"),
+    (keras.layers.Conv2D, ("kernel",), "conv"),
+    (keras.layers.DepthwiseConv2D, ("kernel",), "conv"),
+    (keras.layers.Conv2DTranspose, ("kernel",), "conv"),
+    (keras.layers.Embedding, ("embeddings",), "embedding"),
+)
+
+# The paper's settings: 8 bits for conv layers, 5 bits for fully-connected ones (Section 3 / Table 2-3).
+DEFAULT_BITS = {"conv": 8, "fc": 5, "embedding": 5, "custom": 8}
+DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5, "embedding": 5, "custom": 8}
+
+
+def _match(layer) -> Tuple[Tuple[str, ...], str] | None:
+    # Exact type first so that a subclass of a supported layer keeps its parent's behaviour
+    # only when it does not define its own protocol method.
+    for cls, attrs, kind in _SUPPORTED:
+        if isinstance(layer, cls):
+            return attrs, kind
+    return None
+
+
+def is_supported(layer, protocol: str = "get_prunable_weights") -> bool:
+    """True when `layer` is a built-in supported type or implements `protocol` (a method name)."""
+    return callable(getattr(layer, protocol, None)) or _match(layer) is not None
+
+
+def layer_kind(layer) -> str:
+    """"conv", "fc", "embedding" for built-in types, "custom" for layers that opt in by protocol."""
+    matched = _match(layer)
+    return matched[1] if matched else "custom"
+
+
+def weight_attributes(layer) -> Tuple[str, ...]:
+    """Attribute names of the compressible weights of a supported built-in layer (e.g. ("kernel",))."""
+    matched = _match(layer)
+    if matched is None:
+        raise ValueError(
+            f"layer {layer.name!r} of type {type(layer).__name__} is not supported by dc_keras: supported are "
+            f"{', '.join(c.__name__ for c, _, _ in _SUPPORTED)}, or a layer that implements "
+            "get_prunable_weights()/get_clusterable_weights()")
+    return matched[0]
+
+
+def compressible_weights(layer, protocol: str = "get_prunable_weights") -> List[Tuple[str, object]]:
+    """(name, variable) pairs of the weights of `layer` to compress.
+
+    A layer's own protocol method wins over the built-in table: `get_prunable_weights()` returns a list of
+    variables (tfmot's PrunableLayer contract), `get_clusterable_weights()` returns (name, variable) pairs
+    (tfmot's ClusterableLayer contract).
+    """
+    method = getattr(layer, protocol, None)
+    if callable(method):
+        found = method()
+        pairs = []
+        for item in found:
+            if isinstance(item, tuple):
+                pairs.append(item)
+            else:
+                pairs.append((item.path.split("/")[-1], item))
+        return pairs
+    return [(attr, getattr(layer, attr)) for attr in weight_attributes(layer)]
