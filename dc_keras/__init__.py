@@ -63,3 +63,24 @@ def __getattr__(name: str):
 
 def __dir__():
     return __all__
+
+
+# Modules whose Keras classes must be registered as soon as dc_keras is imported, so that
+# `keras.models.load_model("x.keras")` finds them without the user passing custom_objects.
+_SERIALIZABLE_MODULES = (
+    "dc_keras.pruning.wrapper",
+    "dc_keras.clustering.wrapper",
+    "dc_keras.compressed_layers",
+)
+
+
+def _register_keras_objects() -> None:
+    for module in _SERIALIZABLE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:  # a real missing dependency, not a stage that is absent
+                raise
+
+
+_register_keras_objects()
