@@ -1,0 +1,230 @@
+"""export_tflite: a stripped pruned + clustered Keras model -> a .tflite whose weights stay compressed.
+
+Steps: convert with TensorFlow's TFLiteConverter (float32, no converter optimisations, so the weights in the
+file are exactly the clustered values); rewrite every op that has a rewriter (rewriters.REWRITERS) and whose
+weights pay to compress into a dc custom op carrying a dc_codec blob; drop the float buffers and tensors
+nothing uses any more; write atomically; optionally run the file through the dc delegate and compare with
+Keras.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Iterable, Optional, Sequence
+
+import numpy as np
+
+from dc_keras.export import flatbuffer
+from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
+from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
+from dc_keras.export.rewriters import REWRITERS, BitsOption, RewriteSettings, Skipped
+
+# Layer classes that mean "not stripped yet" (dc_keras's and tfmot's wrappers).
+_WRAPPER_NAMES = {"PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA"}
+
+
+def _keras_flavour(model) -> str:
+    try:
+        import keras
+        if isinstance(model, keras.Model):
+            return "keras"
+    except ImportError:
+        pass
+    try:
+        import tf_keras
+        if isinstance(model, tf_keras.Model):
+            return "tf_keras"
+    except ImportError:
+        pass
+    raise ExportError(
+        f"export_tflite takes a Keras 3 or tf_keras model, got {type(model).__module__}.{type(model).__name__}; "
+        "load a saved model first (keras.models.load_model)")
+
+
+def _all_layers(model) -> Iterable:
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        yield layer
+        stack.extend(getattr(layer, "layers", []) or [])
+        inner = getattr(layer, "layer", None)  # wrappers
+        if inner is not None:
+            stack.append(inner)
+
+
+def _check_stripped(model) -> None:
+    wrapped = [layer.name for layer in _all_layers(model) if type(layer).__name__ in _WRAPPER_NAMES]
+    if wrapped:
+        raise ExportError(
+            f"layers {wrapped} are still wrapped for pruning/clustering: call strip_pruning() and "
+            "strip_clustering() (dc_keras or tfmot) before export_tflite")
+
+
+def _weights_key(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _layer_names(model) -> Dict[str, str]:
+    """Digest of a layer's weights as TFLite stores them -> Keras layer name. TFLite's FULLY_CONNECTED keeps
+    Dense kernels transposed ([units, input]); matching on values names ops whatever the converter calls
+    their tensors."""
+    names = {}
+    for layer in _all_layers(model):
+        for attribute in ("kernel", "embeddings"):
+            variable = getattr(layer, attribute, None)
+            if variable is None or not hasattr(variable, "numpy"):
+                continue
+            value = np.asarray(variable.numpy(), dtype=np.float32)
+            names.setdefault(_weights_key(value), layer.name)
+            if value.ndim == 2:
+                names.setdefault(_weights_key(value.T), layer.name)
+    return names
+
+
+def _convert(model, flavour: str) -> bytes:
+    """Float32 .tflite of `model`. from_keras_model works for tf_keras and (TF >= 2.16) for Keras 3; when it
+    fails for Keras 3 the model goes through a SavedModel export (Keras 3's supported route)."""
+    import tensorflow as tf
+
+    try:
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    except Exception as first_error:  # noqa: BLE001 - any converter failure gets the fallback
+        if flavour != "keras":
+            raise ExportError(f"TFLite conversion failed: {first_error}") from first_error
+        with tempfile.TemporaryDirectory(prefix="dc_keras_export_") as tmp:
+            try:
+                model.export(tmp, format="tf_saved_model", verbose=False)
+                return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+            except Exception as error:  # noqa: BLE001
+                raise ExportError(f"TFLite conversion failed: {first_error}; through SavedModel: {error}") from error
+
+
+def _layer_name(names: Dict[str, str], weights: Optional[np.ndarray], tensor_name: str) -> str:
+    if weights is not None:
+        name = names.get(_weights_key(weights))
+        if name:
+            return name
+    return tensor_name
+
+
+def _add_metadata(model, payload: dict) -> None:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    metadata = schema.MetadataT()
+    metadata.name = METADATA_NAME
+    metadata.buffer = flatbuffer.add_buffer(model, json.dumps(payload, sort_keys=True).encode())
+    model.metadata = (model.metadata or []) + [metadata]
+
+
+def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOption = None, coder: str = "huffman",
+                  layout: str = "sparse", min_rate: float = 2.0, verify: bool = False,
+                  sample_inputs: Optional[np.ndarray] = None, tolerance: float = 1e-5,
+                  verify_batch_sizes: Sequence[int] = (1, 32), dense_path=None) -> ExportReport:
+    """Writes `model` as a .tflite whose compressible layers are dc ops with compressed weights.
+
+    Args:
+      model: a stripped (strip_pruning + strip_clustering) Keras 3 model, or a tf_keras model stripped with
+        tfmot. Layers whose weights have at most 2^bits distinct nonzero values become dc ops.
+      path: output .tflite (written atomically: temporary file, then rename).
+      bits: codebook index width: None (per layer, the fewest bits that hold its distinct values), an int, or
+        {keras layer name: int}. A layer with more distinct values than an explicit 2^bits is an error.
+      index_bits: relative index width (None: layer_registry's default, 5 for FC as in the paper), int or dict.
+      coder: "huffman" (the paper's), "rans", "raw" or "auto" (see dc_keras.codec.encode).
+      layout: "sparse" (what the delegate's kernels compute on), "dense" or "auto".
+      min_rate: compress a layer only if its blob is at least this many times smaller than its float weights.
+      verify: run the written file through the dc delegate on `sample_inputs` (default: seeded normal inputs
+        of each batch size in verify_batch_sizes) and compare with the Keras model.
+      tolerance: largest allowed max|tflite - keras| / max|keras| when verifying.
+      dense_path: if given, also write the converter's dense float .tflite there (for comparisons).
+
+    Returns:
+      ExportReport: per-layer paper Table 2 columns measured from the blobs, file sizes, verification.
+
+    Raises:
+      ExportError: unsupported input, unstripped wrappers, conversion failure, too many distinct values.
+      NoCompressibleLayerError: no layer was compressed.
+      ExportVerificationError: verify=True and outputs differ beyond `tolerance`.
+    """
+    flavour = _keras_flavour(model)
+    _check_stripped(model)
+    if not getattr(model, "inputs", None):
+        raise ExportError("the model has no defined inputs: build it (call it once, or give keras.Input) first")
+    settings = RewriteSettings(bits=bits, index_bits=index_bits, coder=coder, layout=layout, min_rate=min_rate)
+
+    dense = _convert(model, flavour)
+    names = _layer_names(model)
+    tflite_model = flatbuffer.load(dense)
+    skipped = []
+    rewritten = 0
+    for subgraph in tflite_model.subgraphs:
+        for op in list(subgraph.operators or []):
+            entry = REWRITERS.get(flatbuffer.builtin_code(tflite_model, op))
+            if entry is None:
+                continue
+            rewrite, weights_of = entry
+            weights = weights_of(tflite_model, subgraph, op)
+            out_name = subgraph.tensors[int(op.outputs[0])].name
+            out_name = out_name.decode() if isinstance(out_name, bytes) else str(out_name)
+            layer = _layer_name(names, weights, out_name)
+            result = rewrite(tflite_model, subgraph, op, layer, settings)
+            if isinstance(result, Skipped):
+                skipped.append({"layer": result.layer, "op": result.op, "reason": result.reason})
+            else:
+                rewritten += 1
+    if rewritten == 0:
+        detail = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped) or "it has no Dense layer"
+        raise NoCompressibleLayerError(
+            f"no layer of {model.name!r} can be stored compressed ({detail}). Prune and cluster the model "
+            "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
+
+    flatbuffer.remove_unused(tflite_model)
+    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped})
+    data = flatbuffer.serialize(tflite_model)
+    flatbuffer.write_atomic(path, data)
+    if dense_path is not None:
+        flatbuffer.write_atomic(dense_path, dense)
+
+    report = report_from_model(flatbuffer.load(data), len(data), str(path))
+    if verify:
+        report.verification = _verify(model, data, sample_inputs, tolerance, verify_batch_sizes)
+    return report
+
+
+def _verify(model, data: bytes, sample_inputs, tolerance: float, batch_sizes: Sequence[int]) -> dict:
+    from dc_keras import delegate
+
+    interpreter = delegate.make_interpreter(model_content=data)
+    inputs = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ExportError("verify=True supports models with one input and one output; verify others with "
+                          "dc_keras.delegate.make_interpreter yourself")
+    signature = [int(d) for d in inputs[0]["shape_signature"]]
+    if sample_inputs is not None:
+        batches = [np.asarray(sample_inputs, dtype=np.float32)]
+    else:
+        if any(d < 0 for d in signature[1:]):
+            raise ExportError(f"input shape {signature} has unknown dimensions: pass sample_inputs")
+        rng = np.random.default_rng(0)
+        fixed_batch = signature[0] if signature and signature[0] > 0 else None
+        sizes = [fixed_batch] if fixed_batch else list(batch_sizes)
+        batches = [rng.standard_normal([b, *signature[1:]]).astype(np.float32) for b in sizes]
+    worst = 0.0
+    for x in batches:
+        interpreter.resize_tensor_input(inputs[0]["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inputs[0]["index"], x)
+        interpreter.invoke()
+        got = interpreter.get_tensor(outputs[0]["index"])
+        want = np.asarray(model(x, training=False), dtype=np.float32)
+        if got.shape != want.shape:
+            raise ExportVerificationError(f"output shape {got.shape} differs from Keras's {want.shape}")
+        error = float(np.max(np.abs(got - want)) / max(float(np.max(np.abs(want))), 1e-30))
+        worst = max(worst, error)
+    if worst > tolerance:
+        raise ExportVerificationError(
+            f"the exported model's outputs differ from Keras's: max relative error {worst:.3e} > {tolerance:.0e}")
+    return {"batch_sizes": [int(x.shape[0]) for x in batches], "max_rel_error": worst, "tolerance": tolerance}

@@ -1,0 +1,216 @@
+"""The per-layer compression report (the paper's Table 2 columns), measured from the blobs in a .tflite.
+
+`inspect_tflite` builds it from a file alone; `export_tflite` returns the same report for the file it wrote
+(plus verification results), so `dc-inspect` and the exporter always agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from dc_keras.export import flatbuffer
+from dc_keras.export.options import FC_CUSTOM_CODE, FullyConnectedOptions
+
+METADATA_NAME = "dc_keras"
+"""Name of the model metadata entry the exporter writes (JSON: format, dense_tflite_bytes, skipped ops)."""
+
+# custom code -> index of the blob among the op's inputs
+DC_OPS = {FC_CUSTOM_CODE: 1}
+# stock ops with constant weights worth listing as "left stock": builtin code -> (name, weights input)
+_STOCK_WEIGHTED = {
+    schema.BuiltinOperator.FULLY_CONNECTED: ("FULLY_CONNECTED", 1),
+    schema.BuiltinOperator.CONV_2D: ("CONV_2D", 1),
+    schema.BuiltinOperator.DEPTHWISE_CONV_2D: ("DEPTHWISE_CONV_2D", 1),
+    schema.BuiltinOperator.GATHER: ("GATHER", 0),
+}
+
+
+@dataclasses.dataclass
+class LayerReport:
+    """One compressed layer. Bits are per nonzero weight; rates are compressed size / float32 size."""
+
+    name: str
+    op: str
+    shape: tuple
+    weights: int            # #weights of the layer
+    nonzeros: int
+    bits: int               # codebook index width (P+Q weight bits)
+    index_bits: int         # relative index width (P+Q index bits); 0 for a dense-layout blob
+    code_stream_bytes: int
+    delta_stream_bytes: int
+    codebook_bytes: int
+    num_entries: int        # relative-index entries, fillers included
+    blob_bytes: int
+    coder: str
+
+    @property
+    def weights_fraction(self) -> float:
+        return self.nonzeros / self.weights if self.weights else 0.0
+
+    @property
+    def weight_bits_pqh(self) -> float:
+        return 8 * self.code_stream_bytes / self.nonzeros if self.nonzeros else 0.0
+
+    @property
+    def index_bits_pqh(self) -> float:
+        return 8 * self.delta_stream_bytes / self.nonzeros if self.nonzeros else 0.0
+
+    @property
+    def pq_bits(self) -> int:
+        """Bits of the layer stored with fixed-width codes and indices (no entropy coding)."""
+        return self.nonzeros * self.bits + self.num_entries * self.index_bits + 8 * self.codebook_bytes
+
+    @property
+    def rate_pq(self) -> float:
+        return self.pq_bits / (32 * self.weights) if self.weights else 0.0
+
+    @property
+    def rate_pqh(self) -> float:
+        return self.blob_bytes / (4 * self.weights) if self.weights else 0.0
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """Report of a compressed .tflite: compressed layers, ops left stock, file sizes, verification."""
+
+    layers: List[LayerReport]
+    stock: List[dict]                    # {"layer", "op", "reason"}
+    tflite_bytes: int
+    dense_tflite_bytes: Optional[int]    # the converter's float file before compression (None if unknown)
+    path: Optional[str] = None
+    verification: Optional[dict] = None  # {"batch sizes", "max_rel_error", "tolerance"} when verify=True
+
+    @property
+    def file_rate(self) -> Optional[float]:
+        return self.tflite_bytes / self.dense_tflite_bytes if self.dense_tflite_bytes else None
+
+    def totals(self) -> dict:
+        weights = sum(l.weights for l in self.layers)
+        nnz = sum(l.nonzeros for l in self.layers)
+        return {
+            "weights": weights,
+            "nonzeros": nnz,
+            "weights_fraction": nnz / weights if weights else 0.0,
+            "weight_bits_pq": sum(l.bits * l.nonzeros for l in self.layers) / nnz if nnz else 0.0,
+            "weight_bits_pqh": sum(8 * l.code_stream_bytes for l in self.layers) / nnz if nnz else 0.0,
+            "index_bits_pq": sum(l.index_bits * l.nonzeros for l in self.layers) / nnz if nnz else 0.0,
+            "index_bits_pqh": sum(8 * l.delta_stream_bytes for l in self.layers) / nnz if nnz else 0.0,
+            "rate_pq": sum(l.pq_bits for l in self.layers) / (32 * weights) if weights else 0.0,
+            "rate_pqh": sum(l.blob_bytes for l in self.layers) / (4 * weights) if weights else 0.0,
+        }
+
+    def to_dict(self) -> dict:
+        layers = []
+        for l in self.layers:
+            row = dataclasses.asdict(l)
+            row.update(weights_fraction=l.weights_fraction, weight_bits_pqh=l.weight_bits_pqh,
+                       index_bits_pqh=l.index_bits_pqh, rate_pq=l.rate_pq, rate_pqh=l.rate_pqh)
+            layers.append(row)
+        return {"path": self.path, "layers": layers, "total": self.totals(), "stock": self.stock,
+                "tflite_bytes": self.tflite_bytes, "dense_tflite_bytes": self.dense_tflite_bytes,
+                "verification": self.verification}
+
+    def format(self) -> str:
+        """The report as a text table (what dc-inspect prints)."""
+        head = ("layer", "op", "#weights", "weights%", "w bits P+Q", "w bits P+Q+H", "idx bits P+Q",
+                "idx bits P+Q+H", "rate P+Q", "rate P+Q+H", "blob B")
+        rows = []
+        for l in self.layers:
+            rows.append((l.name, l.op, _count(l.weights), f"{100 * l.weights_fraction:.1f}%", str(l.bits),
+                         f"{l.weight_bits_pqh:.2f}", str(l.index_bits) if l.index_bits else "-",
+                         f"{l.index_bits_pqh:.2f}" if l.index_bits else "-", f"{100 * l.rate_pq:.2f}%",
+                         f"{100 * l.rate_pqh:.2f}%", str(l.blob_bytes)))
+        t = self.totals()
+        if self.layers:
+            rows.append(("total", "", _count(t["weights"]), f"{100 * t['weights_fraction']:.1f}%",
+                         f"{t['weight_bits_pq']:.2f}", f"{t['weight_bits_pqh']:.2f}", f"{t['index_bits_pq']:.2f}",
+                         f"{t['index_bits_pqh']:.2f}",
+                         f"{100 * t['rate_pq']:.2f}% ({1 / t['rate_pq']:.0f}x)" if t["rate_pq"] else "-",
+                         f"{100 * t['rate_pqh']:.2f}% ({1 / t['rate_pqh']:.0f}x)" if t["rate_pqh"] else "-",
+                         str(sum(l.blob_bytes for l in self.layers))))
+        widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+        lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [head] + rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        if self.stock:
+            lines.append("")
+            lines.append("left stock (run by TFLite's own kernels):")
+            lines += [f"  {s['layer']} ({s['op']}): {s['reason']}" for s in self.stock]
+        lines.append("")
+        if self.dense_tflite_bytes:
+            lines.append(f".tflite size: {self.tflite_bytes} B compressed vs {self.dense_tflite_bytes} B dense float "
+                         f"({self.dense_tflite_bytes / self.tflite_bytes:.1f}x smaller)")
+        else:
+            lines.append(f".tflite size: {self.tflite_bytes} B (dense size unknown: file not written by dc_keras)")
+        if self.verification:
+            v = self.verification
+            lines.append(f"verified through the dc delegate: batch sizes {v['batch_sizes']}, max relative error "
+                         f"{v['max_rel_error']:.2e} (tolerance {v['tolerance']:.0e})")
+        return "\n".join(lines)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1000:.1f}K" if n >= 1000 else str(n)
+
+
+def layer_report(name: str, op: str, blob: bytes) -> LayerReport:
+    """LayerReport of one blob, from its header (sizes of the real streams)."""
+    from dc_keras import codec
+
+    info = codec.parse_info(blob)
+    return LayerReport(
+        name=name, op=op, shape=tuple(int(d) for d in info.shape), weights=int(info.num_elements),
+        nonzeros=int(info.num_nonzeros), bits=int(info.bits), index_bits=int(info.index_bits),
+        code_stream_bytes=int(info.code_stream_bytes), delta_stream_bytes=int(info.delta_stream_bytes),
+        codebook_bytes=int(info.codebook_bytes), num_entries=int(info.num_entries), blob_bytes=int(info.total_bytes),
+        coder=f"{info.delta_coder}/{info.code_coder}")
+
+
+def read_metadata(model: "schema.ModelT") -> dict:
+    for metadata in model.metadata or []:
+        name = metadata.name.decode() if isinstance(metadata.name, bytes) else metadata.name
+        if name == METADATA_NAME:
+            try:
+                return json.loads(flatbuffer.buffer_bytes(model, metadata.buffer).decode())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return {}
+    return {}
+
+
+def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[str] = None) -> ExportReport:
+    """ExportReport of a parsed .tflite."""
+    layers, stock = [], []
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            custom = flatbuffer.custom_code(model, op)
+            if custom in DC_OPS:
+                blob_tensor = subgraph.tensors[int(op.inputs[DC_OPS[custom]])]
+                tensor_name = blob_tensor.name.decode() if isinstance(blob_tensor.name, bytes) else blob_tensor.name
+                name = tensor_name[:-len("/dc_blob")] if tensor_name.endswith("/dc_blob") else tensor_name
+                if custom == FC_CUSTOM_CODE:
+                    FullyConnectedOptions.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
+                layers.append(layer_report(name, custom, flatbuffer.buffer_bytes(model, blob_tensor.buffer)))
+    metadata = read_metadata(model)
+    stock = list(metadata.get("stock", []))
+    return ExportReport(layers=layers, stock=stock, tflite_bytes=tflite_bytes,
+                        dense_tflite_bytes=metadata.get("dense_tflite_bytes"), path=path)
+
+
+def inspect_tflite(source: Union[str, Path, bytes]) -> ExportReport:
+    """The compression report of a .tflite file (path or bytes), from the file alone.
+
+    Raises:
+      ValueError: the file is not a TFLite flatbuffer, or a dc op in it has malformed options or blob.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        data, path = bytes(source), None
+    else:
+        path = str(source)
+        data = Path(source).read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ValueError(f"{path or 'input'} is not a .tflite file (no TFL3 identifier)")
+    return report_from_model(flatbuffer.load(data), len(data), path)

@@ -1,0 +1,146 @@
+"""Rewriters: one per TFLite builtin op that dc_keras can replace by a dc custom op with compressed weights.
+
+A rewriter looks at one operator of a converted model and either replaces it in place (new custom op code,
+a constant uint8 blob tensor instead of the float weights, its parameters in custom options) or declines
+with a reason, leaving the stock op to run as before. Conv, depthwise conv and embedding lookups are added
+by writing a function like `rewrite_fully_connected` and one entry in REWRITERS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Dict, Mapping, Optional, Union
+
+import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+
+from dc_keras import layer_registry
+from dc_keras.export import flatbuffer
+from dc_keras.export.errors import ExportError
+from dc_keras.export.options import ACTIVATIONS, FC_CUSTOM_CODE, FullyConnectedOptions
+
+BitsOption = Union[None, int, Mapping[str, int]]
+
+BLOB_SUFFIX = "/dc_blob"
+"""Blob tensors are named <layer name><BLOB_SUFFIX>, which is how dc-inspect names layers from a file."""
+
+
+@dataclasses.dataclass
+class RewriteSettings:
+    """Options of export_tflite that rewriters honour."""
+
+    bits: BitsOption = None
+    index_bits: BitsOption = None
+    coder: str = "huffman"
+    layout: str = "sparse"
+    min_rate: float = 2.0  # compress only when the blob is at least this many times smaller than the floats
+
+    def resolve(self, option: BitsOption, layer: str, default: Optional[int]) -> tuple[Optional[int], bool]:
+        """(value, explicitly given) of a per-layer option given as None, an int or a {layer name: int}."""
+        if isinstance(option, Mapping):
+            if layer in option:
+                return int(option[layer]), True
+            return default, False
+        if option is None:
+            return default, False
+        return int(option), True
+
+
+@dataclasses.dataclass
+class Skipped:
+    """An op left stock, and why."""
+
+    layer: str
+    op: str
+    reason: str
+
+
+RewriteResult = Optional[Skipped]  # None: rewritten
+
+
+def _weights_fc(model, subgraph, op):
+    inputs = [int(i) for i in op.inputs]
+    if len(inputs) < 2 or inputs[1] < 0:
+        return None
+    tensor = subgraph.tensors[inputs[1]]
+    if tensor.type != schema.TensorType.FLOAT32:
+        return None
+    return flatbuffer.tensor_data(model, tensor)
+
+
+def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT",
+                            layer: str, settings: RewriteSettings) -> RewriteResult:
+    """FULLY_CONNECTED with constant float32 weights [units, input size] -> DcFullyConnected."""
+    options = op.builtinOptions
+    inputs = [int(i) for i in op.inputs]
+    weights = _weights_fc(model, subgraph, op)
+    if weights is None or weights.ndim != 2:
+        return Skipped(layer, "FULLY_CONNECTED", "weights are not a constant float32 matrix")
+    x, out = subgraph.tensors[inputs[0]], subgraph.tensors[int(op.outputs[0])]
+    if x.type != schema.TensorType.FLOAT32 or out.type != schema.TensorType.FLOAT32:
+        return Skipped(layer, "FULLY_CONNECTED", "activations are not float32 (a quantized model?)")
+    if options is not None and options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
+        return Skipped(layer, "FULLY_CONNECTED", "shuffled weights format")
+    activation = options.fusedActivationFunction if options is not None else 0
+    if activation not in ACTIVATIONS:
+        return Skipped(layer, "FULLY_CONNECTED", f"fused activation {activation} not supported by the delegate")
+    bias_index = inputs[2] if len(inputs) > 2 else -1
+    if bias_index >= 0:
+        bias = flatbuffer.tensor_data(model, subgraph.tensors[bias_index])
+        if bias is None or subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32:
+            return Skipped(layer, "FULLY_CONNECTED", "bias is not a constant float32 vector")
+
+    values = weights[weights != 0]
+    distinct = int(np.unique(values).size)
+    bits, bits_given = settings.resolve(settings.bits, layer, None)
+    index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS["fc"])
+    if bits is None:
+        # Weight sharing leaves at most 256 distinct values (8-bit codes); more means the layer was not
+        # clustered and stays a stock op.
+        if distinct > 256:
+            return Skipped(layer, "FULLY_CONNECTED",
+                           f"{distinct} distinct nonzero weights (not clustered: at most 256 are storable)")
+        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
+    if distinct > (1 << bits):
+        raise ExportError(
+            f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
+            f"(bits={bits}{' as given' if bits_given else ''}); cluster it with at most {1 << bits} clusters "
+            "or raise bits")
+
+    from dc_keras import codec  # the codec is heavy only on first use
+
+    try:
+        blob = codec.encode(weights, bits=bits, index_bits=index_bits, coder=settings.coder,
+                            layout=settings.layout)
+    except ValueError as error:
+        raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
+    dense_bytes = weights.size * 4
+    if len(blob) * settings.min_rate > dense_bytes:
+        return Skipped(layer, "FULLY_CONNECTED",
+                       f"compressed size {len(blob)} B does not pay against {dense_bytes} B of floats "
+                       f"(min_rate {settings.min_rate})")
+    # The blob must give back exactly the weights the converter wrote (the clustered values, bit for bit).
+    decoded = np.asarray(codec.decode(blob), dtype=np.float32).reshape(weights.shape)
+    if not np.array_equal(decoded, weights):  # value equality: a pruned -0.0 comes back as +0.0
+        raise ExportError(f"layer {layer!r}: the encoded weights do not decode to the original values")
+
+    fc_options = FullyConnectedOptions(
+        fused_activation=int(activation), keep_num_dims=bool(options.keepNumDims) if options is not None else False,
+        units=int(weights.shape[0]), input_size=int(weights.shape[1]))
+    blob_index = flatbuffer.add_tensor(model, subgraph, layer + BLOB_SUFFIX, [len(blob)], schema.TensorType.UINT8,
+                                       blob)
+    op.opcodeIndex = flatbuffer.custom_opcode_index(model, FC_CUSTOM_CODE)
+    op.inputs = np.asarray([inputs[0], blob_index, bias_index], dtype=np.int32)
+    op.builtinOptionsType = schema.BuiltinOptions.NONE
+    op.builtinOptions = None
+    op.customOptions = np.frombuffer(fc_options.pack(), dtype=np.uint8).copy()
+    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS  # the schema's only value
+    return None
+
+
+Rewriter = Callable[["schema.ModelT", "schema.SubGraphT", "schema.OperatorT", str, RewriteSettings], RewriteResult]
+
+# TFLite builtin op -> (rewriter, function giving the op's constant float weights for naming layers).
+REWRITERS: Dict[int, tuple] = {
+    schema.BuiltinOperator.FULLY_CONNECTED: (rewrite_fully_connected, _weights_fc),
+}

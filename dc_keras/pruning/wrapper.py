@@ -1,0 +1,352 @@
+"""Magnitude pruning for Keras 3 layers and models: ``prune_low_magnitude`` and its ``PruneLowMagnitude`` wrapper.
+
+How a wrapped layer keeps its pruned weights at exactly zero:
+
+* The forward pass runs the inner layer with ``weight * mask`` substituted for each prunable weight (a
+  ``keras.StatelessScope`` mapping), so the gradient of a pruned position is exactly zero.
+* Optimizers with momentum would still move a pruned weight (its old momentum decays over many steps), so
+  each prunable variable also gets a constraint ``w -> constraint(w) * mask`` that Keras optimizers apply
+  after every update: the variable itself is zero after every training step, not only at epoch ends.
+* Masks, thresholds and the step counter are non-trainable variables of the wrapper, so ``model.save`` /
+  ``load_model`` restore them and resumed training continues the schedule. They are sync-on-read under
+  ``tf.distribute``: each replica computes the same mask from the same mirrored weights, which needs no
+  cross-replica synchronisation inside the training step's ``tf.cond``.
+* The step counter is advanced in the compiled training step (once per training call, like tfmot 0.8), and
+  masks are recomputed under ``tf.cond`` only on the schedule's update steps, so between updates the cost is
+  two element-wise multiplies per pruned weight.
+
+This module is imported when ``dc_keras`` is, to register the wrapper for ``load_model``; it imports only
+Keras, TensorFlow and dc_keras modules without further side effects.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, List, Mapping, Optional
+
+import keras
+import tensorflow as tf
+
+from dc_keras import layer_registry
+from dc_keras.pruning.schedule import ConstantSparsity, PruningSchedule, as_schedule
+
+__all__ = ["PrunableLayer", "PruneLowMagnitude", "prune_low_magnitude", "collect_prunable_layers"]
+
+_LOG = logging.getLogger("dc_keras")
+
+_CALLBACK_ERROR = (
+    "dc_keras pruning: the pruning step of this layer was never initialised, so dc_keras.callbacks."
+    "UpdatePruningStep() is missing: pass callbacks=[dc_keras.callbacks.UpdatePruningStep()] to model.fit "
+    "(in a custom training loop, call callback.set_model(model) and callback.on_train_begin() first).")
+
+
+class PrunableLayer:
+    """Interface for custom layers that choose which of their weights are pruned (tfmot's ``PrunableLayer``).
+
+    Implement ``get_prunable_weights()`` returning the list of variables to prune (usually kernels, not
+    biases). Inheriting from this class is optional: any layer with that method is prunable.
+    """
+
+    def get_prunable_weights(self):
+        """List of the layer's variables to prune; must be overridden."""
+        raise NotImplementedError(
+            f"{type(self).__name__} inherits dc_keras.PrunableLayer and must implement get_prunable_weights()")
+
+
+class _MaskConstraint:
+    """Variable constraint applied by Keras optimizers after each update: the layer's own constraint (if
+    any), then the mask. Not serialised: the wrapper re-creates it when it is built."""
+
+    def __init__(self, mask, original):
+        self.mask = mask
+        self.original = original
+
+    def __call__(self, weight):
+        if self.original is not None:
+            weight = self.original(weight)
+        return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
+
+
+@keras.saving.register_keras_serializable(package="dc_keras")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer and prunes its prunable weights by magnitude on ``pruning_schedule``.
+
+    Prefer :func:`prune_low_magnitude`, which wraps every supported layer of a model. Training needs the
+    :class:`dc_keras.callbacks.UpdatePruningStep` callback.
+
+    Args:
+        layer: a Dense, Conv1D, Conv2D, DepthwiseConv2D, Conv2DTranspose or Embedding layer, or a layer with
+            ``get_prunable_weights()``.
+        pruning_schedule: a dc_keras schedule or tfmot's PolynomialDecay/ConstantSparsity
+            (default ``ConstantSparsity(0.5, begin_step=0)``, tfmot's default).
+        **kwargs: Keras layer arguments (``name`` defaults to ``"prune_low_magnitude_" + layer.name``).
+    """
+
+    def __init__(self, layer, pruning_schedule=None, **kwargs):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(f"PruneLowMagnitude wraps a keras.layers.Layer, got {layer!r}")
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(f"layer {layer.name!r} is already wrapped by PruneLowMagnitude")
+        if isinstance(layer, keras.Model):
+            raise ValueError(f"PruneLowMagnitude wraps layers, not models ({layer.name!r}): "
+                             "use dc_keras.prune_low_magnitude(model)")
+        if not layer_registry.is_supported(layer, "get_prunable_weights"):
+            # weight_attributes() raises the registry's message, which names the supported types.
+            layer_registry.weight_attributes(layer)
+        if pruning_schedule is None:
+            pruning_schedule = ConstantSparsity(0.5, begin_step=0)
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        # Same dtype policy as the inner layer, so mixed precision behaves as without the wrapper.
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(layer, **kwargs)
+        self.pruning_schedule = as_schedule(pruning_schedule).for_layer(layer.name)
+        self._pruning_vars = []  # (weight variable, mask variable, threshold variable)
+
+    # ------------------------------------------------------------------ building
+    def build(self, input_shape=None):
+        """Builds the inner layer, then one mask and one threshold per prunable weight and the step counter."""
+        super().build(input_shape)
+        pairs = layer_registry.compressible_weights(self.layer, "get_prunable_weights")
+        if not pairs:
+            raise ValueError(f"layer {self.layer.name!r} has no prunable weights (get_prunable_weights() "
+                             "returned an empty list)")
+        self._pruning_vars = []
+        for name, weight in pairs:
+            if not isinstance(weight, keras.Variable):
+                raise ValueError(f"layer {self.layer.name!r}: prunable weight {name!r} is not a keras.Variable "
+                                 f"({type(weight).__name__}); get_prunable_weights() must return variables")
+            mask = self._add_state(f"{name}_mask", weight.shape, weight.dtype, "ones")
+            threshold = self._add_state(f"{name}_threshold", (), weight.dtype, "zeros")
+            self._pruning_vars.append((weight, mask, threshold))
+        # -1 until UpdatePruningStep.on_train_begin sets 0: a training call that sees a step below 1
+        # means the callback is missing.
+        self.pruning_step = self._add_state("pruning_step", (), "int64", keras.initializers.Constant(-1))
+        for weight, mask, _ in self._pruning_vars:
+            if not isinstance(weight.constraint, _MaskConstraint):
+                weight.constraint = _MaskConstraint(mask, weight.constraint)
+        self.built = True
+
+    def _add_state(self, name, shape, dtype, initializer):
+        # Layer.add_weight has no `synchronization` argument; this is what it does, plus sync-on-read
+        # (see the module docstring for why).
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(initializer=keras.initializers.get(initializer), shape=shape, dtype=dtype,
+                                      trainable=False, name=name, synchronization="on_read",
+                                      aggregation="only_first_replica")
+        self._track_variable(variable)
+        return variable
+
+    @property
+    def pruning_vars(self):
+        """List of ``(weight, mask, threshold)`` variable triples, as in tfmot."""
+        return list(self._pruning_vars)
+
+    def get_prunable_weights(self):
+        """The inner layer's pruned variables."""
+        return [w for w, _, _ in self._pruning_vars]
+
+    def original_constraint(self, weight):
+        """The inner layer's own constraint of ``weight`` (what strip_pruning restores)."""
+        constraint = weight.constraint
+        return constraint.original if isinstance(constraint, _MaskConstraint) else constraint
+
+    # ------------------------------------------------------------------ running
+    def _advance_and_update(self):
+        # Fail at trace time with a plain Python error when the callback was forgotten (the usual case);
+        # the in-graph assert below still covers functions traced before the step was initialised.
+        with tf.init_scope():
+            if tf.executing_eagerly() and int(keras.ops.convert_to_numpy(self.pruning_step.value)) < 0:
+                raise RuntimeError(_CALLBACK_ERROR)
+        self.pruning_step.assign_add(1)
+        step = keras.ops.convert_to_tensor(self.pruning_step)
+        check = tf.debugging.assert_greater_equal(step, tf.constant(1, tf.int64), message=_CALLBACK_ERROR)
+        with tf.control_dependencies([check]):
+            should_prune = self.pruning_schedule.should_prune(step)
+
+        def update():
+            for weight, mask, threshold in self._pruning_vars:
+                # Rank the effective weights, so that a position pruned earlier is never ranked by a stale value.
+                current = keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype))
+                new_threshold, new_mask = self.pruning_schedule.compute_mask(step, current)
+                mask.assign(new_mask)
+                threshold.assign(new_threshold)
+            return tf.constant(True)
+
+        return tf.cond(should_prune, update, lambda: tf.constant(False))
+
+    def call(self, inputs, training=None, **kwargs):
+        """Runs the inner layer on masked weights; on training calls advances the step and updates masks."""
+        if training is None:
+            training = False
+        if isinstance(training, bool):
+            if training:
+                self._advance_and_update()
+        else:
+            tf.cond(tf.cast(training, tf.bool), self._advance_and_update, lambda: tf.constant(False))
+        mapping = [(weight, keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype)))
+                   for weight, mask, _ in self._pruning_vars]
+        # collect_losses keeps the inner layer's activity-regularisation losses, re-added to this layer below.
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True,
+                                  initialize_variables=False) as scope:
+            outputs = self.layer(inputs, **kwargs)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        """Same as the inner layer's."""
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_mask(self, inputs, mask=None):
+        """Delegates Keras masking (e.g. Embedding(mask_zero=True)) to the inner layer."""
+        return self.layer.compute_mask(inputs, mask)
+
+    def apply_masks(self):
+        """Sets each pruned variable to ``weight * mask`` now (callbacks call it at epoch ends)."""
+        for weight, mask, _ in self._pruning_vars:
+            weight.assign(keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.dtype)))
+
+    # ------------------------------------------------------------------ serialisation
+    def get_config(self):
+        """Inner layer config plus the serialized schedule."""
+        config = super().get_config()
+        config["pruning_schedule"] = keras.saving.serialize_keras_object(self.pruning_schedule)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """Inverse of :meth:`get_config`."""
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects=custom_objects)
+        schedule = config.pop("pruning_schedule", None)
+        if isinstance(schedule, dict):
+            schedule = keras.saving.deserialize_keras_object(schedule, custom_objects=custom_objects)
+        return cls(layer, pruning_schedule=schedule, **config)
+
+
+def _iter_layers(model_or_layer) -> Iterator[keras.layers.Layer]:
+    """Every layer reachable from ``model_or_layer``, nested models included; wrappers are not descended."""
+    stack = [model_or_layer]
+    seen = set()
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        yield layer
+        if isinstance(layer, PruneLowMagnitude):
+            continue
+        children = layer.layers if isinstance(layer, keras.Model) else getattr(layer, "_layers", [])
+        stack.extend(reversed(list(children)))
+
+
+def collect_prunable_layers(model) -> List[PruneLowMagnitude]:
+    """All PruneLowMagnitude wrappers in ``model`` (nested models included), in layer order."""
+    return [layer for layer in _iter_layers(model) if isinstance(layer, PruneLowMagnitude)]
+
+
+def _has_weights(layer) -> bool:
+    try:
+        return bool(layer.weights)
+    except Exception:  # noqa: BLE001 - an unbuilt custom layer may not answer; it then has no weights yet
+        return False
+
+
+def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), block_pooling_type="AVG",
+                        per_layer: Optional[Mapping[str, object]] = None, **kwargs):
+    """Wrap a layer, a list of layers, or every supported layer of a Sequential/functional model for pruning.
+
+    Same contract as ``tfmot.sparsity.keras.prune_low_magnitude``: a model comes back as a new model (to
+    compile) whose layers are the original layer objects, supported ones wrapped in
+    :class:`PruneLowMagnitude` (so the trained weights carry over, and the original model sees the pruning);
+    a layer comes back wrapped; a list comes back as a list. Layers of other types in a model pass through
+    unwrapped, with a one-line notice for those that have weights; asking for an unsupported layer directly
+    raises ValueError.
+
+    Args:
+        to_prune: a keras Layer, a list of layers, or a Sequential / functional keras Model.
+        pruning_schedule: dc_keras PolynomialDecay, ConstantSparsity, SensitivityThreshold or tfmot's
+            PolynomialDecay/ConstantSparsity (default ``ConstantSparsity(0.5, 0)``, as tfmot).
+        block_size, block_pooling_type: tfmot arguments; only unstructured pruning ``(1, 1)`` is supported.
+        per_layer: optional ``{layer name: schedule or None}``; a schedule overrides ``pruning_schedule``
+            for that layer, None leaves that layer dense. Names that match no layer raise ValueError.
+        **kwargs: passed to each :class:`PruneLowMagnitude`.
+
+    Returns:
+        the wrapped layer, list or model.
+    """
+    if tuple(block_size) != (1, 1):
+        raise ValueError(f"dc_keras prunes individual weights only: block_size must be (1, 1), got {block_size}")
+    if block_pooling_type not in ("AVG", "MAX"):
+        raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type!r}")
+    default = as_schedule(pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0))
+    overrides = {}
+    for name, schedule in dict(per_layer or {}).items():
+        overrides[name] = None if schedule is None else as_schedule(schedule)
+
+    def wrap(layer, direct: bool):
+        if isinstance(layer, PruneLowMagnitude):
+            return layer
+        schedule = overrides.get(layer.name, default)
+        if schedule is None:  # per_layer={name: None}: keep this layer dense
+            return layer
+        if not layer_registry.is_supported(layer, "get_prunable_weights"):
+            if direct:
+                raise ValueError(
+                    f"cannot prune layer {layer.name!r} of type {type(layer).__name__}: dc_keras prunes "
+                    "Dense, Conv1D, Conv2D, DepthwiseConv2D, Conv2DTranspose and Embedding layers, and layers "
+                    "that implement get_prunable_weights()")
+            return layer
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, **kwargs)
+
+    def check_names(names):
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ValueError(f"per_layer names layers that are not in the model: {unknown}; "
+                             f"layers are {sorted(names)}")
+
+    if isinstance(to_prune, (list, tuple)):
+        for layer in to_prune:
+            if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+                raise ValueError(f"prune_low_magnitude: list items must be keras layers, got {layer!r}")
+        check_names([layer.name for layer in to_prune])
+        return [wrap(layer, True) for layer in to_prune]
+
+    if isinstance(to_prune, keras.Model):
+        if not isinstance(to_prune, keras.Sequential) and not _is_functional(to_prune):
+            raise ValueError(
+                f"prune_low_magnitude accepts Sequential and functional models; {to_prune.name!r} is a subclassed "
+                "model: wrap its layers with prune_low_magnitude(layer) inside the model instead")
+        check_names([layer.name for layer in _iter_layers(to_prune)])
+        skipped = []
+
+        def clone_function(layer):
+            wrapped = wrap(layer, False)
+            if wrapped is layer and not isinstance(layer, PruneLowMagnitude) and _has_weights(layer) \
+                    and not isinstance(layer, keras.Model) and layer.name not in overrides:
+                skipped.append(f"{layer.name} ({type(layer).__name__})")
+            return wrapped
+
+        pruned = keras.models.clone_model(to_prune, clone_function=clone_function, recursive=True)
+        if skipped:
+            _LOG.warning("dc_keras.prune_low_magnitude: not pruned (unsupported type): %s", ", ".join(skipped))
+        return pruned
+
+    if isinstance(to_prune, keras.layers.Layer):
+        check_names([to_prune.name])
+        return wrap(to_prune, True)
+
+    raise ValueError(f"prune_low_magnitude accepts a keras Layer, a list of layers or a Sequential/functional "
+                     f"keras Model, got {type(to_prune).__name__}")
+
+
+def _is_functional(model) -> bool:
+    # keras.Model instances built from inputs/outputs are Functional; subclasses of keras.Model are not.
+    from keras.src.models.functional import Functional  # the class is not exported publicly
+
+    return isinstance(model, Functional) and not _overrides_call(model)
+
+
+def _overrides_call(model) -> bool:
+    from keras.src.models.functional import Functional
+
+    return type(model).call is not Functional.call

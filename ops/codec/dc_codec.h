@@ -1,0 +1,126 @@
+// dc_codec: decoder core for dc_keras's compressed weight format (see FORMAT.md beside this file).
+//
+// One blob holds one weight tensor after Deep Compression: pruned positions as relative indices,
+// weight-shared values as codebook indices, both entropy coded (canonical Huffman, rANS or raw), plus
+// the float codebook. This header is shared by the TFLite delegate, the TF custom op and the ctypes
+// library, so it depends on nothing but the C++17 standard library and stays backward compatible.
+//
+// Safety contract: every function accepts arbitrary bytes. Decoding is bounds checked throughout and
+// reports malformed input through Status; it never reads outside [data, data + size) and never writes
+// outside the caller's output. Sizes are validated before anything is allocated.
+#ifndef DC_KERAS_OPS_CODEC_DC_CODEC_H_
+#define DC_KERAS_OPS_CODEC_DC_CODEC_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace dc {
+namespace codec {
+
+// Format version this reader understands; blobs with another version are rejected with a message.
+constexpr int kFormatVersion = 1;
+// Largest tensor a blob may describe (elements). Keeps row offsets and entry counts in uint32.
+constexpr uint64_t kMaxElements = 0xFFFFFFFFull;
+// Largest rank a blob may describe.
+constexpr int kMaxRank = 8;
+// Longest canonical Huffman code the format allows; decoders use a 2^12-entry lookup table.
+constexpr int kMaxHuffmanBits = 12;
+// Column step of a filler entry in SparseMatrix (the in-memory form, independent of index_bits).
+constexpr int kSparseFillerStep = 255;
+
+// Outcome of a codec call: ok, or an error with a human-readable message.
+class Status {
+ public:
+  Status() = default;
+  bool ok() const { return ok_; }
+  const std::string& message() const { return message_; }
+  static Status Ok() { return Status(); }
+  static Status Error(std::string msg) { return Status(false, std::move(msg)); }
+
+ private:
+  Status(bool ok, std::string msg) : ok_(ok), message_(std::move(msg)) {}
+  bool ok_ = true;
+  std::string message_;
+};
+
+// Entropy coder of one index stream.
+enum class Coder : uint8_t {
+  kRaw = 0,      // fixed width: `bits` (code stream) or `index_bits` (delta stream) per symbol
+  kHuffman = 1,  // canonical, length-limited to kMaxHuffmanBits, table-driven decoding
+  kRans = 2,     // interleaved 32-bit rANS with 16-bit renormalisation
+};
+
+// Returns "raw", "huffman" or "rans" (or "unknown").
+const char* CoderName(Coder coder);
+
+// Everything the header says about a blob; filled by ParseInfo without decoding the streams.
+struct BlobInfo {
+  std::vector<int64_t> shape;    // C order; empty for a scalar
+  int bits = 0;                  // codebook index width, 1..8 (num_centroids <= 2^bits)
+  int index_bits = 0;            // relative index width, 2..8 (sparse layout); 0 in dense layout
+  uint32_t num_centroids = 0;    // codebook entries, 0..256
+  uint64_t num_nonzeros = 0;     // positions holding a nonzero weight
+  uint64_t num_entries = 0;      // delta-stream entries: nonzeros + fillers (dense layout: all positions)
+  bool dense_layout = false;     // true: one codebook index per position, zero being a codebook value
+  bool codebook_fp16 = false;    // codebook stored as IEEE half (decoded to float32)
+  Coder delta_coder = Coder::kRaw;  // coder of the relative-index stream (sparse layout only)
+  Coder code_coder = Coder::kRaw;   // coder of the codebook-index stream
+  uint64_t num_elements = 0;     // prod(shape)
+  // Byte accounting; the four parts sum to total_bytes.
+  uint64_t header_bytes = 0;       // magic, version, lengths, CRC, flags, shape, counts
+  uint64_t codebook_bytes = 0;     // num_centroids * (4 or 2)
+  uint64_t delta_stream_bytes = 0; // delta stream section: its coder table, lane sizes and payload
+  uint64_t code_stream_bytes = 0;  // code stream section: its coder table, lane sizes and payload
+  uint64_t total_bytes = 0;
+};
+
+// Parses and validates the header: magic, version, reserved flags, declared sizes against the blob
+// size, CRC32 over the body, value ranges, and the structure of both stream sections (tables, lane
+// sizes). Does not decode the symbol streams, so a blob that passes may still fail to decode.
+Status ParseInfo(const uint8_t* data, size_t size, BlobInfo* info);
+
+// Decodes the tensor as C-order float32. out_len must equal prod(shape). Pruned positions are +0.0f.
+Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len);
+
+// The in-memory form kernels compute on. 2-D view: rows = shape[0], cols = prod(shape[1:]) (C order);
+// a rank-0 tensor is 1x1, a rank-1 tensor of n elements is n x 1.
+// Kernel loop per row r:
+//   col = -1; for e in [row_ptr[r], row_ptr[r+1]): if (delta[e] == 0) { col += 255; continue; }
+//   col += delta[e]; acc += codebook[code[e]] * x[col];
+// DecodeSparse output always satisfies: fillers only precede a real entry of the same row, every column
+// lies in [0, cols), every code is < codebook.size(), and row_ptr[rows] == delta.size() == code.size().
+struct SparseMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint32_t> row_ptr;  // rows + 1 offsets into delta/code
+  std::vector<uint8_t> delta;     // per entry: column step; 1..255 real nonzero, 0 filler (+255, no value)
+  std::vector<uint8_t> code;      // per entry: codebook index (0 for fillers, ignored)
+  std::vector<float> codebook;    // centroids (<= 256)
+
+  // Bytes held by the vectors above (their capacities).
+  size_t ResidentBytes() const;
+  // Number of real (non-filler) entries.
+  uint64_t NumNonzeros() const;
+  // Reference y = W x (y has rows elements, x has cols). Unchecked: for tests and fallbacks.
+  void MatVec(const float* x, float* y) const;
+  // Writes row r densely into out[0, cols). Unchecked: r must be in [0, rows).
+  void ExpandRow(int64_t r, float* out) const;
+};
+
+// Decodes into the sparse in-memory form (re-encoding gaps with 255-step fillers per row).
+Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out);
+
+// Decodes the two symbol streams exactly as stored: `delta` gets num_entries relative indices
+// (0 = filler of 2^index_bits - 1 columns; empty in dense layout), `code` the codebook indices
+// (num_nonzeros of them in sparse layout, num_elements in dense layout). For analysis and benchmarks.
+Status DecodeStreams(const uint8_t* data, size_t size, std::vector<uint8_t>* delta, std::vector<uint8_t>* code);
+
+// CRC-32 (IEEE 802.3 / zlib polynomial), as stored in the container.
+uint32_t Crc32(const uint8_t* data, size_t size, uint32_t crc = 0);
+
+}  // namespace codec
+}  // namespace dc
+
+#endif  // DC_KERAS_OPS_CODEC_DC_CODEC_H_

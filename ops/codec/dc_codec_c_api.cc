@@ -1,0 +1,133 @@
+// C ABI of libdc_codec.so (see dc_codec_c_api.h): error codes and message buffers instead of Status,
+// so that ctypes can call it without C++ types crossing the boundary.
+#include "dc_codec_c_api.h"
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "dc_codec.h"
+
+namespace {
+
+int Fail(int code, const std::string& message, char* err, size_t err_len) {
+  if (err != nullptr && err_len > 0) {
+    const size_t n = std::min(message.size(), err_len - 1);
+    std::memcpy(err, message.data(), n);
+    err[n] = '\0';
+  }
+  return code;
+}
+
+int FromStatus(const dc::codec::Status& st, char* err, size_t err_len) {
+  return st.ok() ? DC_CODEC_OK : Fail(DC_CODEC_INVALID_BLOB, st.message(), err, err_len);
+}
+
+}  // namespace
+
+extern "C" {
+
+int dc_codec_abi_version(void) { return 1; }
+
+int dc_codec_parse_info(const uint8_t* data, size_t size, dc_codec_info* out, char* err, size_t err_len) {
+  if (out == nullptr) return Fail(DC_CODEC_BAD_ARGUMENT, "null info pointer", err, err_len);
+  try {
+    dc::codec::BlobInfo info;
+    const dc::codec::Status st = dc::codec::ParseInfo(data, size, &info);
+    if (!st.ok()) return FromStatus(st, err, err_len);
+    std::memset(out, 0, sizeof(*out));
+    out->ndim = static_cast<int32_t>(info.shape.size());
+    std::copy(info.shape.begin(), info.shape.end(), out->shape);
+    out->bits = info.bits;
+    out->index_bits = info.index_bits;
+    out->num_centroids = info.num_centroids;
+    out->num_nonzeros = info.num_nonzeros;
+    out->num_entries = info.num_entries;
+    out->num_elements = info.num_elements;
+    out->dense_layout = info.dense_layout;
+    out->codebook_fp16 = info.codebook_fp16;
+    out->delta_coder = static_cast<int32_t>(info.delta_coder);
+    out->code_coder = static_cast<int32_t>(info.code_coder);
+    out->header_bytes = info.header_bytes;
+    out->codebook_bytes = info.codebook_bytes;
+    out->delta_stream_bytes = info.delta_stream_bytes;
+    out->code_stream_bytes = info.code_stream_bytes;
+    out->total_bytes = info.total_bytes;
+    return DC_CODEC_OK;
+  } catch (const std::exception& e) {
+    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
+  }
+}
+
+int dc_codec_decode_dense(const uint8_t* data, size_t size, float* out, size_t out_len, char* err, size_t err_len) {
+  try {
+    const dc::codec::Status st = dc::codec::DecodeDense(data, size, out, out_len);
+    if (!st.ok() && st.message().rfind("output has ", 0) == 0) {
+      return Fail(DC_CODEC_BAD_ARGUMENT, st.message(), err, err_len);
+    }
+    return FromStatus(st, err, err_len);
+  } catch (const std::exception& e) {
+    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
+  }
+}
+
+int dc_codec_decode_streams(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
+                            size_t code_len, char* err, size_t err_len) {
+  try {
+    std::vector<uint8_t> d, c;
+    const dc::codec::Status st = dc::codec::DecodeStreams(data, size, &d, &c);
+    if (!st.ok()) return FromStatus(st, err, err_len);
+    if (d.size() != delta_len || c.size() != code_len) {
+      return Fail(DC_CODEC_BAD_ARGUMENT,
+                  "stream buffers of " + std::to_string(delta_len) + " and " + std::to_string(code_len) +
+                      " symbols, the blob has " + std::to_string(d.size()) + " and " + std::to_string(c.size()),
+                  err, err_len);
+    }
+    if (!d.empty()) std::memcpy(delta, d.data(), d.size());
+    if (!c.empty()) std::memcpy(code, c.data(), c.size());
+    return DC_CODEC_OK;
+  } catch (const std::exception& e) {
+    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
+  }
+}
+
+int dc_codec_sparse_decode(const uint8_t* data, size_t size, void** handle, int64_t* dims, uint64_t* num_entries,
+                           uint32_t* num_centroids, char* err, size_t err_len) {
+  if (handle == nullptr || dims == nullptr || num_entries == nullptr || num_centroids == nullptr) {
+    return Fail(DC_CODEC_BAD_ARGUMENT, "null output pointer", err, err_len);
+  }
+  *handle = nullptr;
+  try {
+    auto* m = new dc::codec::SparseMatrix;
+    const dc::codec::Status st = dc::codec::DecodeSparse(data, size, m);
+    if (!st.ok()) {
+      delete m;
+      return FromStatus(st, err, err_len);
+    }
+    dims[0] = m->rows;
+    dims[1] = m->cols;
+    *num_entries = m->delta.size();
+    *num_centroids = static_cast<uint32_t>(m->codebook.size());
+    *handle = m;
+    return DC_CODEC_OK;
+  } catch (const std::exception& e) {
+    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
+  }
+}
+
+void dc_codec_sparse_copy(const void* handle, uint32_t* row_ptr, uint8_t* delta, uint8_t* code, float* codebook,
+                          uint64_t* resident_bytes) {
+  const auto* m = static_cast<const dc::codec::SparseMatrix*>(handle);
+  if (m == nullptr) return;
+  if (row_ptr && !m->row_ptr.empty()) std::memcpy(row_ptr, m->row_ptr.data(), m->row_ptr.size() * sizeof(uint32_t));
+  if (delta && !m->delta.empty()) std::memcpy(delta, m->delta.data(), m->delta.size());
+  if (code && !m->code.empty()) std::memcpy(code, m->code.data(), m->code.size());
+  if (codebook && !m->codebook.empty()) std::memcpy(codebook, m->codebook.data(), m->codebook.size() * sizeof(float));
+  if (resident_bytes) *resident_bytes = m->ResidentBytes();
+}
+
+void dc_codec_sparse_free(void* handle) { delete static_cast<dc::codec::SparseMatrix*>(handle); }
+
+}  // extern "C"

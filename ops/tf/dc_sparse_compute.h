@@ -1,0 +1,181 @@
+// Compute kernels over the codec's decoded sparse form (dc::codec::SparseMatrix), free of TensorFlow.
+//
+// Why a separate header: the hot loops are plain C++ over validated arrays, so they can be reasoned about
+// (and reused by other front ends) without TensorFlow's types. The TF kernels in dc_tf_ops.cc own the
+// caching, threading and error reporting and call into these functions per shard of rows / ids.
+//
+// Safety contract: every function here except ValidateSparse assumes its SparseMatrix passed
+// ValidateSparse, which proves every array access the loops make is in bounds. The loops therefore carry
+// no per-entry bounds checks, and a corrupt blob can never make them read or write out of bounds.
+#ifndef DC_KERAS_OPS_TF_DC_SPARSE_COMPUTE_H_
+#define DC_KERAS_OPS_TF_DC_SPARSE_COMPUTE_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "dc_codec.h"
+
+namespace dc {
+namespace tfops {
+
+// A row's column cursor starts at -1 and each entry steps it by `delta`; delta 0 is a filler that
+// steps by kFillerStep and contributes nothing (it lets gaps longer than 255 be encoded in uint8).
+constexpr int64_t kFillerStep = 255;
+
+// Checks that `m` is internally consistent so that the compute loops below never index out of bounds.
+// Returns an empty string when valid, else a description of the first problem found.
+inline std::string ValidateSparse(const codec::SparseMatrix& m) {
+  if (m.rows < 0 || m.cols < 0) return "negative matrix dimensions";
+  if (m.row_ptr.size() != static_cast<size_t>(m.rows) + 1) {
+    return "row_ptr has " + std::to_string(m.row_ptr.size()) + " entries, expected rows+1 = " +
+           std::to_string(m.rows + 1);
+  }
+  if (m.delta.size() != m.code.size()) return "delta and code streams differ in length";
+  if (m.row_ptr[0] != 0) return "row_ptr[0] is not 0";
+  if (m.row_ptr.back() != m.delta.size()) return "row_ptr[rows] does not match the entry count";
+  if (m.codebook.empty() && !m.delta.empty()) return "empty codebook with non-empty entries";
+  const size_t codebook_size = m.codebook.size();
+  for (int64_t r = 0; r < m.rows; ++r) {
+    const uint32_t begin = m.row_ptr[r], end = m.row_ptr[r + 1];
+    if (end < begin) return "row_ptr is not monotonic at row " + std::to_string(r);
+    int64_t col = -1;
+    for (uint32_t e = begin; e < end; ++e) {
+      const uint8_t d = m.delta[e];
+      if (d == 0) {
+        col += kFillerStep;
+        // A filler may overshoot only if nothing follows it in the row; bound it anyway so the
+        // cursor cannot overflow on a pathological row made of fillers.
+        if (col >= m.cols + kFillerStep) return "filler run past the end of row " + std::to_string(r);
+        continue;
+      }
+      col += d;
+      if (col >= m.cols) {
+        return "column " + std::to_string(col) + " out of range [0, " + std::to_string(m.cols) +
+               ") in row " + std::to_string(r);
+      }
+      if (m.code[e] >= codebook_size) {
+        return "codebook index " + std::to_string(m.code[e]) + " out of range (codebook has " +
+               std::to_string(codebook_size) + " entries) in row " + std::to_string(r);
+      }
+    }
+  }
+  return std::string();
+}
+
+// y[r] = sum_e codebook[code[e]] * x[col(e)] for rows [row_begin, row_end): batch 1.
+// Four accumulators break the floating-point add dependency chain, which otherwise bounds the loop at
+// one entry per FMA latency (about 4 cycles) rather than by memory traffic.
+inline void SparseMatVecRows(const codec::SparseMatrix& m, const float* x, float* y, int64_t row_begin,
+                             int64_t row_end) {
+  const uint8_t* delta = m.delta.data();
+  const uint8_t* code = m.code.data();
+  const float* codebook = m.codebook.data();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    size_t e = m.row_ptr[r];
+    const size_t end = m.row_ptr[r + 1];
+    int64_t col = -1;
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (; e + 4 <= end; e += 4) {
+      for (int k = 0; k < 4; ++k) {
+        const uint8_t d = delta[e + k];
+        if (d == 0) {
+          col += kFillerStep;
+          continue;
+        }
+        col += d;
+        acc[k] += codebook[code[e + k]] * x[col];
+      }
+    }
+    for (; e < end; ++e) {
+      const uint8_t d = delta[e];
+      if (d == 0) {
+        col += kFillerStep;
+        continue;
+      }
+      col += d;
+      acc[0] += codebook[code[e]] * x[col];
+    }
+    y[r] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+  }
+}
+
+// Batched rows with a compile-time batch tile width W: xt is x transposed to [cols, W] (zero padded past
+// `valid`), so each entry reads W contiguous floats and the inner loop vectorises. y is [batch, rows] with
+// row stride `y_stride`; only the first `valid` batch columns of the tile are written.
+template <int W>
+inline void SparseMatMulTileRows(const codec::SparseMatrix& m, const float* xt, int valid, float* y,
+                                 int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  const uint8_t* delta = m.delta.data();
+  const uint8_t* code = m.code.data();
+  const float* codebook = m.codebook.data();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float acc[W];
+    for (int b = 0; b < W; ++b) acc[b] = 0.f;
+    int64_t col = -1;
+    const size_t end = m.row_ptr[r + 1];
+    for (size_t e = m.row_ptr[r]; e < end; ++e) {
+      const uint8_t d = delta[e];
+      if (d == 0) {
+        col += kFillerStep;
+        continue;
+      }
+      col += d;
+      const float w = codebook[code[e]];
+      const float* xr = xt + col * W;
+      for (int b = 0; b < W; ++b) acc[b] += w * xr[b];
+    }
+    for (int b = 0; b < valid; ++b) y[b * y_stride + r] = acc[b];
+  }
+}
+
+// Tile widths used for batches > 1, widest first: a batch is cut into tiles of 16 and the remainder goes
+// to the narrowest width that holds it, so padding wastes at most a few lanes.
+inline int TileWidthFor(int64_t remaining) {
+  if (remaining >= 16) return 16;
+  if (remaining > 4) return remaining > 8 ? 16 : 8;
+  return remaining > 1 ? 4 : 1;
+}
+
+// Writes x[b0 : b0+valid, :] transposed into xt as [cols, width], zero padding lanes >= valid.
+inline void TransposeTile(const float* x, int64_t cols, int64_t b0, int valid, int width, float* xt) {
+  for (int64_t c = 0; c < cols; ++c) {
+    float* dst = xt + c * width;
+    for (int b = 0; b < valid; ++b) dst[b] = x[(b0 + b) * cols + c];
+    for (int b = valid; b < width; ++b) dst[b] = 0.f;
+  }
+}
+
+// Dispatches one tile to the kernel of its width (1 means the plain mat-vec path).
+inline void SparseMatMulTile(const codec::SparseMatrix& m, const float* xt, int width, int valid, float* y,
+                             int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  switch (width) {
+    case 16: SparseMatMulTileRows<16>(m, xt, valid, y, y_stride, row_begin, row_end); break;
+    case 8: SparseMatMulTileRows<8>(m, xt, valid, y, y_stride, row_begin, row_end); break;
+    case 4: SparseMatMulTileRows<4>(m, xt, valid, y, y_stride, row_begin, row_end); break;
+    default: SparseMatVecRows(m, xt, y, row_begin, row_end); break;
+  }
+}
+
+// Expands row `r` of `m` into out[0 : cols] (dense, zeros where no entry).
+inline void ExpandRow(const codec::SparseMatrix& m, int64_t r, float* out) {
+  std::fill(out, out + m.cols, 0.f);
+  int64_t col = -1;
+  const size_t end = m.row_ptr[r + 1];
+  for (size_t e = m.row_ptr[r]; e < end; ++e) {
+    const uint8_t d = m.delta[e];
+    if (d == 0) {
+      col += kFillerStep;
+      continue;
+    }
+    col += d;
+    out[col] = m.codebook[m.code[e]];
+  }
+}
+
+}  // namespace tfops
+}  // namespace dc
+
+#endif  // DC_KERAS_OPS_TF_DC_SPARSE_COMPUTE_H_

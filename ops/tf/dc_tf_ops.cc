@@ -1,0 +1,463 @@
+// TensorFlow custom ops that run Deep Compression blobs without expanding them to dense weights:
+//
+//   DcDecode(blob: uint8[n]) -> float[shape from the blob]
+//   DcSparseMatMul(x: float[batch, in], blob) -> float[batch, out]      (blob holds W as [out, in])
+//   DcEmbeddingLookup(ids: int32|int64[...], blob) -> float[..., dim]   (blob holds [vocab, dim])
+//   DcDecodeCount() -> int64 scalar: how many times any kernel decoded a blob (cache-behaviour tests)
+//
+// Each kernel keeps a small cache of decoded blobs keyed by their content, so a model that runs the same
+// compressed weights every step pays for Huffman decoding once, while a blob that changed in place (a
+// reassigned variable) is decoded afresh. Blob bytes are untrusted: every codec error and every
+// inconsistency found by ValidateSparse becomes InvalidArgument, never a crash.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dc_codec.h"
+#include "dc_sparse_compute.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+namespace dc {
+namespace tfops {
+namespace {
+
+using ::tensorflow::DEVICE_CPU;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+using Status = ::tensorflow::Status;
+namespace errors = ::tensorflow::errors;
+
+// A decoded dense tensor larger than this is refused: a corrupted shape field must not make us try to
+// allocate (and zero) tens of gigabytes. 2^31 floats = 8 GiB, far beyond any layer this project targets.
+constexpr int64_t kMaxDenseElements = int64_t{1} << 31;
+
+// How many distinct blobs one kernel instance remembers. In a graph each node has its own kernel and
+// sees one blob; in eager mode TensorFlow shares one kernel between all calls of an op, so a model with
+// several compressed layers run eagerly needs a few entries to avoid decoding on every call.
+constexpr size_t kCacheEntries = 8;
+
+std::atomic<int64_t> g_decode_count{0};
+
+Status CodecError(const char* op, const char* what, const codec::Status& status) {
+  return errors::InvalidArgument(op, ": ", what, ": ", std::string(status.message()));
+}
+
+// Element count of `shape`, or an error if it overflows or exceeds kMaxDenseElements.
+Status CheckedNumElements(const char* op, const std::vector<int64_t>& shape, int64_t* count) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) return errors::InvalidArgument(op, ": blob header has a negative dimension ", d);
+    if (d != 0 && n > kMaxDenseElements / d) {
+      return errors::InvalidArgument(op, ": blob header declares a tensor of more than ", kMaxDenseElements,
+                                     " elements; the blob is corrupt or too large to decode densely");
+    }
+    n *= d;
+  }
+  *count = n;
+  return Status();
+}
+
+// Remembers the decoded form of the last few blobs seen, keyed by their bytes (a stored copy compared
+// with memcmp: exact, so no hash collision can hand back another blob's weights). Thread-safe: TensorFlow
+// may call Compute on one kernel from several threads at once.
+template <typename Payload>
+class BlobCache {
+ public:
+  using Builder = std::function<Status(const uint8_t* data, size_t size, Payload* out)>;
+
+  // Sets *out to the payload for the blob [data, data+size), building it with `build` on a miss.
+  Status Get(const uint8_t* data, size_t size, const Builder& build, std::shared_ptr<const Payload>* out) {
+    std::vector<std::shared_ptr<const Entry>> snapshot;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      snapshot.assign(entries_.begin(), entries_.end());
+    }
+    // Compare outside the lock: the entries are immutable, and a multi-megabyte memcmp should not
+    // serialise concurrent callers.
+    for (const auto& entry : snapshot) {
+      if (entry->blob.size() == size && (size == 0 || std::memcmp(entry->blob.data(), data, size) == 0)) {
+        Touch(entry);
+        *out = std::shared_ptr<const Payload>(entry, &entry->payload);
+        return Status();
+      }
+    }
+    auto entry = std::make_shared<Entry>();
+    entry->blob.assign(data, data + size);
+    Status status = build(data, size, &entry->payload);
+    if (!status.ok()) return status;
+    g_decode_count.fetch_add(1, std::memory_order_relaxed);
+    std::shared_ptr<const Entry> frozen = std::move(entry);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      entries_.push_front(frozen);
+      if (entries_.size() > kCacheEntries) entries_.pop_back();
+    }
+    *out = std::shared_ptr<const Payload>(frozen, &frozen->payload);
+    return Status();
+  }
+
+ private:
+  struct Entry {
+    std::vector<uint8_t> blob;
+    Payload payload;
+  };
+
+  // Moves a hit to the front so that eviction drops the least recently used blob.
+  void Touch(const std::shared_ptr<const Entry>& entry) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (*it == entry) {
+        entries_.splice(entries_.begin(), entries_, it);
+        return;
+      }
+    }
+  }
+
+  std::mutex mu_;
+  std::list<std::shared_ptr<const Entry>> entries_;
+};
+
+// Reads the blob input: must be a rank-1 uint8 tensor.
+Status BlobInput(OpKernelContext* ctx, int index, const char* op, const uint8_t** data, size_t* size) {
+  const Tensor& blob = ctx->input(index);
+  if (blob.dims() != 1) {
+    return errors::InvalidArgument(op, ": blob must be a rank-1 uint8 tensor, got shape ",
+                                   blob.shape().DebugString());
+  }
+  *data = blob.flat<uint8_t>().data();
+  *size = static_cast<size_t>(blob.NumElements());
+  return Status();
+}
+
+// Decodes a blob into the sparse form and proves it safe for the compute loops.
+Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
+  codec::BlobInfo info;
+  codec::Status st = codec::ParseInfo(data, size, &info);
+  if (!st.ok()) return CodecError(op, "invalid blob header", st);
+  if (info.shape.size() != 2) {
+    return errors::InvalidArgument(op, ": expected a rank-2 weight in the blob, got rank ", info.shape.size());
+  }
+  st = codec::DecodeSparse(data, size, out);
+  if (!st.ok()) return CodecError(op, "cannot decode blob", st);
+  if (out->rows != static_cast<int64_t>(info.shape[0]) || out->cols != static_cast<int64_t>(info.shape[1])) {
+    return errors::InvalidArgument(op, ": decoded sparse matrix is ", out->rows, "x", out->cols,
+                                   " but the blob header says ", info.shape[0], "x", info.shape[1]);
+  }
+  const std::string problem = ValidateSparse(*out);
+  if (!problem.empty()) return errors::InvalidArgument(op, ": corrupt blob: ", problem);
+  return Status();
+}
+
+// Shape function helper: when the blob is a graph constant, its header gives the weight's shape.
+// Returns false (leaving *shape empty) when the blob is not known at graph-construction time.
+Status ConstantBlobShape(InferenceContext* c, int index, const char* op, std::vector<int64_t>* shape,
+                         bool* known) {
+  *known = false;
+  const Tensor* blob = c->input_tensor(index);
+  if (blob == nullptr) return Status();
+  if (blob->dims() != 1 || blob->dtype() != tensorflow::DT_UINT8) {
+    return errors::InvalidArgument(op, ": blob must be a rank-1 uint8 tensor");
+  }
+  codec::BlobInfo info;
+  codec::Status st = codec::ParseInfo(blob->flat<uint8_t>().data(), blob->NumElements(), &info);
+  if (!st.ok()) return CodecError(op, "invalid blob header", st);
+  shape->assign(info.shape.begin(), info.shape.end());
+  *known = true;
+  return Status();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// DcDecode
+
+class DcDecodeOp : public OpKernel {
+ public:
+  explicit DcDecodeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const uint8_t* data;
+    size_t size;
+    OP_REQUIRES_OK(ctx, BlobInput(ctx, 0, "DcDecode", &data, &size));
+    std::shared_ptr<const Tensor> dense;
+    auto build = [ctx](const uint8_t* d, size_t n, Tensor* out) -> Status {
+      codec::BlobInfo info;
+      codec::Status st = codec::ParseInfo(d, n, &info);
+      if (!st.ok()) return CodecError("DcDecode", "invalid blob header", st);
+      std::vector<int64_t> dims(info.shape.begin(), info.shape.end());
+      int64_t count = 0;
+      TF_RETURN_IF_ERROR(CheckedNumElements("DcDecode", dims, &count));
+      TensorShape shape;
+      TF_RETURN_IF_ERROR(TensorShape::BuildTensorShape(dims, &shape));
+      // allocate_temp memory is refcounted and may outlive this step; the cache keeps it alive.
+      TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, shape, out));
+      st = codec::DecodeDense(d, n, out->flat<float>().data(), static_cast<size_t>(count));
+      if (!st.ok()) return CodecError("DcDecode", "cannot decode blob", st);
+      return Status();
+    };
+    OP_REQUIRES_OK(ctx, cache_.Get(data, size, build, &dense));
+    // Handing out the cached buffer is safe: the cache holds a reference, so TensorFlow never forwards it
+    // to a consumer for in-place mutation (the same scheme as the Const op).
+    ctx->set_output(0, *dense);
+  }
+
+ private:
+  BlobCache<Tensor> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// DcSparseMatMul
+
+class DcSparseMatMulOp : public OpKernel {
+ public:
+  explicit DcSparseMatMulOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& x = ctx->input(0);
+    OP_REQUIRES(ctx, x.dims() == 2,
+                errors::InvalidArgument("DcSparseMatMul: x must be rank 2 [batch, in], got shape ",
+                                        x.shape().DebugString()));
+    const uint8_t* data;
+    size_t size;
+    OP_REQUIRES_OK(ctx, BlobInput(ctx, 1, "DcSparseMatMul", &data, &size));
+    std::shared_ptr<const codec::SparseMatrix> cached;
+    auto build = [](const uint8_t* d, size_t n, codec::SparseMatrix* out) {
+      return BuildSparse("DcSparseMatMul", d, n, out);
+    };
+    OP_REQUIRES_OK(ctx, cache_.Get(data, size, build, &cached));
+    const codec::SparseMatrix& m = *cached;
+
+    const int64_t batch = x.dim_size(0), in = x.dim_size(1);
+    OP_REQUIRES(ctx, in == m.cols,
+                errors::InvalidArgument("DcSparseMatMul: x has inner dimension ", in,
+                                        " but the blob holds W as [out=", m.rows, ", in=", m.cols,
+                                        "]; expected x of shape [batch, ", m.cols, "]"));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, m.rows}), &y));
+    if (batch == 0 || m.rows == 0) return;
+
+    const float* xd = x.flat<float>().data();
+    float* yd = y->flat<float>().data();
+    const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    const int64_t nnz_per_row = static_cast<int64_t>(m.delta.size()) / std::max<int64_t>(m.rows, 1);
+
+    if (batch == 1) {
+      tensorflow::Shard(threads->num_threads, threads->workers, m.rows, 4 * nnz_per_row + 16,
+                        [&](int64_t begin, int64_t end) { SparseMatVecRows(m, xd, yd, begin, end); });
+      return;
+    }
+
+    // Transpose x tile by tile into [in, width] blocks so each sparse entry reads `width` contiguous
+    // floats; the sparse stream is then walked once per tile.
+    struct Tile {
+      int64_t b0, offset;
+      int width, valid;
+    };
+    std::vector<Tile> tiles;
+    int64_t total = 0;
+    for (int64_t b0 = 0; b0 < batch;) {
+      const int width = TileWidthFor(batch - b0);
+      const int valid = static_cast<int>(std::min<int64_t>(width, batch - b0));
+      tiles.push_back({b0, total, width, valid});
+      total += in * width;
+      b0 += valid;
+    }
+    Tensor xt;
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64_t>(total, 1)}), &xt));
+    float* xtd = xt.flat<float>().data();
+    tensorflow::Shard(threads->num_threads, threads->workers, static_cast<int64_t>(tiles.size()), in * 16,
+                      [&](int64_t begin, int64_t end) {
+                        for (int64_t t = begin; t < end; ++t) {
+                          TransposeTile(xd, in, tiles[t].b0, tiles[t].valid, tiles[t].width,
+                                        xtd + tiles[t].offset);
+                        }
+                      });
+    tensorflow::Shard(threads->num_threads, threads->workers, m.rows, (2 * nnz_per_row + 8) * batch,
+                      [&](int64_t begin, int64_t end) {
+                        for (const Tile& t : tiles) {
+                          SparseMatMulTile(m, xtd + t.offset, t.width, t.valid, yd + t.b0 * m.rows, m.rows,
+                                           begin, end);
+                        }
+                      });
+  }
+
+ private:
+  BlobCache<codec::SparseMatrix> cache_;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// DcEmbeddingLookup
+
+template <typename Index>
+class DcEmbeddingLookupOp : public OpKernel {
+ public:
+  explicit DcEmbeddingLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& ids = ctx->input(0);
+    const uint8_t* data;
+    size_t size;
+    OP_REQUIRES_OK(ctx, BlobInput(ctx, 1, "DcEmbeddingLookup", &data, &size));
+    std::shared_ptr<const codec::SparseMatrix> cached;
+    auto build = [](const uint8_t* d, size_t n, codec::SparseMatrix* out) {
+      return BuildSparse("DcEmbeddingLookup", d, n, out);
+    };
+    OP_REQUIRES_OK(ctx, cache_.Get(data, size, build, &cached));
+    const codec::SparseMatrix& m = *cached;
+
+    const auto flat_ids = ids.flat<Index>();
+    const int64_t n = flat_ids.size();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t id = static_cast<int64_t>(flat_ids(i));
+      OP_REQUIRES(ctx, id >= 0 && id < m.rows,
+                  errors::InvalidArgument("DcEmbeddingLookup: id ", id, " at flat position ", i,
+                                          " is out of range [0, ", m.rows, ") for a table of ", m.rows,
+                                          " rows"));
+    }
+    TensorShape out_shape = ids.shape();
+    OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(m.cols));
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
+    if (n == 0 || m.cols == 0) return;
+    float* od = out->flat<float>().data();
+    const int64_t dim = m.cols;
+    const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
+    tensorflow::Shard(threads->num_threads, threads->workers, n, 4 * dim + 32,
+                      [&](int64_t begin, int64_t end) {
+                        for (int64_t i = begin; i < end; ++i) {
+                          ExpandRow(m, static_cast<int64_t>(flat_ids(i)), od + i * dim);
+                        }
+                      });
+  }
+
+ private:
+  BlobCache<codec::SparseMatrix> cache_;
+};
+
+class DcDecodeCountOp : public OpKernel {
+ public:
+  explicit DcDecodeCountOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  void Compute(OpKernelContext* ctx) override {
+    Tensor* out = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &out));
+    out->scalar<int64_t>()() = g_decode_count.load(std::memory_order_relaxed);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Registration
+
+REGISTER_OP("DcDecode")
+    .Input("blob: uint8")
+    .Output("weights: float")
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      ShapeHandle unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &unused));
+      std::vector<int64_t> shape;
+      bool known = false;
+      TF_RETURN_IF_ERROR(ConstantBlobShape(c, 0, "DcDecode", &shape, &known));
+      if (!known) {
+        c->set_output(0, c->UnknownShape());
+        return Status();
+      }
+      std::vector<DimensionHandle> dims;
+      for (int64_t d : shape) dims.push_back(c->MakeDim(d));
+      c->set_output(0, c->MakeShape(dims));
+      return Status();
+    })
+    .Doc(R"doc(
+Decodes a Deep Compression blob to its dense float weights (C order, shape from the blob header).
+Decoded weights are cached per kernel, keyed by the blob's bytes.
+)doc");
+
+REGISTER_OP("DcSparseMatMul")
+    .Input("x: float")
+    .Input("blob: uint8")
+    .Output("y: float")
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      ShapeHandle x, unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &unused));
+      std::vector<int64_t> shape;
+      bool known = false;
+      TF_RETURN_IF_ERROR(ConstantBlobShape(c, 1, "DcSparseMatMul", &shape, &known));
+      DimensionHandle out = c->UnknownDim();
+      if (known) {
+        if (shape.size() != 2) {
+          return errors::InvalidArgument("DcSparseMatMul: expected a rank-2 weight in the blob, got rank ",
+                                         shape.size());
+        }
+        DimensionHandle in;
+        TF_RETURN_IF_ERROR(c->Merge(c->Dim(x, 1), c->MakeDim(shape[1]), &in));
+        out = c->MakeDim(shape[0]);
+      }
+      c->set_output(0, c->Matrix(c->Dim(x, 0), out));
+      return Status();
+    })
+    .Doc(R"doc(
+y = x @ W^T computed on the sparse, codebook-indexed form of W ([out, in] in the blob), never
+materialising dense W. The decoded sparse form is cached per kernel, keyed by the blob's bytes.
+)doc");
+
+REGISTER_OP("DcEmbeddingLookup")
+    .Input("ids: Tindices")
+    .Input("blob: uint8")
+    .Attr("Tindices: {int32, int64}")
+    .Output("embeddings: float")
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      ShapeHandle unused;
+      TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &unused));
+      std::vector<int64_t> shape;
+      bool known = false;
+      TF_RETURN_IF_ERROR(ConstantBlobShape(c, 1, "DcEmbeddingLookup", &shape, &known));
+      if (known && shape.size() != 2) {
+        return errors::InvalidArgument("DcEmbeddingLookup: expected a rank-2 table in the blob, got rank ",
+                                       shape.size());
+      }
+      ShapeHandle out;
+      TF_RETURN_IF_ERROR(
+          c->Concatenate(c->input(0), c->Vector(known ? c->MakeDim(shape[1]) : c->UnknownDim()), &out));
+      c->set_output(0, out);
+      return Status();
+    })
+    .Doc(R"doc(
+Rows `ids` of a compressed [vocab, dim] embedding table, expanded from the cached sparse form.
+Out-of-range ids are an InvalidArgument error.
+)doc");
+
+REGISTER_OP("DcDecodeCount")
+    .Output("count: int64")
+    .SetIsStateful()
+    .SetShapeFn([](InferenceContext* c) -> Status {
+      c->set_output(0, c->Scalar());
+      return Status();
+    })
+    .Doc("Number of blob decodes performed by dc_keras kernels in this process (to observe caching).");
+
+REGISTER_KERNEL_BUILDER(Name("DcDecode").Device(DEVICE_CPU), DcDecodeOp);
+REGISTER_KERNEL_BUILDER(Name("DcSparseMatMul").Device(DEVICE_CPU), DcSparseMatMulOp);
+REGISTER_KERNEL_BUILDER(Name("DcEmbeddingLookup").Device(DEVICE_CPU).TypeConstraint<int32_t>("Tindices"),
+                        DcEmbeddingLookupOp<int32_t>);
+REGISTER_KERNEL_BUILDER(Name("DcEmbeddingLookup").Device(DEVICE_CPU).TypeConstraint<int64_t>("Tindices"),
+                        DcEmbeddingLookupOp<int64_t>);
+REGISTER_KERNEL_BUILDER(Name("DcDecodeCount").Device(DEVICE_CPU), DcDecodeCountOp);
+
+}  // namespace
+}  // namespace tfops
+}  // namespace dc

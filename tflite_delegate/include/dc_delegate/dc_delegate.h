@@ -1,0 +1,40 @@
+// Public C interface of libdc_delegate.so: the two external-delegate entry points that
+// ai_edge_litert.interpreter.load_delegate and TFLite's benchmark_model (--external_delegate_path) call,
+// plus an introspection helper.
+//
+// Options (key/value strings):
+//   num_threads  threads for one kernel, >= 1 (default 1)
+//   mode         "sparse" (default: decode to the P+Q in-memory form) or "dense" (decode to float32)
+//   abi_check    "1": at Prepare, cross-check every tensor and node the runtime shows us against the
+//                layouts in tflite_abi.h and fail with a message if anything is inconsistent
+#ifndef DC_DELEGATE_DC_DELEGATE_H_
+#define DC_DELEGATE_DC_DELEGATE_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dc_delegate/tflite_abi.h"
+
+#define DC_DELEGATE_EXPORT __attribute__((visibility("default")))
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Returns null (after calling report_error with the reason, if given) on invalid options.
+DC_DELEGATE_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(const char* const* option_keys,
+                                                                 const char* const* option_values,
+                                                                 size_t num_options,
+                                                                 void (*report_error)(const char*));
+DC_DELEGATE_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
+
+// Bytes of decoded weights held by all kernels of `delegate` (0 before the first Prepare).
+DC_DELEGATE_EXPORT uint64_t dc_delegate_resident_weight_bytes(const TfLiteDelegate* delegate);
+// Number of TFLite nodes the delegate has claimed so far.
+DC_DELEGATE_EXPORT int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif
+
+#endif  // DC_DELEGATE_DC_DELEGATE_H_

@@ -1,0 +1,69 @@
+// The delegate's kernel registry: one entry per custom op it runs (DcFullyConnected today; DcConv2D,
+// DcDepthwiseConv2D, DcGather later). Adding an op = one kernel file defining a KernelEntry plus one line
+// in kernel_registry.cc.
+//
+// Kernel contract: input 0 of the op is its only runtime input; every other input is a constant tensor of
+// the model (the compressed blob, a bias), read once in Init. One kernel object runs one TFLite node.
+#ifndef DC_DELEGATE_KERNEL_REGISTRY_H_
+#define DC_DELEGATE_KERNEL_REGISTRY_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "dc_delegate/tflite_abi.h"
+#include "status.h"
+
+namespace dc::delegate {
+
+class ThreadPool;
+
+// Delegate options that kernels honour.
+struct KernelConfig {
+  bool dense = false;  // mode=dense: expand weights to float32 at Prepare instead of the P+Q sparse form
+};
+
+// What a kernel sees of the TFLite node it runs: copies, valid after the node is gone.
+struct OpNode {
+  std::vector<uint8_t> options;  // the op's custom options bytes
+  std::vector<int> inputs;       // tensor indices; -1 for an absent optional input
+  std::vector<int> outputs;
+};
+
+class OpKernel {
+ public:
+  virtual ~OpKernel() = default;
+  // Once, at the first Prepare: parse options, read and decode the constant inputs. Any malformed input
+  // (corrupt blob, inconsistent shapes) is an error Status, never a crash.
+  virtual Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) = 0;
+  // Shape and TfLiteType of output 0 for the given shape of input 0.
+  virtual Status OutputShape(const std::vector<int>& input_dims, std::vector<int>* output_dims) const = 0;
+  virtual int OutputType() const = 0;
+  // Floats of scratch memory Run needs for this input shape.
+  virtual size_t ScratchFloats(const std::vector<int>& input_dims) const = 0;
+  virtual void Run(const void* input, const std::vector<int>& input_dims, void* output, float* scratch,
+                   ThreadPool* pool) const = 0;
+  // Bytes of decoded weights the kernel keeps in memory (the P+Q form, or floats in dense mode).
+  virtual size_t ResidentBytes() const = 0;
+};
+
+struct KernelEntry {
+  const char* custom_name;  // the op's custom code in the .tflite
+  // Structural check at delegate Prepare (arity, types, constant weights). Nodes it rejects are left to
+  // TFLite, which then reports them as unresolved custom ops.
+  bool (*supports)(const TfLiteContext& context, const TfLiteNode& node);
+  std::unique_ptr<OpKernel> (*create)();
+};
+
+// The entry whose custom_name equals `custom_name`, or null.
+const KernelEntry* FindKernel(const char* custom_name);
+
+// Helpers shared by kernels.
+std::vector<int> TensorDims(const TfLiteTensor& tensor);
+bool IsConstant(const TfLiteTensor& tensor);
+int64_t NumElements(const std::vector<int>& dims);
+
+}  // namespace dc::delegate
+
+#endif  // DC_DELEGATE_KERNEL_REGISTRY_H_

@@ -1,0 +1,48 @@
+// DcFullyConnected: y = act(x W^T + b) with W kept in dc::codec::SparseMatrix form (about P+Q bytes).
+//
+// The math is exposed here (not only through the kernel registry) so that the kernel's own test can
+// check it against a dense reference without a TFLite runtime.
+#ifndef DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
+#define DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
+
+#include <cstdint>
+
+#include "dc_codec.h"
+#include "status.h"
+
+namespace dc::delegate {
+
+class ThreadPool;
+
+// TFLite's ActivationFunctionType values that the kernel fuses.
+enum class Activation : uint8_t { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 = 3, kTanh = 4 };
+
+// True for activation codes (TFLite ActivationFunctionType) the kernel supports.
+bool IsSupportedActivation(int code);
+
+// Checks the invariants the fast loops rely on (row_ptr monotone and consistent, every column — fillers
+// included — inside [0, cols), every code inside the codebook, codebook of 1..256 entries), so that a
+// matrix that passes can never make a kernel read out of bounds.
+Status ValidateSparseMatrix(const codec::SparseMatrix& w);
+
+// y[b, r] = act(bias[r] + sum_c W[r, c] x[b, c]) for b < batch. x: batch x w.cols, y: batch x w.rows,
+// bias may be null. `scratch` must hold w.cols * min(batch, 8) floats (batch > 1 transposes x into it);
+// pool may be null (single thread). W must have passed ValidateSparseMatrix.
+void SparseFullyConnected(const codec::SparseMatrix& w, const float* bias, const float* x, int64_t batch,
+                          float* y, Activation act, float* scratch, ThreadPool* pool);
+
+// Same contract with W dense (rows x cols, C order): the `mode=dense` fallback.
+void DenseFullyConnected(const float* w, int64_t rows, int64_t cols, const float* bias, const float* x,
+                         int64_t batch, float* y, Activation act, ThreadPool* pool);
+
+// Scalar reference of SparseFullyConnected (no SIMD, no threads): the kernel test compares against it
+// and against a dense product.
+void SparseFullyConnectedReference(const codec::SparseMatrix& w, const float* bias, const float* x,
+                                   int64_t batch, float* y, Activation act);
+
+// Number of batch rows the batched sparse loop handles per pass (scratch size factor).
+constexpr int kSparseBatchBlock = 8;
+
+}  // namespace dc::delegate
+
+#endif  // DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_

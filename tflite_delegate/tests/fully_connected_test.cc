@@ -1,0 +1,171 @@
+// Test of the DcFullyConnected math (kernels/fully_connected_math.cc) against a dense double-precision
+// reference: every batch path (1, blocks of 8, ragged), every fused activation, codebook sizes that take
+// each lookup path (register permutes for <= 8/16/32 entries, gather beyond), long gaps that need fillers,
+// empty rows, and threads. Also checks that ValidateSparseMatrix rejects out-of-range matrices.
+// Built with -fsanitize=address,undefined by tests/test_delegate_kernels.py; exits nonzero on failure.
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "kernels/fully_connected.h"
+#include "thread_pool.h"
+
+using dc::codec::SparseMatrix;
+using namespace dc::delegate;
+
+namespace {
+
+int failures = 0;
+
+#define CHECK(cond, ...)                        \
+  do {                                          \
+    if (!(cond)) {                              \
+      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+      std::fprintf(stderr, __VA_ARGS__);        \
+      std::fprintf(stderr, "\n");               \
+      ++failures;                               \
+    }                                           \
+  } while (0)
+
+struct Case {
+  SparseMatrix sparse;
+  std::vector<float> dense;  // rows x cols
+};
+
+// Random pruned + shared matrix; `long_gaps` leaves whole stretches empty so fillers appear.
+Case MakeCase(int rows, int cols, double density, int codebook_size, bool long_gaps, std::mt19937& rng) {
+  Case c;
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  c.sparse.rows = rows;
+  c.sparse.cols = cols;
+  for (int k = 0; k < codebook_size; ++k) c.sparse.codebook.push_back(uni(rng) + (k % 2 ? 0.01f : -0.01f));
+  c.dense.assign(static_cast<size_t>(rows) * cols, 0.f);
+  c.sparse.row_ptr.push_back(0);
+  for (int r = 0; r < rows; ++r) {
+    int last = -1;
+    const bool empty_row = r % 7 == 3;
+    for (int col = 0; col < cols && !empty_row; ++col) {
+      if (long_gaps && (col / 300) % 2 == 1) continue;  // 300-column holes: gaps > 255
+      if (coin(rng) >= density) continue;
+      int gap = col - last;
+      while (gap > 255) {
+        c.sparse.delta.push_back(0);  // filler: +255
+        c.sparse.code.push_back(0);
+        gap -= 255;
+      }
+      const int code = static_cast<int>(rng() % codebook_size);
+      c.sparse.delta.push_back(static_cast<uint8_t>(gap));
+      c.sparse.code.push_back(static_cast<uint8_t>(code));
+      c.dense[static_cast<size_t>(r) * cols + col] = c.sparse.codebook[code];
+      last = col;
+    }
+    c.sparse.row_ptr.push_back(static_cast<uint32_t>(c.sparse.delta.size()));
+  }
+  return c;
+}
+
+double Act(double v, Activation act) {
+  switch (act) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < 0 ? 0 : v;
+    case Activation::kReluN1To1: return std::fmin(1.0, std::fmax(-1.0, v));
+    case Activation::kRelu6: return std::fmin(6.0, std::fmax(0.0, v));
+    case Activation::kTanh: return std::tanh(v);
+  }
+  return v;
+}
+
+void CheckClose(const std::vector<float>& got, const Case& c, const std::vector<float>& x,
+                const std::vector<float>& bias, int batch, Activation act, const char* what) {
+  const int rows = static_cast<int>(c.sparse.rows), cols = static_cast<int>(c.sparse.cols);
+  for (int b = 0; b < batch; ++b)
+    for (int r = 0; r < rows; ++r) {
+      double sum = bias[r], scale = std::fabs(bias[r]);
+      for (int k = 0; k < cols; ++k) {
+        const double p = static_cast<double>(c.dense[static_cast<size_t>(r) * cols + k]) * x[b * cols + k];
+        sum += p;
+        scale += std::fabs(p);
+      }
+      const double want = Act(sum, act), have = got[static_cast<size_t>(b) * rows + r];
+      if (std::fabs(want - have) > 1e-5 * (scale + 1e-6)) {
+        CHECK(false, "%s: batch %d row %d act %d: got %.8g want %.8g", what, b, r, static_cast<int>(act), have, want);
+        return;
+      }
+    }
+}
+
+void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt19937& rng, ThreadPool* pool) {
+  Case c = MakeCase(rows, cols, density, k, long_gaps, rng);
+  Status valid = ValidateSparseMatrix(c.sparse);
+  CHECK(valid.ok(), "valid matrix rejected: %s", valid.message().c_str());
+  std::normal_distribution<float> normal(0.f, 2.f);
+  std::vector<float> bias(rows);
+  for (float& v : bias) v = normal(rng);
+  for (int batch : {1, 2, 8, 11, 32}) {
+    std::vector<float> x(static_cast<size_t>(batch) * cols);
+    for (float& v : x) v = normal(rng);
+    std::vector<float> scratch(static_cast<size_t>(cols) * kSparseBatchBlock);
+    for (int a = 0; a <= 4; ++a) {
+      const Activation act = static_cast<Activation>(a);
+      std::vector<float> y(static_cast<size_t>(batch) * rows, -123.f);
+      SparseFullyConnected(c.sparse, bias.data(), x.data(), batch, y.data(), act, scratch.data(), pool);
+      CheckClose(y, c, x, bias, batch, act, "sparse");
+      std::vector<float> yd(static_cast<size_t>(batch) * rows, -123.f);
+      DenseFullyConnected(c.dense.data(), rows, cols, bias.data(), x.data(), batch, yd.data(), act, pool);
+      CheckClose(yd, c, x, bias, batch, act, "dense");
+      std::vector<float> yr(static_cast<size_t>(batch) * rows, -123.f);
+      SparseFullyConnectedReference(c.sparse, bias.data(), x.data(), batch, yr.data(), act);
+      CheckClose(yr, c, x, bias, batch, act, "reference");
+    }
+    // No bias.
+    std::vector<float> y(static_cast<size_t>(batch) * rows), zeros(rows, 0.f);
+    SparseFullyConnected(c.sparse, nullptr, x.data(), batch, y.data(), Activation::kNone, scratch.data(), pool);
+    CheckClose(y, c, x, zeros, batch, Activation::kNone, "sparse without bias");
+  }
+}
+
+void TestValidation(std::mt19937& rng) {
+  Case c = MakeCase(5, 40, 0.5, 4, false, rng);
+  SparseMatrix bad = c.sparse;
+  bad.cols = 3;  // columns now run past the end
+  CHECK(!ValidateSparseMatrix(bad).ok(), "column overflow accepted");
+  bad = c.sparse;
+  if (!bad.code.empty()) bad.code[0] = 4;
+  CHECK(!ValidateSparseMatrix(bad).ok(), "code outside codebook accepted");
+  bad = c.sparse;
+  bad.row_ptr.pop_back();
+  CHECK(!ValidateSparseMatrix(bad).ok(), "short row_ptr accepted");
+  bad = c.sparse;
+  bad.row_ptr[2] = bad.row_ptr[3] + 1;
+  CHECK(!ValidateSparseMatrix(bad).ok(), "decreasing row_ptr accepted");
+  bad = c.sparse;
+  bad.codebook.clear();
+  CHECK(!ValidateSparseMatrix(bad).ok(), "empty codebook accepted");
+  bad = c.sparse;
+  bad.delta.assign(bad.delta.size(), 0);  // fillers only: every row steps past 40 columns
+  CHECK(!ValidateSparseMatrix(bad).ok(), "filler past the end accepted");
+}
+
+}  // namespace
+
+int main() {
+  std::mt19937 rng(7);
+  ThreadPool single(1), threads(3);
+  for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &single, &threads}) {
+    RunCase(13, 37, 0.3, 5, false, rng, pool);     // tiny, ragged: scalar tails only
+    RunCase(40, 300, 0.5, 8, false, rng, pool);    // 1 codebook register
+    RunCase(33, 500, 0.2, 16, false, rng, pool);   // 2 registers
+    RunCase(64, 1000, 0.1, 32, true, rng, pool);   // 4 registers, fillers
+    RunCase(17, 900, 0.15, 200, true, rng, pool);  // gather lookup, fillers
+    RunCase(9, 2000, 0.01, 3, true, rng, pool);    // very sparse: many fillers
+  }
+  TestValidation(rng);
+  if (failures) {
+    std::fprintf(stderr, "%d failure(s)\n", failures);
+    return 1;
+  }
+  std::printf("fully_connected_test: OK\n");
+  return 0;
+}
