@@ -161,7 +161,11 @@ def convert(model, optimizations: Sequence[str] = ()) -> bytes:
     # A concrete function with a dynamic batch is the conversion path that works for tf_keras models
     # whatever Keras version `tf.keras` resolves to.
     spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32, name="input")
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+
+    def serve(x):
+        return model(x, training=False)
+
+    function = tf.function(serve, autograph=False).get_concrete_function(spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
     converter.optimizations = [getattr(tf.lite.Optimize, name) for name in optimizations]
     return converter.convert()

@@ -198,7 +198,9 @@ class CompressedConv2D(_CompressedLayer):
         self.strides = pair(strides)
         self.dilation_rate = pair(dilation_rate)
         self.padding = padding.lower()
-        self.data_format = keras.backend.standardize_data_format(data_format)
+        self.data_format = (data_format or keras.config.image_data_format()).lower()
+        if self.data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
         if blob is not None:
             shape = _blob_shape(_blob_array(blob))
             if len(shape) != 4 or shape[:2] != self.kernel_size or shape[3] != self.filters or (

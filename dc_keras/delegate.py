@@ -33,7 +33,7 @@ def include_dirs() -> list:
 def build(verbose: bool = False) -> Path:
     """Compiles libdc_delegate.so if needed (cached) and returns its path."""
     return _native.build_shared_library("dc_delegate", sources(), include_dirs=include_dirs(),
-                                        extra_link_flags=["-pthread"], verbose=verbose)
+                                        extra_link_flags=["-pthread", "-Wl,--no-undefined"], verbose=verbose)
 
 
 def delegate_path() -> str:

@@ -86,9 +86,9 @@ def library_path() -> Path:
 
 
 def _no_gradient(op_name: str):
-    def gradient(op, *grads):
+    def gradient(op, *grads):  # noqa: ARG001 (TensorFlow's gradient signature)
         raise LookupError(
-            f"dc_keras op {op_name} ({op.name}) has no gradient: its weights are a frozen compressed blob, and "
+            f"dc_keras op {op_name} has no gradient: its weights are a frozen compressed blob, and "
             "a gradient through it is not implemented. Train the uncompressed model (pruning/clustering "
             "wrappers) and compress afterwards, or stop the gradient (tf.stop_gradient) before this op.")
     return gradient

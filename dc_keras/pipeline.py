@@ -349,19 +349,14 @@ def copy_model(model):
 
 
 def tflite_from_keras(model) -> bytes:
-    """Plain TFLite conversion (float weights) of a Keras model, for the dense reference file."""
+    """Plain float32 TFLite conversion of a Keras model: the dense reference file.
+
+    The same converter route as dc_keras.export_tflite, so that dense and compressed files differ only by
+    what compression did.
+    """
     import tensorflow as tf
 
-    shape = model.input_shape
-    if isinstance(shape, list):
-        raise ValueError("dense .tflite reference supports single-input models only")
-    spec = tf.TensorSpec([None, *shape[1:]], tf.float32)
-
-    def serve(x):
-        return model(x, training=False)
-
-    function = tf.function(serve, autograph=False).get_concrete_function(spec)
-    return tf.lite.TFLiteConverter.from_concrete_functions([function], model).convert()
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def tflite_accuracy(path_or_bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
@@ -721,7 +716,8 @@ class DeepCompression:
                                     if self.export_report is not None else None),
             "files": {"dense.tflite": dense_bytes, "compressed.tflite": compressed_bytes,
                       "ratio": (dense_bytes / compressed_bytes) if dense_bytes and compressed_bytes else None},
-            "accuracy": {name: stage.accuracy for name, stage in self.stages.items()},
+            "accuracy": {name: stage.accuracy for name, stage in self.stages.items()
+                         if name in ("dense", "pruned", "clustered")},
             "tflite_accuracy": {name: v["accuracy"] for name, v in self.verification.items()},
             "seconds": {name: round(stage.seconds, 1) for name, stage in self.stages.items()},
         }
@@ -730,11 +726,20 @@ class DeepCompression:
         return result
 
     def run(self, model, output_dir: str, plots: bool = True, budget: Optional[float] = None,
-            skip_dense_training: bool = False) -> Dict[str, Any]:
+            skip_dense_training: bool = False, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         """All stages; every file appears under `output_dir` at once, only if everything succeeded.
 
-        Writes dense.tflite, compressed.tflite, report.txt, report.json, config.json and (with matplotlib,
-        when `plots`) PNG weight histograms and codebook plots. Returns `report()`.
+        Args:
+          model: the Keras classifier to train (or, with skip_dense_training, already trained).
+          output_dir: result directory; an existing one is replaced only when the run succeeded.
+          plots: write PNG weight histograms and codebook plots (needs matplotlib; a notice otherwise).
+          budget: if given, per-layer sparsities come from `sensitivity_analysis` on the validation split
+            with this largest accuracy drop (absolute), replacing config.sparsity/quality.
+          skip_dense_training: `model` is trained already; use it as the dense model.
+          metadata: extra JSON-serialisable entries for report.json (e.g. the model and data used).
+
+        Writes dense.tflite, compressed.tflite, report.txt, report.json, config.json and the plots.
+        Returns `report()` (plus `metadata`).
         """
         self._require_data("run")
         with StagingDirectory(output_dir) as staging:
@@ -750,6 +755,8 @@ class DeepCompression:
             self.export(staging.path)
             self.verify()
             report = self.report()
+            if metadata:
+                report = {**metadata, **report}
             atomic_write(os.path.join(staging.path, "report.json"), (json.dumps(report, indent=2) + "\n").encode())
             atomic_write(os.path.join(staging.path, "report.txt"), (format_report(report) + "\n").encode())
             self.config.save(os.path.join(staging.path, "config.json"))
@@ -851,6 +858,12 @@ def format_report(report: Dict[str, Any]) -> str:
                      f"{fmt(row['weight_bits_pq'], '.1f'):>8}{fmt(row['weight_bits_pqh'], '.1f'):>8}"
                      f"{fmt(row['index_bits_pq'], '.1f'):>9}{fmt(row['index_bits_pqh'], '.1f'):>9}"
                      f"{fmt(row['rate_pq'], '.2%'):>9}{fmt(row['rate_pqh'], '.2%'):>9}")
+    total = report["table2"][-1] if report["table2"] else None
+    if total and total.get("rate_pq") and total.get("rate_pqh"):
+        lines.append(f"{'':<14}weights compressed {1 / total['rate_pq']:.1f}x (P+Q), "
+                     f"{1 / total['rate_pqh']:.1f}x (P+Q+H)")
+    for stock in report.get("stock_layers", []):
+        lines.append(f"left stock: {stock.get('layer')} ({stock.get('op')}): {stock.get('reason')}")
     files = report["files"]
     lines.append("")
     lines.append(f"dense.tflite {fmt(files['dense.tflite'], 'd')} bytes, compressed.tflite "
@@ -859,6 +872,9 @@ def format_report(report: Dict[str, Any]) -> str:
     lines.append(f"Keras test accuracy: {accuracy}")
     if report["tflite_accuracy"]:
         lines.append(".tflite test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["tflite_accuracy"].items()))
+    if report.get("sensitivity"):
+        proposal = report["sensitivity"]["proposal"]
+        lines.append("sensitivity-analysis targets: " + ", ".join(f"{k} {v:.0%}" for k, v in proposal.items()))
     lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
     return "\n".join(lines)
 

@@ -115,9 +115,18 @@ def test_inner_dimension_mismatch_is_named():
 
 
 def test_inner_dimension_mismatch_caught_at_trace_time_for_constant_blobs():
-    blob = tf.constant(np.frombuffer(codec.encode(_weights(), bits=2), np.uint8))
+    data = np.frombuffer(codec.encode(_weights(), bits=2), np.uint8)
+
+    @tf.function
+    def f(x):
+        blob = tf.constant(data)  # a Const node: the shape function reads its header
+        y = ops.sparse_matmul(x, blob)
+        assert y.shape.as_list() == [None, 24], y.shape
+        return y
+
+    f.get_concrete_function(tf.TensorSpec([None, 40]))
     with pytest.raises(ValueError, match="DcSparseMatMul"):
-        tf.function(lambda x: ops.sparse_matmul(x, blob)).get_concrete_function(tf.TensorSpec([None, 39]))
+        f.get_concrete_function(tf.TensorSpec([None, 39]))
 
 
 def test_non_matrix_blob_is_rejected_by_matmul_and_embedding():

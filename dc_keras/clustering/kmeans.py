@@ -53,7 +53,7 @@ def kmeans_1d(values: np.ndarray, number_of_clusters: int, init="linear",
     if xs.size == 0:
         raise ValueError("k-means needs at least one value")
     if not sorted_input:
-        xs = np.sort(xs, kind="stable")
+        xs = np.sort(xs)
     k = int(number_of_clusters)
     if k < 1:
         raise ValueError(f"number_of_clusters must be >= 1, got {number_of_clusters}")

@@ -513,27 +513,99 @@ struct LaneState {
   uint8_t* out_end;
 };
 
-// Decodes with multi-symbol lookups while at least 8 input bytes and 12 output slots remain.
-inline void HuffmanFastSteps(LaneState* ls, const uint32_t* multi, bool* invalid) {
+// Decodes with multi-symbol lookups while at least 8 input bytes and 12 output slots remain. Forced
+// inline and working on by-value state so that the lane variables live in registers: the uint8_t
+// output stores may alias anything, which would otherwise force reloads after every store.
+#if defined(__GNUC__)
+#define DC_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define DC_ALWAYS_INLINE inline
+#endif
+
+DC_ALWAYS_INLINE void HuffmanFastSteps(LaneState& ls, const uint32_t* multi) {
   // Refill to >= 56 bits, branch-free (bits past `avail` are the correct upcoming bits, so OR-ing
   // them again is harmless).
-  ls->buf |= LoadBE64(ls->p) >> ls->avail;
-  ls->p += (63 - ls->avail) >> 3;
-  ls->avail |= 56;
+  uint64_t buf = ls.buf | (LoadBE64(ls.p) >> ls.avail);
+  ls.p += (63 - ls.avail) >> 3;
+  uint32_t avail = ls.avail | 56;
+  uint8_t* out = ls.out;
   for (int k = 0; k < 4; ++k) {  // 4 lookups consume at most 48 of the >= 56 bits
-    const uint32_t e = multi[ls->buf >> 52];
+    const uint32_t e = multi[buf >> 52];
+    // An invalid window (n = 0, 0 bits) makes no progress; the tail decoder then reports it.
     const uint32_t n = (e >> 24) & 3, used = e >> 26;
-    *invalid |= (n == 0);
-    ls->out[0] = static_cast<uint8_t>(e);
-    ls->out[1] = static_cast<uint8_t>(e >> 8);
-    ls->out[2] = static_cast<uint8_t>(e >> 16);
-    ls->out += n;
-    ls->buf <<= used;
-    ls->avail -= used;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    std::memcpy(out, &e, 4);  // symbols in bytes 0..2; byte 3 is overwritten by later output
+#else
+    out[0] = static_cast<uint8_t>(e);
+    out[1] = static_cast<uint8_t>(e >> 8);
+    out[2] = static_cast<uint8_t>(e >> 16);
+#endif
+    out += n;
+    buf <<= used;
+    avail -= used;
+  }
+  ls.buf = buf;
+  ls.avail = avail;
+  ls.out = out;
+}
+
+// Safe number of HuffmanFastSteps for a lane: each consumes <= 7 input bytes and emits <= 12 symbols
+// (writing up to 4 bytes at its last output position), so it needs 8 readable input bytes and 13
+// writable output bytes before it starts.
+inline uint64_t SafeFastSteps(const LaneState& ls) {
+  const uint64_t in = static_cast<uint64_t>(ls.end - ls.p), room = static_cast<uint64_t>(ls.out_end - ls.out);
+  if (in < 8 || room < 13) return 0;
+  return std::min((in - 8) / 7 + 1, (room - 13) / 12 + 1);
+}
+
+// All lanes in lock step (so their independent dependency chains overlap in the CPU), with the
+// bounds checks hoisted into a step budget; then each lane alone until its budget runs out.
+DC_ALWAYS_INLINE void HuffmanLanesBody(LaneState* lanes, uint32_t num_lanes, const uint32_t* multi) {
+  if (num_lanes == 4) {
+    LaneState a = lanes[0], b = lanes[1], c = lanes[2], d = lanes[3];
+    for (;;) {
+      const uint64_t steps = std::min(std::min(SafeFastSteps(a), SafeFastSteps(b)),
+                                      std::min(SafeFastSteps(c), SafeFastSteps(d)));
+      if (steps == 0) break;
+      const uint8_t* progress = a.p;
+      for (uint64_t i = 0; i < steps; ++i) {
+        HuffmanFastSteps(a, multi);
+        HuffmanFastSteps(b, multi);
+        HuffmanFastSteps(c, multi);
+        HuffmanFastSteps(d, multi);
+      }
+      if (a.p == progress) break;  // lane a is stuck on an invalid code
+    }
+    lanes[0] = a, lanes[1] = b, lanes[2] = c, lanes[3] = d;
+  }
+  for (uint32_t j = 0; j < num_lanes; ++j) {
+    LaneState ls = lanes[j];
+    for (;;) {
+      const uint64_t steps = SafeFastSteps(ls);
+      if (steps == 0) break;
+      const uint8_t* progress_out = ls.out;
+      for (uint64_t i = 0; i < steps; ++i) HuffmanFastSteps(ls, multi);
+      if (ls.out == progress_out) break;  // stuck on an invalid code
+    }
+    lanes[j] = ls;
   }
 }
 
-inline bool FastOk(const LaneState& ls) { return ls.end - ls.p >= 8 && ls.out_end - ls.out >= 12; }
+void HuffmanLanesGeneric(LaneState* lanes, uint32_t num_lanes, const uint32_t* multi) {
+  HuffmanLanesBody(lanes, num_lanes, multi);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// BMI2's shlx/shrx make the variable shifts on the critical path single-cycle; chosen at run time so
+// the library still runs on CPUs without BMI2.
+__attribute__((target("bmi2"))) void HuffmanLanesBmi2(LaneState* lanes, uint32_t num_lanes, const uint32_t* multi) {
+  HuffmanLanesBody(lanes, num_lanes, multi);
+}
+bool HasBmi2() {
+  static const bool has = __builtin_cpu_supports("bmi2");
+  return has;
+}
+#endif
 
 // Finishes a lane one symbol at a time with explicit bounds, then checks its length and padding.
 Status HuffmanTail(LaneState* ls, const HuffmanTables& t, const char* name) {
@@ -579,23 +651,17 @@ Status DecodeHuffman(const uint8_t* data, const Section& s, uint8_t* out) {
     ls.out = out + first;
     ls.out_end = out + last;
   }
-  bool invalid = false;
   const uint32_t* multi = tables->multi.data();
-  // All lanes advance together so their independent dependency chains overlap in the CPU.
-  if (s.lanes == 4) {
-    LaneState a = lanes[0], b = lanes[1], c = lanes[2], d = lanes[3];
-    while (FastOk(a) && FastOk(b) && FastOk(c) && FastOk(d)) {
-      HuffmanFastSteps(&a, multi, &invalid);
-      HuffmanFastSteps(&b, multi, &invalid);
-      HuffmanFastSteps(&c, multi, &invalid);
-      HuffmanFastSteps(&d, multi, &invalid);
-      if (invalid) break;
-    }
-    lanes[0] = a, lanes[1] = b, lanes[2] = c, lanes[3] = d;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (HasBmi2()) {
+    HuffmanLanesBmi2(lanes.data(), s.lanes, multi);
+  } else {
+    HuffmanLanesGeneric(lanes.data(), s.lanes, multi);
   }
+#else
+  HuffmanLanesGeneric(lanes.data(), s.lanes, multi);
+#endif
   for (LaneState& ls : lanes) {
-    while (!invalid && FastOk(ls)) HuffmanFastSteps(&ls, multi, &invalid);
-    if (invalid) return Status::Error(std::string("corrupt blob: invalid Huffman code in the ") + s.name + " stream");
     // Only whole symbols were emitted, so out-position and bit-position are in step.
     Status st = HuffmanTail(&ls, *tables, s.name);
     if (!st.ok()) return st;

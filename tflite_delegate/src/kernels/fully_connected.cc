@@ -145,6 +145,7 @@ std::unique_ptr<OpKernel> Create() { return std::make_unique<FullyConnectedKerne
 
 }  // namespace
 
+extern const KernelEntry kFullyConnectedKernel;
 const KernelEntry kFullyConnectedKernel = {"DcFullyConnected", Supports, Create};
 
 }  // namespace dc::delegate

@@ -1,0 +1,171 @@
+"""Batch-1 latency of a Deep-Compressed fully-connected layer through the dc delegate vs stock TFLite.
+
+One process, one thread, batch 1, medians. Variants of the same layer:
+  dc delegate (sparse P+Q form, 5-bit codebook), stock float32 and dynamic-range int8, each with XNNPACK
+  (OpResolverType.AUTO) and with TFLite's builtin kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES).
+Targets (issue 7): dc <= 1/2 of the fastest stock variant (stretch 1/3) on a 4096x4096 ~90%-sparse layer,
+resident weight bytes <= 1/8 of dense float, LeNet-300-100 end to end faster than the fastest stock variant.
+
+    python benchmarks/fc_latency.py [--size 4096] [--sparsity 0.9] [--runs 200] [--json out.json]
+
+Variants are timed in interleaved rounds so that load from other processes hits them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import numpy as np  # noqa: E402
+
+
+def _clustered(rng, shape, sparsity, clusters):
+    codebook = rng.normal(0.0, 0.05, size=clusters).astype(np.float32)
+    weights = codebook[rng.integers(0, clusters, size=shape)]
+    weights[rng.random(shape) < sparsity] = 0.0
+    return weights
+
+
+def _dense_model(sizes, rng, sparsity, clusters, activations):
+    import keras
+
+    layers = [keras.Input((sizes[0],))]
+    for units, activation in zip(sizes[1:], activations):
+        layers.append(keras.layers.Dense(units, activation=activation))
+    model = keras.Sequential(layers)
+    for layer, (n_in, n_out) in zip(model.layers, zip(sizes[:-1], sizes[1:])):
+        layer.set_weights([_clustered(rng, (n_in, n_out), sparsity, clusters),
+                           rng.normal(0.0, 0.1, size=n_out).astype(np.float32)])
+    return model
+
+
+def _int8(model) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic-range int8 weights
+    return converter.convert()
+
+
+def _interpreters(compressed: bytes, dense: bytes, int8: bytes):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from dc_keras import delegate
+
+    dc = delegate.load(num_threads=1)
+    variants = {"dc delegate (sparse P+Q)": Interpreter(model_content=compressed, experimental_delegates=[dc],
+                                                        num_threads=1)}
+    for name, content in (("float32", dense), ("int8 dynamic-range", int8)):
+        for label, resolver in (("XNNPACK", OpResolverType.AUTO),
+                                ("builtin", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)):
+            variants[f"stock {name}, {label}"] = Interpreter(model_content=content, num_threads=1,
+                                                             experimental_op_resolver_type=resolver)
+    return variants, dc
+
+
+def _time(variants, x, runs, block=10):
+    """Median seconds per invoke of each variant, measured in interleaved blocks of `block` invokes."""
+    prepared = {}
+    for name, interpreter in variants.items():
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], list(x.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x)
+        for _ in range(5):  # warm-up: caches, lazy packing
+            interpreter.invoke()
+        prepared[name] = interpreter
+    samples = {name: [] for name in variants}
+    for _ in range(max(1, runs // block)):
+        for name, interpreter in prepared.items():
+            for _ in range(block):
+                start = time.perf_counter()
+                interpreter.invoke()
+                samples[name].append(time.perf_counter() - start)
+    outputs = {name: interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
+               for name, interpreter in prepared.items()}
+    return {name: float(np.median(s)) for name, s in samples.items()}, outputs
+
+
+def _run_case(title, model, runs, tmp, rng):
+    from dc_keras import delegate, export_tflite
+
+    path, dense_path = Path(tmp) / f"{title}.tflite", Path(tmp) / f"{title}_dense.tflite"
+    report = export_tflite(model, path, dense_path=dense_path)
+    compressed, dense = path.read_bytes(), dense_path.read_bytes()
+    int8 = _int8(model)
+    variants, dc = _interpreters(compressed, dense, int8)
+    x = rng.standard_normal((1, model.inputs[0].shape[-1])).astype(np.float32)
+    medians, outputs = _time(variants, x, runs)
+    want = np.asarray(model(x), dtype=np.float32)
+    dc_out = outputs["dc delegate (sparse P+Q)"]
+    rel_error = float(np.max(np.abs(dc_out - want)) / np.max(np.abs(want)))
+    resident = delegate.resident_weight_bytes(dc)
+    dense_weight_bytes = sum(l.weights for l in report.layers) * 4
+    sizes = {"dc delegate (sparse P+Q)": len(compressed)}
+    for name in medians:
+        if name.startswith("stock float32"):
+            sizes[name] = len(dense)
+        elif name.startswith("stock int8"):
+            sizes[name] = len(int8)
+    return {"title": title, "medians_s": medians, "file_bytes": sizes, "resident_weight_bytes": resident,
+            "dense_weight_bytes": dense_weight_bytes, "max_rel_error_vs_keras": rel_error}
+
+
+def _print_case(case):
+    medians = case["medians_s"]
+    dc_name = "dc delegate (sparse P+Q)"
+    stock = {k: v for k, v in medians.items() if k != dc_name}
+    fastest = min(stock, key=stock.get)
+    print(f"\n== {case['title']} (batch 1, 1 thread, median of interleaved runs) ==")
+    print(f"{'variant':36s} {'median':>10s} {'vs dc':>8s} {'.tflite':>12s}")
+    for name, seconds in sorted(medians.items(), key=lambda kv: kv[1]):
+        print(f"{name:36s} {seconds * 1e3:8.3f} ms {seconds / medians[dc_name]:7.2f}x "
+              f"{case['file_bytes'][name]:10d} B")
+    ratio = medians[dc_name] / stock[fastest]
+    print(f"dc / fastest stock ({fastest}): {ratio:.3f}")
+    print(f"resident weight bytes: dc {case['resident_weight_bytes']} B vs dense float {case['dense_weight_bytes']} B "
+          f"({case['resident_weight_bytes'] / case['dense_weight_bytes']:.4f}, target <= 0.125)")
+    print(f"dc output vs Keras: max relative error {case['max_rel_error_vs_keras']:.2e}")
+    case["dc_over_fastest_stock"] = ratio
+    case["fastest_stock"] = fastest
+    return ratio
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=4096, help="square FC layer size")
+    parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--clusters", type=int, default=32, help="codebook entries (32 = 5 bits)")
+    parser.add_argument("--runs", type=int, default=200, help="timed invokes per variant")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    rng = np.random.default_rng(0)
+    cases = []
+    with tempfile.TemporaryDirectory(prefix="dc_fc_latency_") as tmp:
+        layer = _dense_model([args.size, args.size], rng, args.sparsity, args.clusters, [None])
+        cases.append(_run_case(f"FC {args.size}x{args.size}, {100 * args.sparsity:.0f}% sparse, "
+                               f"{args.clusters}-entry codebook", layer, args.runs, tmp, rng))
+        lenet = _dense_model([784, 300, 100, 10], rng, 0.92, args.clusters, ["relu", "relu", None])
+        cases.append(_run_case("LeNet-300-100 end to end, 92% sparse", lenet, args.runs * 5, tmp, rng))
+    fc_ratio = _print_case(cases[0])
+    lenet_ratio = _print_case(cases[1])
+    resident_ok = cases[0]["resident_weight_bytes"] <= cases[0]["dense_weight_bytes"] / 8
+    print("\ntargets: FC dc/fastest stock <= 0.5: " + ("met" if fc_ratio <= 0.5 else "NOT met") +
+          f" ({fc_ratio:.3f}; stretch 0.333 " + ("met" if fc_ratio <= 1 / 3 else "not met") + ")"
+          f"; resident <= 1/8 of dense: {'met' if resident_ok else 'NOT met'}"
+          f"; LeNet faster than fastest stock: {'met' if lenet_ratio < 1 else 'NOT met'} ({lenet_ratio:.3f})")
+    if args.json:
+        args.json.write_text(json.dumps(cases, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line tools of dc_keras (console scripts declared in setup.cfg)."""

@@ -1,0 +1,234 @@
+"""dc-compress: train and compress a Keras classifier end to end with Deep Compression.
+
+    dc-compress                                    # LeNet-300-100 on Fashion-MNIST -> ./dc_compress_output
+    dc-compress --model lenet5 --output_dir out5
+    dc-compress --model my_model.keras --data my_data.npz --budget 0.01
+    dc-compress --epochs 2 --prune_epochs 3 --cluster_epochs 1 --train_examples 5000   # a quick try
+
+Writes into --output_dir: dense.tflite, compressed.tflite, report.txt and report.json (the paper's Table 2
+per layer and in total, file sizes, accuracies), config.json (the CompressionConfig used; --config
+takes it back), and PNG plots (weight histograms before/after pruning and clustering, codebook
+centroids) when matplotlib is installed. The directory appears only when everything succeeded.
+
+--data takes an .npz with x_train, y_train, x_test, y_test; uint8 images are scaled to [0, 1], labels
+are class ids (or one-hot rows). A --model file (.keras) is taken as trained: dense training is skipped
+unless --epochs is given.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+from absl import app, flags
+
+_DEFINED = {}
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
+    """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
+    FlagValues so that importing this module never clashes with other tools' flags."""
+    if id(flag_values) in _DEFINED:
+        return flag_values
+    fv = flag_values
+    flags.DEFINE_string("model", "lenet300", "lenet300, lenet5, or the path of a trained Keras model (.keras)",
+                        flag_values=fv)
+    flags.DEFINE_string("data", None, "an .npz with x_train, y_train, x_test, y_test "
+                        "(default: Fashion-MNIST from the Debian package dataset-fashion-mnist)", flag_values=fv)
+    flags.DEFINE_string("output_dir", "dc_compress_output", "result directory (replaced only on success)",
+                        flag_values=fv)
+    flags.DEFINE_string("config", None, "a config.json (CompressionConfig) to start from; other flags override it",
+                        flag_values=fv)
+    flags.DEFINE_float("budget", None, "largest accuracy drop (absolute, e.g. 0.01) allowed by the per-layer "
+                       "sensitivity analysis that then chooses the per-layer sparsities", flag_values=fv)
+    flags.DEFINE_float("sparsity", None, "target sparsity of every compressible layer (default 0.9)", flag_values=fv)
+    flags.DEFINE_float("quality", None, "prune |w| < quality * std(w) instead of a target sparsity", flag_values=fv)
+    flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
+                         flag_values=fv)
+    flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
+                         flag_values=fv)
+    flags.DEFINE_integer("epochs", None, "dense training epochs", flag_values=fv)
+    flags.DEFINE_integer("prune_epochs", None, "retraining epochs over all pruning iterations", flag_values=fv)
+    flags.DEFINE_integer("prune_iterations", None, "pruning iterations (prune, retrain, prune more)", flag_values=fv)
+    flags.DEFINE_integer("cluster_epochs", None, "centroid fine-tuning epochs", flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "training batch size", flag_values=fv)
+    flags.DEFINE_integer("seed", None, "random seed", flag_values=fv)
+    flags.DEFINE_integer("train_examples", None, "use only the first N training examples (quick runs)",
+                         flag_values=fv)
+    flags.DEFINE_bool("plots", True, "write PNG plots (needs matplotlib)", flag_values=fv)
+    flags.DEFINE_integer("verbosity_level", 1, "0 quiet, 1 progress bars, 2 one line per epoch", flag_values=fv)
+    _DEFINED[id(flag_values)] = True
+    return flag_values
+
+
+class InputError(ValueError):
+    """Bad model, data or settings given on the command line."""
+
+
+BUILTIN_MODELS = ("lenet300", "lenet5")
+
+
+def load_model(spec: str):
+    """(model, is_trained) for --model: a built-in name or the path of a saved Keras model."""
+    from dc_keras import models
+
+    if spec == "lenet300":
+        return models.lenet_300_100(), False
+    if spec == "lenet5":
+        return models.lenet5(), False
+    if not os.path.exists(spec):
+        raise InputError(f"--model {spec!r}: not {' or '.join(BUILTIN_MODELS)} and no such file")
+    import keras
+
+    try:
+        model = keras.models.load_model(spec, compile=False)
+    except Exception as error:  # noqa: BLE001 - any loader failure is reported as bad input
+        raise InputError(f"--model {spec}: cannot load it as a Keras model: {error}") from None
+    if not isinstance(model, keras.Model):
+        raise InputError(f"--model {spec}: holds a {type(model).__name__}, not a Keras model")
+    return model, True
+
+
+def load_data(path: Optional[str], train_examples: Optional[int] = None):
+    """((x_train, y_train), (x_test, y_test)) from an .npz or Fashion-MNIST, uint8 images scaled to [0, 1]."""
+    import numpy as np
+
+    from dc_keras.pipeline import validate_data
+
+    if path is None:
+        import dc_keras
+
+        try:
+            (x_train, y_train), (x_test, y_test) = dc_keras.datasets.fashion_mnist()
+        except Exception as error:  # noqa: BLE001 - missing files or a failed download
+            raise InputError(f"cannot load Fashion-MNIST ({error}); install the Debian package "
+                             "dataset-fashion-mnist or pass --data") from None
+        source = "Fashion-MNIST"
+    else:
+        if not os.path.exists(path):
+            raise InputError(f"--data {path}: no such file")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
+                if missing:
+                    raise InputError(f"--data {path}: missing arrays {missing}; it holds {sorted(archive.files)} "
+                                     "and needs x_train, y_train, x_test, y_test")
+                x_train, y_train, x_test, y_test = (archive[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        except InputError:
+            raise
+        except Exception as error:  # noqa: BLE001 - not an npz, pickled objects, ...
+            raise InputError(f"--data {path}: cannot read it as an .npz of numeric arrays: {error}") from None
+        source = os.path.abspath(path)
+
+    def images(x, name):
+        x = np.asarray(x)
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / 255.0
+        if x.dtype.kind not in "fiu":
+            raise InputError(f"{name} must be numeric images, got dtype {x.dtype}")
+        return x.astype(np.float32)
+
+    try:
+        x_train, x_test = images(x_train, "x_train"), images(x_test, "x_test")
+        if train_examples is not None:
+            if train_examples < 1:
+                raise InputError(f"--train_examples must be >= 1, got {train_examples}")
+            x_train, y_train = x_train[:train_examples], y_train[:train_examples]
+        data = validate_data(((x_train, y_train), (x_test, y_test)))
+    except InputError:
+        raise
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    return data, source
+
+
+def build_config(fv: flags.FlagValues, pretrained: bool):
+    """The CompressionConfig from --config (or defaults) with the flags given on the command line applied."""
+    from dc_keras.pipeline import CompressionConfig
+
+    if fv.config:
+        try:
+            config = CompressionConfig.load(fv.config)
+        except FileNotFoundError:
+            raise InputError(f"--config {fv.config}: no such file") from None
+        except ValueError as error:
+            raise InputError(f"--config {fv.config}: {error}") from None
+    else:
+        config = CompressionConfig()
+    changes = {}
+    for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
+                 "index_bits"):
+        if fv[name].value is not None:
+            changes[name] = fv[name].value
+    if fv.quality is not None:
+        changes.update(quality=fv.quality, sparsity=None)
+    if fv.sparsity is not None:
+        if fv.quality is not None:
+            raise InputError("give --sparsity or --quality, not both")
+        changes.update(sparsity=fv.sparsity, quality=None)
+    if pretrained and fv.epochs is None:
+        changes["epochs"] = 0  # a given model is trained: no dense training unless asked
+    if "prune_epochs" in changes and "prune_iterations" not in changes and 0 < changes["prune_epochs"] < config.prune_iterations:
+        changes["prune_iterations"] = changes["prune_epochs"]  # fewer epochs than iterations: one each
+    try:
+        return config.replace(**changes)
+    except ValueError as error:
+        raise InputError(str(error).replace("CompressionConfig: ", "")) from None
+
+
+def compress(fv: flags.FlagValues) -> int:
+    """Run dc-compress with parsed flags; returns the exit status (0 success, 1 bad input or failure)."""
+    from dc_keras.pipeline import DeepCompression, check_data_fits_model, compressible_layers
+
+    try:
+        if fv.budget is not None and not fv.budget >= 0:
+            raise InputError(f"--budget must be >= 0 (an absolute accuracy drop), got {fv.budget}")
+        model, pretrained = load_model(fv.model)
+        if not compressible_layers(model):
+            raise InputError(f"--model {fv.model}: model {model.name!r} has no compressible layers (Dense, Conv, "
+                             "Embedding): nothing to compress")
+        config = build_config(fv, pretrained)
+        data, source = load_data(fv.data, fv.train_examples)
+        try:
+            check_data_fits_model(model, data)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        output_dir = os.path.abspath(fv.output_dir)
+        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+            raise InputError(f"--output_dir {fv.output_dir}: exists and is not a directory")
+    except InputError as error:
+        print(f"dc-compress: error: {error}", file=sys.stderr)
+        return 1
+
+    pipeline = DeepCompression(config, data, verbose=fv.verbosity_level)
+    metadata = {"model": fv.model, "data": source, "budget": fv.budget}
+    try:
+        pipeline.run(model, output_dir, plots=fv.plots, budget=fv.budget,
+                     skip_dense_training=pretrained and config.epochs == 0, metadata=metadata)
+    except ValueError as error:  # unmeetable budget, export refusing the model, bad per-layer names, ...
+        print(f"dc-compress: error: {error}", file=sys.stderr)
+        print(f"dc-compress: nothing written to {output_dir}", file=sys.stderr)
+        return 1
+    except RuntimeError as error:  # verification failure
+        print(f"dc-compress: failed: {error}", file=sys.stderr)
+        print(f"dc-compress: nothing written to {output_dir}", file=sys.stderr)
+        return 1
+    print(f"\ndc-compress: wrote {output_dir}: " + ", ".join(sorted(os.listdir(output_dir))))
+    return 0
+
+
+def main(argv) -> int:
+    """absl main: no positional arguments."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; see --help")
+    return compress(flags.FLAGS)
+
+
+def run() -> None:
+    """Console-script entry point (setup.cfg: dc-compress = dc_keras.cli.compress:run)."""
+    define_flags(flags.FLAGS)
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,93 @@
+// libFuzzer target: arbitrary bytes through ParseInfo, DecodeDense and DecodeSparse.
+//
+// Beyond "no crash, no sanitizer report" it checks the decoders against each other: when both succeed,
+// the sparse form must expand to exactly the dense output, and every SparseMatrix invariant promised
+// in dc_codec.h must hold. Tensors above 2^20 elements are only parsed: their allocation size is the
+// caller's choice, and a fuzzer-made header can legitimately ask for gigabytes.
+//
+// Mutated inputs almost never carry a valid CRC32, which would stop the fuzzer at the checksum. So
+// each input runs twice: as given (exercising the CRC check), and with its CRC field recomputed,
+// which lets mutations reach the tables and stream decoders.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "dc_codec.h"
+
+namespace {
+
+void Check(bool condition) {
+  if (!condition) std::abort();
+}
+
+uint32_t Bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+
+// Returns the offset of the CRC field if the prefix (magic, version, body-length varint) is complete.
+bool CrcOffset(const uint8_t* data, size_t size, size_t* offset) {
+  if (size < 4 || data[0] != 'D' || data[1] != 'C') return false;
+  size_t pos = 3;
+  while (pos < size && pos < 13 && (data[pos] & 0x80)) ++pos;
+  if (pos >= size || pos >= 13) return false;
+  *offset = pos + 1;
+  return *offset + 4 <= size;
+}
+
+void RunOne(const uint8_t* data, size_t size);
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  RunOne(data, size);
+  size_t offset;
+  if (CrcOffset(data, size, &offset)) {
+    std::vector<uint8_t> fixed(data, data + size);
+    const uint32_t crc = dc::codec::Crc32(fixed.data() + offset + 4, size - offset - 4);
+    for (int i = 0; i < 4; ++i) fixed[offset + i] = static_cast<uint8_t>(crc >> (8 * i));
+    RunOne(fixed.data(), fixed.size());
+  }
+  return 0;
+}
+
+namespace {
+
+void RunOne(const uint8_t* data, size_t size) {
+  using namespace dc::codec;
+  BlobInfo info;
+  if (!ParseInfo(data, size, &info).ok()) return;
+  Check(info.header_bytes + info.codebook_bytes + info.delta_stream_bytes + info.code_stream_bytes ==
+        info.total_bytes);
+  if (info.num_elements > (1u << 20)) return;
+  std::vector<float> dense(info.num_elements);
+  const Status dense_status = DecodeDense(data, size, dense.data(), dense.size());
+  SparseMatrix m;
+  const Status sparse_status = DecodeSparse(data, size, &m);
+  Check(dense_status.ok() == sparse_status.ok());
+  if (!dense_status.ok()) return;
+  Check(m.rows >= 0 && m.cols >= 0 && static_cast<uint64_t>(m.rows) * static_cast<uint64_t>(m.cols) ==
+                                          (info.shape.empty() ? 1 : info.num_elements));
+  Check(m.row_ptr.size() == static_cast<size_t>(m.rows) + 1 && m.row_ptr[0] == 0);
+  Check(m.row_ptr.back() == m.delta.size() && m.delta.size() == m.code.size());
+  std::vector<float> rebuilt(info.num_elements, 0.0f);
+  for (int64_t r = 0; r < m.rows; ++r) {
+    Check(m.row_ptr[r] <= m.row_ptr[r + 1]);
+    int64_t col = -1;
+    for (uint32_t e = m.row_ptr[r]; e < m.row_ptr[r + 1]; ++e) {
+      if (m.delta[e] == 0) {
+        Check(e + 1 < m.row_ptr[r + 1]);  // fillers only precede a real entry
+        col += kSparseFillerStep;
+        continue;
+      }
+      col += m.delta[e];
+      Check(col < m.cols && m.code[e] < m.codebook.size());
+      rebuilt[static_cast<size_t>(r * m.cols + col)] = m.codebook[m.code[e]];
+    }
+  }
+  for (size_t i = 0; i < dense.size(); ++i) Check(Bits(dense[i]) == Bits(rebuilt[i]));
+}
+
+}  // namespace
