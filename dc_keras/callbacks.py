@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dc_keras.pruning.wrapper import collect_prunable_layers
+from dc_keras.pruning.wrapper import collect_prunable_layers, read_value
 
 __all__ = ["UpdatePruningStep", "PruningSummaries"]
 
@@ -31,7 +31,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for layer in self.prunable_layers:
             if not layer.built:
                 continue
-            if int(keras.ops.convert_to_numpy(layer.pruning_step.value)) < 0:
+            if int(read_value(layer.pruning_step)) < 0:
                 layer.pruning_step.assign(0)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -49,9 +49,9 @@ def _pruning_scalars(model):
             continue
         for weight, mask, threshold in layer.pruning_vars:
             tag = f"{layer.layer.name}/{weight.path.split('/')[-1]}"
-            mask_value = keras.ops.convert_to_numpy(mask.value)
+            mask_value = read_value(mask)
             values[f"{tag}/sparsity"] = float(1.0 - np.mean(mask_value))
-            values[f"{tag}/threshold"] = float(keras.ops.convert_to_numpy(threshold.value))
+            values[f"{tag}/threshold"] = float(read_value(threshold))
     return values
 
 
@@ -83,7 +83,7 @@ class PruningSummaries(keras.callbacks.Callback):
     def _write(self):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "pruning"))
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) if self.model.optimizer else 0
+        step = int(read_value(self.model.optimizer.iterations)) if self.model.optimizer else 0
         with self._writer.as_default(step=step):
             for tag, value in _pruning_scalars(self.model).items():
                 tf.summary.scalar(f"pruning/{tag}", value)

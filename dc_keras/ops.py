@@ -42,7 +42,10 @@ _path: Path | None = None
 
 
 def _build() -> Path:
-    sources = [_OPS_DIR / "tf" / "dc_tf_ops.cc", *sorted((_OPS_DIR / "codec").glob("*.cc"))]
+    # The codec core only: its C API (for ctypes) would export dc_codec_* symbols from this library too,
+    # which could clash with libdc_codec.so loaded in the same process.
+    core = [p for p in sorted((_OPS_DIR / "codec").glob("*.cc")) if not p.name.endswith("_c_api.cc")]
+    sources = [_OPS_DIR / "tf" / "dc_tf_ops.cc", *core]
     # The TF version goes into the flags so that the cache key (a hash of sources and flags) changes when
     # TensorFlow is upgraded in place: a library built against another TF's ABI would fail to load.
     flags = [*tf.sysconfig.get_compile_flags(), f'-DDC_KERAS_TF_VERSION="{tf.__version__}"',

@@ -184,12 +184,20 @@ def ramp(iteration: int, iterations: int) -> float:
 # --------------------------------------------------------------------------------------------------
 # Files
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Write `data` to a temporary name in the destination directory, then rename over `path`."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -212,6 +220,7 @@ class StagingDirectory:
         parent = os.path.dirname(self.final)
         os.makedirs(parent, exist_ok=True)
         self.path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(self.final)}.", suffix=".partial")
+        os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the result's mode
         self.committed = False
 
     def commit(self) -> str:

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from dc_keras import layer_registry
-from dc_keras.pruning.wrapper import PruneLowMagnitude, _iter_layers
+from dc_keras.pruning.wrapper import PruneLowMagnitude, _iter_layers, read_value
 
 __all__ = ["LayerSparsity", "SparsityReport", "sparsity_report"]
 
@@ -90,7 +90,7 @@ def _rows_for(layer) -> List[LayerSparsity]:
         for weight, mask, _ in layer.pruning_vars:
             # The effective weights are weight * mask (the variable is zeroed after every optimizer step
             # anyway, but a user may have assigned it since).
-            value = keras.ops.convert_to_numpy(weight.value) * keras.ops.convert_to_numpy(mask.value)
+            value = read_value(weight) * read_value(mask)
             rows.append(LayerSparsity(inner.name, weight.path.split("/")[-1], kind, tuple(value.shape),
                                       int(value.size), int(np.count_nonzero(value))))
         return rows
@@ -99,7 +99,7 @@ def _rows_for(layer) -> List[LayerSparsity]:
     kind = layer_registry.layer_kind(layer)
     rows = []
     for name, weight in layer_registry.compressible_weights(layer, "get_prunable_weights"):
-        value = keras.ops.convert_to_numpy(weight.value if hasattr(weight, "value") else weight)
+        value = read_value(weight)
         rows.append(LayerSparsity(layer.name, name, kind, tuple(value.shape), int(value.size),
                                   int(np.count_nonzero(value))))
     return rows

@@ -80,9 +80,11 @@ def test_report_has_paper_table_columns_measured_from_blobs(exported):
     for layer in report.layers:
         assert layer.bits == 5 and layer.index_bits == 5
         assert 0.05 < layer.weights_fraction < 0.11
-        assert 0 < layer.weight_bits_pqh < 6 and 0 < layer.index_bits_pqh < 6.5
+        # Small layers pay for their Huffman tables; ip1 (235K weights) must beat the fixed widths.
+        assert 0 < layer.weight_bits_pqh < 8 and 0 < layer.index_bits_pqh < 8
         assert 0 < layer.rate_pqh < layer.rate_pq * 1.2 < 0.2
     ip1 = report.layers[0]
+    assert ip1.weight_bits_pqh <= 5.05 and ip1.index_bits_pqh < 5.5
     model = flatbuffer.load(Path(report.path).read_bytes())
     blob = next(flatbuffer.buffer_bytes(model, t.buffer) for sg in model.subgraphs for t in sg.tensors
                 if flatbuffer._text(t.name) == "ip1/dc_blob")

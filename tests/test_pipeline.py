@@ -331,17 +331,17 @@ def test_prune_without_retraining_and_quality_rule():
 
 
 def test_cluster_bits_zero_skips_layer():
-    dc = DeepCompression(_fast_config(bits={"fc1": 2, "fc2": 0}), _tiny_data(), verbose=0)
+    dc = DeepCompression(_fast_config(bits={"fc1": 2, "fc2": 0}, cluster_epochs=0), _tiny_data(), verbose=0)
     model = _tiny_model()
     clustered = dc.cluster(model)
     kernels = pipeline.kernel_arrays(clustered)
     assert np.unique(kernels["fc1"]).size <= 4
-    assert np.unique(kernels["fc2"]).size > 16   # untouched by clustering (fine-tuned only)
+    np.testing.assert_array_equal(kernels["fc2"], pipeline.kernel_arrays(model)["fc2"])  # untouched
 
 
 def test_sensitivity_targets_sets_config_or_rejects_budget(monkeypatch):
     dc = DeepCompression(_fast_config(), _tiny_data(), verbose=0)
-    dc.train_dense(_tiny_model())
+    dc.dense_model = _tiny_model()  # untrained is fine: a budget of 1.0 accepts any drop
     result = dc.sensitivity_targets(budget=1.0, sparsities=(0.5,))
     assert dc.config.sparsity == {"fc1": 0.5, "fc2": 0.5} == result.proposal
     assert dc.config.quality is None

@@ -61,6 +61,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     return flag_values
 
 
+_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "bits", "index_bits",
+               "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
+               "train_examples", "plots", "verbosity_level")
+
+
 class InputError(ValueError):
     """Bad model, data or settings given on the command line."""
 
@@ -227,6 +232,13 @@ def main(argv) -> int:
 def run() -> None:
     """Console-script entry point (setup.cfg: dc-compress = dc_keras.cli.compress:run)."""
     define_flags(flags.FLAGS)
+    # absl's --help lists the key flags of the main module (the console-script wrapper, sys.argv[0]) and
+    # prints its docstring: make both ours.
+    main_module = sys.modules.get("__main__")
+    if main_module is not None and not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = __doc__
+    for name in _FLAG_NAMES:
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
     app.run(main)
 
 

@@ -97,7 +97,8 @@ class ClusterWeights(keras.layers.Wrapper):
         `get_clusterable_weights()`. When it is already built, the k-means runs now on its weights;
         otherwise at build time (on its initial weights — what `from_config` and `.keras` loading do,
         after which the saved centroids and indices are restored).
-      number_of_clusters: codebook size k (2..65536; `cluster_weights` may pass fewer for tiny layers).
+      number_of_clusters: codebook size k (1..65536; `cluster_weights` asks for 2..65536 explicitly and
+        may choose fewer than the default for a layer with fewer weights than that).
       cluster_centroids_init: `CentroidInitialization`, a string, or a tfmot member. Default linear.
       preserve_sparsity: keep exact zeros (pruned weights) out of the k-means and exactly zero.
       seed: seed of the random initialisations (random, kmeans++); None draws one from NumPy's global RNG.
@@ -121,7 +122,7 @@ class ClusterWeights(keras.layers.Wrapper):
         k = int(number_of_clusters)
         if not 1 <= k <= 2 ** MAX_BITS:
             raise ValueError(
-                f"number_of_clusters for layer {layer.name!r} must be in 2..{2 ** MAX_BITS}, got {number_of_clusters}")
+                f"number_of_clusters for layer {layer.name!r} must be in 1..{2 ** MAX_BITS}, got {number_of_clusters}")
         kwargs.setdefault("name", _PREFIX + layer.name)
         # Same dtype policy as the wrapped layer, so mixed precision behaves as without the wrapper.
         kwargs.setdefault("dtype", layer.dtype_policy)

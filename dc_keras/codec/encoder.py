@@ -17,11 +17,26 @@ _LAYOUTS = ("auto", "sparse", "dense")
 
 
 def _raw_pack(symbols: np.ndarray, width: int) -> bytes:
-    if len(symbols) == 0:
-        return b""
-    shifts = np.arange(width - 1, -1, -1, dtype=np.uint8)
-    grid = (symbols.astype(np.uint8)[:, None] >> shifts) & 1
-    return np.packbits(grid.reshape(-1)).tobytes()
+    return huffman.pack_codes(symbols, np.full(len(symbols), width, dtype=np.int64))
+
+
+def _codebook(values: np.ndarray):
+    """(sorted distinct values, index of each value): O(n log k) via searchsorted on candidates.
+
+    Clustered weights have few distinct values, so candidates from a prefix, completed with whatever
+    they miss, avoid sorting all n values; np.unique remains the fallback for unclustered input.
+    """
+    candidates = np.unique(values[:65536])
+    for _ in range(2):
+        if len(candidates) > 4096:
+            break
+        idx = np.minimum(np.searchsorted(candidates, values), max(len(candidates) - 1, 0))
+        missing = candidates[idx] != values if len(candidates) else np.ones(len(values), bool)
+        if not missing.any():
+            return candidates, idx
+        candidates = np.union1d(candidates, values[missing])
+    codebook, codes = np.unique(values, return_inverse=True)
+    return codebook, codes.reshape(-1)
 
 
 def _relative_indices(positions: np.ndarray, index_bits: int) -> np.ndarray:
@@ -116,8 +131,7 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
     values = flat[positions]
     if not np.all(np.isfinite(values)):
         raise ValueError("weights contain NaN or infinite values")
-    codebook, codes = np.unique(values, return_inverse=True)
-    codes = codes.reshape(-1)
+    codebook, codes = _codebook(values)
     if len(codebook) > 1 << bits:
         raise ValueError(f"weights have {len(codebook)} distinct nonzero values, more than 2^bits = {1 << bits} "
                          f"(cluster them first or raise bits)")

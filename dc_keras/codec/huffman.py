@@ -116,14 +116,23 @@ def section_size(symbols: np.ndarray, hist: np.ndarray) -> int:
 
 
 def pack_codes(codes: np.ndarray, lengths: np.ndarray) -> bytes:
-    """Concatenates variable-length codes (MSB first) into zero-padded bytes."""
+    """Concatenates variable-length codes (<= 12 bits, MSB first) into zero-padded bytes.
+
+    Each code, shifted to its bit offset, lies within the 3 bytes starting at its first byte; codes
+    never share bits, so the bytes are the sums of the codes' contributions (three bincounts).
+    """
     if len(codes) == 0:
         return b""
-    # Expand each code to its bits on a (n, 12) grid, keep the first `length` columns, then packbits.
-    positions = np.arange(MAX_HUFFMAN_BITS, dtype=np.int16)
-    shift = lengths.astype(np.int16)[:, None] - 1 - positions
-    grid = (codes.astype(np.uint16)[:, None] >> np.maximum(shift, 0).astype(np.uint16)) & 1
-    return np.packbits(grid[shift >= 0].astype(np.uint8)).tobytes()
+    lengths = lengths.astype(np.int64)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    nbytes = (int(ends[-1]) + 7) // 8
+    window = codes.astype(np.int64) << (24 - (starts & 7) - lengths)
+    first = starts >> 3
+    out = np.zeros(nbytes + 2, dtype=np.float64)
+    for k in range(3):
+        out += np.bincount(first + k, weights=(window >> (16 - 8 * k)) & 0xFF, minlength=nbytes + 2)
+    return out[:nbytes].astype(np.uint8).tobytes()
 
 
 def encode(symbols: np.ndarray, alphabet: int) -> bytes:

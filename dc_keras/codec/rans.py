@@ -2,7 +2,7 @@
 
 32-bit states renormalised in 16-bit words, so a symbol emits at most one word; that keeps the encoder
 branch-free enough to vectorise across lanes with numpy (symbol i belongs to lane i mod lanes). Lanes
-cost 4 bytes each (the flushed state), so the encoder uses about one lane per 16K symbols.
+cost 4 bytes each (the flushed state), so the encoder uses about one lane per 8K symbols (<= 0.05%).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 from dc_keras.codec.format import (MAX_RANS_LANES, RANS_L, RANS_MAX_SCALE, BitWriter, CodecError, StreamSection,
                                    write_varint)
 
-SYMBOLS_PER_LANE = 16384
-MAX_ENCODER_LANES = 64
+SYMBOLS_PER_LANE = 8192
+MAX_ENCODER_LANES = 256
 
 
 def choose_lanes(count: int) -> int:

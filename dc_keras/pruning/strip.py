@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import keras
 
-from dc_keras.pruning.wrapper import PruneLowMagnitude, _is_functional
+from dc_keras.pruning.wrapper import PruneLowMagnitude, _is_functional, read_value
 
 __all__ = ["strip_pruning"]
 
@@ -15,9 +15,9 @@ def _unwrapped_copy(wrapper: PruneLowMagnitude):
     pruned model may go on training after it has been stripped.
     """
     inner = wrapper.layer
-    masked = {id(w): keras.ops.convert_to_numpy(w.value * keras.ops.cast(m.value, w.dtype))
+    masked = {id(w): read_value(w) * read_value(m).astype(read_value(w).dtype)
               for w, m, _ in wrapper.pruning_vars}
-    values = [masked[id(v)] if id(v) in masked else keras.ops.convert_to_numpy(v.value)
+    values = [masked[id(v)] if id(v) in masked else read_value(v)
               for v in inner.weights]
     copy = type(inner).from_config(inner.get_config())
     return copy, values

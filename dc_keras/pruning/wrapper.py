@@ -24,6 +24,7 @@ import logging
 from typing import Iterator, List, Mapping, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from dc_keras import layer_registry
@@ -154,7 +155,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # Fail at trace time with a plain Python error when the callback was forgotten (the usual case);
         # the in-graph assert below still covers functions traced before the step was initialised.
         with tf.init_scope():
-            if tf.executing_eagerly() and int(keras.ops.convert_to_numpy(self.pruning_step.value)) < 0:
+            if tf.executing_eagerly() and int(read_value(self.pruning_step)) < 0:
                 raise RuntimeError(_CALLBACK_ERROR)
         self.pruning_step.assign_add(1)
         step = keras.ops.convert_to_tensor(self.pruning_step)
@@ -221,6 +222,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if isinstance(schedule, dict):
             schedule = keras.saving.deserialize_keras_object(schedule, custom_objects=custom_objects)
         return cls(layer, pruning_schedule=schedule, **config)
+
+
+def read_value(variable) -> np.ndarray:
+    """A variable's current value as numpy (the cross-replica value under tf.distribute).
+
+    keras.ops.convert_to_numpy on a tf.Variable goes through the deprecated ``__array__(copy=False)`` path
+    of numpy 2; reading a tensor first avoids it.
+    """
+    value = getattr(variable, "value", variable)
+    return tf.convert_to_tensor(value).numpy()
 
 
 def _iter_layers(model_or_layer) -> Iterator[keras.layers.Layer]:

@@ -18,6 +18,10 @@
 
 #include "dc_codec.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#endif
+
 namespace dc {
 namespace tfops {
 
@@ -102,18 +106,49 @@ inline void SparseMatVecRows(const codec::SparseMatrix& m, const float* x, float
   }
 }
 
-// Batched rows with a compile-time batch tile width W: xt is x transposed to [cols, W] (zero padded past
-// `valid`), so each entry reads W contiguous floats and the inner loop vectorises. y is [batch, rows] with
-// row stride `y_stride`; only the first `valid` batch columns of the tile are written.
+// Batched rows with a compile-time batch tile width W (a multiple of 4): xt is x transposed to [cols, W]
+// (zero padded past `valid`), so each entry reads W contiguous floats. y is [batch, rows] with row stride
+// `y_stride`; only the first `valid` batch columns of the tile are written.
+//
+// Written with GCC/Clang generic 4-float vectors (SSE on baseline x86-64, NEON on ARM): the plain
+// `acc[b] += w * xr[b]` loop is not vectorised by GCC 12 here and runs ten times slower.
 template <int W>
 inline void SparseMatMulTileRows(const codec::SparseMatrix& m, const float* xt, int valid, float* y,
                                  int64_t y_stride, int64_t row_begin, int64_t row_end) {
+  static_assert(W % 4 == 0, "tile width must be a multiple of 4");
   const uint8_t* delta = m.delta.data();
   const uint8_t* code = m.code.data();
   const float* codebook = m.codebook.data();
+#if defined(__GNUC__) || defined(__clang__)
+  typedef float Vec4 __attribute__((vector_size(16)));
+  constexpr int V = W / 4;
   for (int64_t r = row_begin; r < row_end; ++r) {
-    float acc[W];
-    for (int b = 0; b < W; ++b) acc[b] = 0.f;
+    Vec4 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = Vec4{0.f, 0.f, 0.f, 0.f};
+    int64_t col = -1;
+    const size_t end = m.row_ptr[r + 1];
+    for (size_t e = m.row_ptr[r]; e < end; ++e) {
+      const uint8_t d = delta[e];
+      if (d == 0) {
+        col += kFillerStep;
+        continue;
+      }
+      col += d;
+      const float w = codebook[code[e]];
+      const float* xr = xt + col * W;
+      for (int v = 0; v < V; ++v) {
+        Vec4 xv;
+        std::memcpy(&xv, xr + 4 * v, sizeof(xv));  // unaligned-safe load
+        acc[v] += w * xv;
+      }
+    }
+    alignas(16) float out[W];
+    std::memcpy(out, acc, sizeof(out));
+    for (int b = 0; b < valid; ++b) y[b * y_stride + r] = out[b];
+  }
+#else
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    float acc[W] = {};
     int64_t col = -1;
     const size_t end = m.row_ptr[r + 1];
     for (size_t e = m.row_ptr[r]; e < end; ++e) {
@@ -129,6 +164,7 @@ inline void SparseMatMulTileRows(const codec::SparseMatrix& m, const float* xt, 
     }
     for (int b = 0; b < valid; ++b) y[b * y_stride + r] = acc[b];
   }
+#endif
 }
 
 // Tile widths used for batches > 1, widest first: a batch is cut into tiles of 16 and the remainder goes
@@ -148,9 +184,71 @@ inline void TransposeTile(const float* x, int64_t cols, int64_t b0, int valid, i
   }
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DC_TFOPS_X86_DISPATCH 1
+
+// AVX2+FMA versions of the 8- and 16-wide tile kernels, compiled for that target only (the library
+// itself is built for baseline x86-64, as TensorFlow's flags ask) and chosen at run time when the CPU
+// has them. Two accumulator sets alternate between consecutive entries so that the FMA latency chain
+// does not bound the loop.
+template <int W>
+__attribute__((target("avx2,fma"))) void SparseMatMulTileRowsAvx2(const codec::SparseMatrix& m, const float* xt,
+                                                                int valid, float* y, int64_t y_stride,
+                                                                int64_t row_begin, int64_t row_end) {
+  static_assert(W == 8 || W == 16, "AVX2 tiles are 8 or 16 wide");
+  constexpr int V = W / 8;  // __m256 registers per accumulator set
+  const uint8_t* delta = m.delta.data();
+  const uint8_t* code = m.code.data();
+  const float* codebook = m.codebook.data();
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    __m256 even[V], odd[V];
+    for (int v = 0; v < V; ++v) even[v] = odd[v] = _mm256_setzero_ps();
+    int64_t col = -1;
+    size_t e = m.row_ptr[r];
+    const size_t end = m.row_ptr[r + 1];
+    bool parity = false;
+    for (; e < end; ++e) {
+      const uint8_t d = delta[e];
+      if (d == 0) {
+        col += kFillerStep;
+        continue;
+      }
+      col += d;
+      const __m256 w = _mm256_set1_ps(codebook[code[e]]);
+      const float* xr = xt + col * W;
+      // Written as two branches on constant-indexed arrays so the accumulators stay in registers.
+      if (parity) {
+        for (int v = 0; v < V; ++v) odd[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * v), odd[v]);
+      } else {
+        for (int v = 0; v < V; ++v) even[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(xr + 8 * v), even[v]);
+      }
+      parity = !parity;
+    }
+    alignas(32) float out[W];
+    for (int v = 0; v < V; ++v) _mm256_store_ps(out + 8 * v, _mm256_add_ps(even[v], odd[v]));
+    for (int b = 0; b < valid; ++b) y[b * y_stride + r] = out[b];
+  }
+}
+
+inline bool CpuHasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
 // Dispatches one tile to the kernel of its width (1 means the plain mat-vec path).
 inline void SparseMatMulTile(const codec::SparseMatrix& m, const float* xt, int width, int valid, float* y,
                              int64_t y_stride, int64_t row_begin, int64_t row_end) {
+#ifdef DC_TFOPS_X86_DISPATCH
+  if ((width == 16 || width == 8) && CpuHasAvx2Fma()) {
+    if (width == 16) {
+      SparseMatMulTileRowsAvx2<16>(m, xt, valid, y, y_stride, row_begin, row_end);
+    } else {
+      SparseMatMulTileRowsAvx2<8>(m, xt, valid, y, y_stride, row_begin, row_end);
+    }
+    return;
+  }
+#endif
   switch (width) {
     case 16: SparseMatMulTileRows<16>(m, xt, valid, y, y_stride, row_begin, row_end); break;
     case 8: SparseMatMulTileRows<8>(m, xt, valid, y, y_stride, row_begin, row_end); break;

@@ -23,6 +23,7 @@
 
 #include "dc_codec.h"
 #include "dc_sparse_compute.h"
+#include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
@@ -205,8 +206,12 @@ class DcDecodeOp : public OpKernel {
       TF_RETURN_IF_ERROR(CheckedNumElements("DcDecode", dims, &count));
       TensorShape shape;
       TF_RETURN_IF_ERROR(TensorShape::BuildTensorShape(dims, &shape));
-      // allocate_temp memory is refcounted and may outlive this step; the cache keeps it alive.
-      TF_RETURN_IF_ERROR(ctx->allocate_temp(tensorflow::DT_FLOAT, shape, out));
+      // The cached tensor outlives this step, so it comes from the process-wide CPU allocator (as the
+      // Const op's value does) rather than from a step-scoped one.
+      *out = Tensor(tensorflow::cpu_allocator(), tensorflow::DT_FLOAT, shape);
+      if (count > 0 && !out->IsInitialized()) {
+        return errors::ResourceExhausted("DcDecode: cannot allocate ", count, " floats for the decoded weights");
+      }
       st = codec::DecodeDense(d, n, out->flat<float>().data(), static_cast<size_t>(count));
       if (!st.ok()) return CodecError("DcDecode", "cannot decode blob", st);
       return Status();

@@ -42,7 +42,7 @@ DelegateState* StateOf(const TfLiteDelegate* delegate) {
 // Reports `message` through the interpreter's error reporter. Always with a "%s" format: messages may
 // contain user text (tensor names) that must not be read as format directives.
 void Report(TfLiteContext* context, const std::string& message) {
-  context->ReportError(context, "%s", message.c_str());
+  context->ReportError(context, "%s\n", message.c_str());
 }
 
 std::string TensorName(const TfLiteContext& context, int index) {
@@ -175,8 +175,10 @@ class SubsetKernel {
     const std::unordered_set<int> external(outputs_.begin(), outputs_.end());
     size_t scratch = 0;
     for (OpInstance& op : ops_) {
+      // Name the op by its weights tensor (the exporter calls it "<keras layer>/dc_blob").
+      const int weights = op.node.inputs.size() > 1 ? op.node.inputs[1] : op.node.outputs[0];
       const std::string where = std::string(op.entry->custom_name) + " (node " + std::to_string(op.node_index) +
-                                ", output '" + TensorName(*context, op.node.outputs[0]) + "')";
+                                ", weights '" + TensorName(*context, weights) + "')";
       if (!op.initialized) {
         Status st = op.kernel->Init(*context, op.node, state_->options.kernel);
         if (!st.ok()) {

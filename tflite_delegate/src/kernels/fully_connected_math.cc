@@ -51,7 +51,8 @@ void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
 // ---- portable loops -------------------------------------------------------------------------------
 
 // One row, one input vector: the loop of the codec's contract, with two accumulators to halve the
-// floating-point dependency chain.
+// floating-point dependency chain. (Reading deltas and codes as 64-bit words and splitting them with shifts
+// measured no faster on Zen 3: the loop is bound by the x[col] and centroid loads.)
 inline float SparseRowDot(const SparseMatrix& w, int64_t r, const float* x) {
   const uint8_t* delta = w.delta.data();
   const uint8_t* code = w.code.data();

@@ -1,0 +1,165 @@
+"""Tests of dc-compress (dc_keras.cli.compress) on tiny synthetic models and .npz data."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+from absl import flags
+
+from dc_keras.cli import compress
+
+
+def _flags(*argv):
+    """A fresh FlagValues with dc-compress's flags, parsed from argv (no clash with the global FLAGS)."""
+    fv = compress.define_flags(flags.FlagValues())
+    fv(["dc-compress", *argv])
+    return fv
+
+
+def _save_model(path, layers):
+    model = keras.Sequential([keras.Input((16,)), *layers], name="tiny")
+    model.save(str(path))
+    return str(path)
+
+
+def _dense_model(path):
+    return _save_model(path, [keras.layers.Dense(64, activation="relu", name="fc1"), keras.layers.Dense(3, name="fc2")])
+
+
+def _npz(path, n_train=300, n_test=90, features=16, **override):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_train + n_test, features)).astype(np.float32)
+    y = x[:, :3].argmax(axis=1).astype(np.int64)
+    arrays = {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train:], "y_test": y[n_train:]}
+    arrays.update(override)
+    np.savez(str(path), **arrays)
+    return str(path)
+
+
+FAST = ["--prune_epochs=1", "--prune_iterations=1", "--cluster_epochs=1", "--batch_size=32",
+        "--verbosity_level=0"]
+
+
+def _assert_failed(fv, capsys, tmp_path, message):
+    assert compress.compress(fv) == 1
+    err = capsys.readouterr().err
+    assert "dc-compress: error" in err or "dc-compress: failed" in err
+    assert message in err
+    assert not os.path.exists(tmp_path / "out")
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".out")]  # no staging leftovers
+
+
+def test_missing_npz_keys(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    np.savez(str(data), x_train=np.zeros((4, 16)), y_train=np.zeros(4))
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={data}", f"--output_dir={tmp_path / 'out'}")
+    _assert_failed(fv, capsys, tmp_path, "missing arrays ['x_test', 'y_test']")
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"x_train": np.zeros((300, 5), np.float32), "x_test": np.zeros((90, 5), np.float32)}, "expects (16,)"),
+    ({"y_train": np.zeros(299, np.int64)}, "x_train has 300 examples but y_train has 299"),
+    ({"y_train": np.full(300, 7, np.int64)}, "8 classes but model 'tiny' has 3 outputs"),
+    ({"x_train": np.array(["a"] * 300)}, "numeric"),
+])
+def test_bad_data_shapes_and_types(tmp_path, capsys, override, message):
+    data = _npz(tmp_path / "d.npz", **override)
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={data}", f"--output_dir={tmp_path / 'out'}")
+    _assert_failed(fv, capsys, tmp_path, message)
+
+
+def test_model_without_compressible_layers(tmp_path, capsys):
+    model = _save_model(tmp_path / "m.keras", [keras.layers.ReLU()])
+    fv = _flags(f"--model={model}", f"--data={_npz(tmp_path / 'd.npz')}", f"--output_dir={tmp_path / 'out'}")
+    _assert_failed(fv, capsys, tmp_path, "no compressible layers")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model=nonexistent.keras"], "no such file"),
+    (["--data=missing.npz"], "--data missing.npz: no such file"),
+    (["--sparsity=0.5", "--quality=1.0"], "not both"),
+    (["--sparsity=1.5"], "sparsity must be in [0, 1)"),
+    (["--budget=-1"], "--budget must be >= 0"),
+    (["--config=missing.json"], "--config missing.json: no such file"),
+])
+def test_bad_flags(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    model = _dense_model(tmp_path / "m.keras")
+    data = _npz(tmp_path / "d.npz")
+    base = [f"--model={model}", f"--data={data}", f"--output_dir={tmp_path / 'out'}"]
+    fv = _flags(*base, *argv)
+    _assert_failed(fv, capsys, tmp_path, message)
+
+
+def test_bad_config_file(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text('{"spasity": 0.9}')
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={_npz(tmp_path / 'd.npz')}",
+                f"--config={config}", f"--output_dir={tmp_path / 'out'}")
+    _assert_failed(fv, capsys, tmp_path, "unknown keys ['spasity']")
+
+
+def test_unmeetable_budget_writes_nothing(tmp_path, capsys, monkeypatch):
+    from dc_keras import sensitivity
+
+    real = sensitivity.sensitivity_analysis
+
+    def nothing_fits(*args, **kwargs):
+        # the real analysis, then a budget no layer meets (a tiny model's accuracy on few examples is too
+        # coarse to make one fail reliably)
+        result = real(*args, **kwargs)
+        result.proposal = {name: 0.0 for name in result.proposal}
+        return result
+
+    monkeypatch.setattr(sensitivity, "sensitivity_analysis", nothing_fits)
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={_npz(tmp_path / 'd.npz')}",
+                f"--output_dir={tmp_path / 'out'}", "--budget=0", *FAST)
+    _assert_failed(fv, capsys, tmp_path, "cannot be met")
+
+
+def test_build_config_from_flags_and_file(tmp_path):
+    from dc_keras.pipeline import CompressionConfig
+
+    config_path = tmp_path / "c.json"
+    CompressionConfig(bits=4, cluster_epochs=7).save(str(config_path))
+    fv = _flags(f"--config={config_path}", "--quality=0.7", "--prune_epochs=2")
+    config = compress.build_config(fv, pretrained=True)
+    assert config.bits == 4 and config.cluster_epochs == 7          # from the file
+    assert config.quality == 0.7 and config.sparsity is None         # flags override
+    assert config.epochs == 0                                        # a given model is not retrained densely
+    assert config.prune_epochs == 2 and config.prune_iterations == 2  # fewer epochs than iterations: one each
+    assert compress.build_config(_flags("--epochs=3"), pretrained=True).epochs == 3
+
+
+def test_end_to_end_on_tiny_model(tmp_path, capsys):
+    out = tmp_path / "out"
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={_npz(tmp_path / 'd.npz')}",
+                f"--output_dir={out}", "--epochs=3", "--sparsity=0.8", "--bits=4", *FAST)
+    assert compress.compress(fv) == 0
+    files = set(os.listdir(out))
+    assert {"dense.tflite", "compressed.tflite", "report.txt", "report.json", "config.json"} <= files
+    assert {"weight_histograms.png", "codebook_centroids.png"} <= files
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"].endswith("m.keras") and report["data"].endswith("d.npz")
+    assert report["config"]["sparsity"] == 0.8 and report["config"]["bits"] == 4
+    rows = {row["layer"]: row for row in report["table2"]}
+    assert "fc1" in rows and "total" in rows
+    assert rows["fc1"]["weights"] == 16 * 64
+    assert rows["fc1"]["weights_pct_p"] == pytest.approx(0.2, abs=0.01)
+    assert rows["fc1"]["weight_bits_pq"] <= 4
+    assert report["files"]["compressed.tflite"] < report["files"]["dense.tflite"]
+    # the .tflite runs (through the dc delegate) and agrees with its Keras model
+    assert report["tflite_accuracy"]["compressed.tflite"] == pytest.approx(report["accuracy"]["clustered"], abs=0.012)
+    assert "P+Q+H" in (out / "report.txt").read_text()
+    assert json.loads((out / "config.json").read_text())["sparsity"] == 0.8
+    assert "wrote" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path)) == ["d.npz", "m.keras", "out"]
+
+
+def test_main_rejects_positional_arguments():
+    from absl import app
+
+    with pytest.raises(app.UsageError):
+        compress.main(["dc-compress", "extra"])
