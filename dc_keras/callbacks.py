@@ -30,6 +30,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.prunable_layers = collect_prunable_layers(self.model)
         for layer in self.prunable_layers:
             if not layer.built:
+                layer._initial_step = 0  # built later, inside the first training call
                 continue
             if int(read_value(layer.pruning_step)) < 0:
                 layer.pruning_step.assign(0)
@@ -39,6 +40,19 @@ class UpdatePruningStep(keras.callbacks.Callback):
         for layer in self.prunable_layers:
             if layer.built:
                 layer.apply_masks()
+
+
+def _scalar_metadata():
+    # TensorBoard's scalars plugin: plugin name "scalars", empty content (ScalarPluginData version 0),
+    # data class DATA_CLASS_SCALAR.
+    metadata = tf.compat.v1.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "scalars"
+    metadata.plugin_data.content = b""
+    metadata.data_class = 1
+    return metadata.SerializeToString()
+
+
+_SCALAR_METADATA = _scalar_metadata()
 
 
 def _pruning_scalars(model):
@@ -86,7 +100,8 @@ class PruningSummaries(keras.callbacks.Callback):
         step = int(read_value(self.model.optimizer.iterations)) if self.model.optimizer else 0
         with self._writer.as_default(step=step):
             for tag, value in _pruning_scalars(self.model).items():
-                tf.summary.scalar(f"pruning/{tag}", value)
+                # What tf.summary.scalar writes, without needing the tensorboard package installed.
+                tf.summary.write(f"pruning/{tag}", tf.constant(value, tf.float32), metadata=_SCALAR_METADATA)
         self._writer.flush()
 
     def on_train_begin(self, logs=None):

@@ -30,8 +30,6 @@ import numpy as np
 
 PerLayer = Union[None, float, int, Dict[str, Any]]
 
-STAGES = ("train_dense", "prune", "cluster", "export", "verify", "report")
-
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -300,8 +298,13 @@ def check_data_fits_model(model, data) -> None:
             raise ValueError(f"data: examples have shape {got} but model {model.name!r} expects {expected}")
     classes = model.output_shape[-1]
     if classes is not None:
-        largest = int(y_train.max()) + 1 if y_train.ndim == 1 else y_train.shape[1]
-        if largest > classes if y_train.ndim == 1 else largest != classes:
+        if y_train.ndim == 1:
+            largest = int(y_train.max()) + 1
+            mismatch = largest > classes  # class ids need not use every output
+        else:
+            largest = y_train.shape[1]
+            mismatch = largest != classes
+        if mismatch:
             raise ValueError(f"data: labels name {largest} classes but model {model.name!r} has {classes} outputs")
 
 
@@ -637,7 +640,6 @@ class DeepCompression:
             self.stages["clustered"] = StageResult("clustered", self.stages.get("pruned", StageResult(
                 "pruned", None, 0)).accuracy, 0.0, {"skipped": True})
             return model
-        from dc_keras.clustering.wrapper import ClusterWeights  # noqa: F401 - registers the wrapper type
         source = copy_model(model)
         keras_bits = chosen if chosen else None
         if skip:
@@ -880,7 +882,8 @@ def format_report(report: Dict[str, Any]) -> str:
     accuracy = ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items() if v is not None)
     lines.append(f"Keras test accuracy: {accuracy}")
     if report["tflite_accuracy"]:
-        lines.append(".tflite test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in report["tflite_accuracy"].items()))
+        lines.append(".tflite test accuracy: "
+                     + ", ".join(f"{k} {v:.4f}" for k, v in report["tflite_accuracy"].items()))
     if report.get("sensitivity"):
         proposal = report["sensitivity"]["proposal"]
         lines.append("sensitivity-analysis targets: " + ", ".join(f"{k} {v:.0%}" for k, v in proposal.items()))

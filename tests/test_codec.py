@@ -245,14 +245,12 @@ def test_encode_4096_square_90_percent_sparse_under_two_seconds():
     flat = weights.reshape(-1)
     positions = rng.choice(flat.size, size=flat.size // 10, replace=False)
     flat[positions] = rng.choice(np.linspace(-1, 1, 32).astype(np.float32), size=len(positions))
-    best = float("inf")
-    for _ in range(2):   # a second try absorbs a noisy neighbour on a shared CI machine
-        start = time.perf_counter()
-        blob = codec.encode(weights, bits=5, index_bits=5)
-        best = min(best, time.perf_counter() - start)
-        if best <= 2.0:
-            break
-    assert best <= 2.0, f"encoding took {best:.2f} s"
+    # CPU time of this process: single-threaded numpy, so on an idle machine it equals wall time, and
+    # on a shared CI machine it is not inflated by other jobs competing for the cores.
+    wall, cpu = time.perf_counter(), time.process_time()
+    blob = codec.encode(weights, bits=5, index_bits=5)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert cpu <= 2.0, f"encoding took {cpu:.2f} s of CPU ({wall:.2f} s wall)"
     assert codec.parse_info(blob).num_nonzeros == len(positions)
 
 

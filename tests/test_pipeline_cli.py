@@ -163,3 +163,11 @@ def test_main_rejects_positional_arguments():
 
     with pytest.raises(app.UsageError):
         compress.main(["dc-compress", "extra"])
+
+
+def test_builtin_models_default_to_the_papers_per_layer_sparsity():
+    config = compress.build_config(_flags("--model=lenet300"), pretrained=False)
+    assert config.sparsity == {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}
+    assert compress.build_config(_flags("--model=lenet5", "--sparsity=0.8"), pretrained=False).sparsity == 0.8
+    # with a budget, the sensitivity analysis chooses; the config keeps the generic default until then
+    assert compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False).sparsity == 0.9

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import dc_keras
 from dc_keras.callbacks import UpdatePruningStep
-from dc_keras.pruning.wrapper import collect_prunable_layers
+from dc_keras.pruning.wrapper import collect_prunable_layers, read_value
 
 
 def _data(n=64, shape=(12,), classes=3, seed=0):
@@ -23,7 +23,7 @@ def _compile(model, lr=1e-2):
 
 def _kernel_sparsity(wrapper):
     weight, mask, _ = wrapper.pruning_vars[0]
-    return float(np.mean(weight.numpy() == 0)), int(np.sum(mask.numpy() == 0)), weight.numpy().size
+    return float(np.mean(weight.numpy() == 0)), int(np.sum(read_value(mask) == 0)), weight.numpy().size
 
 
 class ZeroChecker(keras.callbacks.Callback):
@@ -36,7 +36,7 @@ class ZeroChecker(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         for layer in collect_prunable_layers(self.model):
             for weight, mask, _ in layer.pruning_vars:
-                assert np.all(weight.numpy()[mask.numpy() == 0] == 0), f"{layer.name}: pruned weight revived"
+                assert np.all(weight.numpy()[read_value(mask) == 0] == 0), f"{layer.name}: pruned weight revived"
                 self.checked += 1
 
 
@@ -49,9 +49,9 @@ def test_dense_reaches_constant_sparsity_within_one_weight():
         weight, mask, threshold = layer.pruning_vars[0]
         n = weight.numpy().size
         assert abs(int(np.sum(weight.numpy() == 0)) - 0.7 * n) <= 1
-        assert abs(int(np.sum(mask.numpy() == 0)) - 0.7 * n) <= 1
-        assert float(threshold.numpy()) > 0
-        assert int(layer.pruning_step.numpy()) == 4  # 64 / 16 batches
+        assert abs(int(np.sum(read_value(mask) == 0)) - 0.7 * n) <= 1
+        assert float(read_value(threshold)) > 0
+        assert int(read_value(layer.pruning_step)) == 4  # 64 / 16 batches
 
 
 def test_conv2d_follows_polynomial_decay_step_by_step():
@@ -67,7 +67,7 @@ def test_conv2d_follows_polynomial_decay_step_by_step():
 
     class Record(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            step = int(wrappers[0].pruning_step.numpy())
+            step = int(read_value(wrappers[0].pruning_step))
             seen[step] = int(np.sum(wrappers[0].pruning_vars[0][0].numpy() == 0))
 
     pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[UpdatePruningStep(), Record()])
@@ -263,8 +263,8 @@ def test_sensitivity_threshold_prunes_below_quality_times_std():
     wrapper.pruning_step.assign(0)
     wrapper(np.zeros((1, 40), "float32"), training=True)
     _, mask, threshold = wrapper.pruning_vars[0]
-    assert float(threshold.numpy()) == pytest.approx(0.5 * kernel.std(), rel=1e-5)
-    np.testing.assert_array_equal(mask.numpy(), (np.abs(kernel) >= 0.5 * kernel.std()).astype("float32"))
+    assert float(read_value(threshold)) == pytest.approx(0.5 * kernel.std(), rel=1e-5)
+    np.testing.assert_array_equal(read_value(mask), (np.abs(kernel) >= 0.5 * kernel.std()).astype("float32"))
 
 
 def test_tfmot_schedule_objects_are_accepted(monkeypatch):

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import dc_keras
 from dc_keras.callbacks import PruningSummaries, UpdatePruningStep
-from dc_keras.pruning.wrapper import collect_prunable_layers
+from dc_keras.pruning.wrapper import collect_prunable_layers, read_value
 
 
 def _data(n=64, seed=0):
@@ -29,7 +29,7 @@ def _compiled_pruned(schedule):
 
 
 def _state(model):
-    return {layer.layer.name: (int(layer.pruning_step.numpy()), layer.pruning_vars[0][1].numpy().copy(),
+    return {layer.layer.name: (int(read_value(layer.pruning_step)), read_value(layer.pruning_vars[0][1]).copy(),
                                layer.pruning_vars[0][0].numpy().copy()) for layer in collect_prunable_layers(model)}
 
 
@@ -57,13 +57,13 @@ def test_save_load_without_custom_objects_and_resume_schedule(tmp_path):
     restored.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[UpdatePruningStep()])
     for layer in collect_prunable_layers(restored):
         weight, mask, _ = layer.pruning_vars[0]
-        assert int(layer.pruning_step.numpy()) == 24
-        assert abs(int(np.sum(mask.numpy() == 0)) - 0.8 * mask.numpy().size) <= 1
-        assert np.all(weight.numpy()[mask.numpy() == 0] == 0)
+        assert int(read_value(layer.pruning_step)) == 24
+        assert abs(int(np.sum(read_value(mask) == 0)) - 0.8 * read_value(mask).size) <= 1
+        assert np.all(weight.numpy()[read_value(mask) == 0] == 0)
     # pruned positions of the saved masks stay pruned (sparsity only grows)
     for layer in collect_prunable_layers(restored):
         old_mask = before[layer.layer.name][1]
-        assert np.all(layer.pruning_vars[0][1].numpy()[old_mask == 0] == 0)
+        assert np.all(read_value(layer.pruning_vars[0][1])[old_mask == 0] == 0)
 
 
 def test_wrapper_config_round_trip():
@@ -89,14 +89,14 @@ def test_mirrored_strategy_training():
         pruned = _compiled_pruned(dc_keras.ConstantSparsity(0.65, 0, frequency=2))
     pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[UpdatePruningStep()])
     for layer in collect_prunable_layers(pruned):
-        assert int(layer.pruning_step.numpy()) == 16
+        assert int(read_value(layer.pruning_step)) == 16
         weight, mask, _ = layer.pruning_vars[0]
-        n = mask.numpy().size
-        assert abs(int(np.sum(mask.numpy() == 0)) - 0.65 * n) <= 1
+        n = read_value(mask).size
+        assert abs(int(np.sum(read_value(mask) == 0)) - 0.65 * n) <= 1
         # both replicas hold the same mask, and the weights are zero where it is
         replica_masks = [v.numpy() for v in mask.value.values]
         np.testing.assert_array_equal(replica_masks[0], replica_masks[1])
-        assert np.all(weight.numpy()[mask.numpy() == 0] == 0)
+        assert np.all(weight.numpy()[read_value(mask) == 0] == 0)
     stripped = dc_keras.strip_pruning(pruned)
     np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
 
@@ -108,14 +108,14 @@ def test_strip_pruning_bakes_zeros_and_leaves_a_plain_model(tmp_path):
     # a stale nonzero in the variable is still stripped away: strip uses weight * mask
     weight, mask, _ = collect_prunable_layers(pruned)[0].pruning_vars[0]
     stale = weight.numpy()
-    stale[mask.numpy() == 0] = 5.0
+    stale[read_value(mask) == 0] = 5.0
     weight.assign(stale)
     stripped = dc_keras.strip_pruning(pruned)
     assert [type(layer).__name__ for layer in stripped.layers] == ["Dense", "Dense"]
     assert [layer.name for layer in stripped.layers] == ["fc1", "fc2"]
     kernel = stripped.get_layer("fc1").kernel
     assert kernel.constraint is None  # the mask constraint does not leak into the plain model
-    assert int(np.sum(kernel.numpy() == 0)) == int(np.sum(mask.numpy() == 0))
+    assert int(np.sum(kernel.numpy() == 0)) == int(np.sum(read_value(mask) == 0))
     np.testing.assert_allclose(stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-5)
     path = str(tmp_path / "stripped.keras")
     stripped.save(path)

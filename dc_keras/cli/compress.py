@@ -41,7 +41,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                         flag_values=fv)
     flags.DEFINE_float("budget", None, "largest accuracy drop (absolute, e.g. 0.01) allowed by the per-layer "
                        "sensitivity analysis that then chooses the per-layer sparsities", flag_values=fv)
-    flags.DEFINE_float("sparsity", None, "target sparsity of every compressible layer (default 0.9)", flag_values=fv)
+    flags.DEFINE_float("sparsity", None, "target sparsity of every compressible layer (default: the paper's "
+                       "per-layer values for lenet300/lenet5, else 0.9)", flag_values=fv)
     flags.DEFINE_float("quality", None, "prune |w| < quality * std(w) instead of a target sparsity", flag_values=fv)
     flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
@@ -71,6 +72,13 @@ class InputError(ValueError):
 
 
 BUILTIN_MODELS = ("lenet300", "lenet5")
+
+# The paper's per-layer pruning of its reference networks (Tables 2 and 3 keep these fractions' complements),
+# used for the built-in models unless --sparsity, --quality, --budget or --config say otherwise.
+PAPER_SPARSITY = {
+    "lenet300": {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74},
+    "lenet5": {"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81},
+}
 
 
 def load_model(spec: str):
@@ -171,9 +179,13 @@ def build_config(fv: flags.FlagValues, pretrained: bool):
         if fv.quality is not None:
             raise InputError("give --sparsity or --quality, not both")
         changes.update(sparsity=fv.sparsity, quality=None)
+    if (fv.model in PAPER_SPARSITY and not fv.config and fv.sparsity is None and fv.quality is None
+            and fv.budget is None):
+        changes.update(sparsity=dict(PAPER_SPARSITY[fv.model]), quality=None)
     if pretrained and fv.epochs is None:
         changes["epochs"] = 0  # a given model is trained: no dense training unless asked
-    if "prune_epochs" in changes and "prune_iterations" not in changes and 0 < changes["prune_epochs"] < config.prune_iterations:
+    if ("prune_epochs" in changes and "prune_iterations" not in changes
+            and 0 < changes["prune_epochs"] < config.prune_iterations):
         changes["prune_iterations"] = changes["prune_epochs"]  # fewer epochs than iterations: one each
     try:
         return config.replace(**changes)

@@ -17,9 +17,9 @@ from typing import Optional
 
 import numpy as np
 
-from dc_keras.clustering.centroids import CentroidInitialization, initial_centroids, resolve_init
+from dc_keras.clustering.centroids import initial_centroids, resolve_init
 
-__all__ = ["KMeansResult", "kmeans_1d", "assign_to_centroids", "cluster_array"]
+__all__ = ["KMeansResult", "kmeans_1d", "assign_to_centroids", "cluster_array", "clustered_values"]
 
 # Lloyd's steps in 1-D usually settle within tens of iterations; each costs microseconds here, so a
 # generous cap costs nothing and only guards against cycling on pathological ties.
@@ -153,5 +153,3 @@ def _reference_lloyd(values: np.ndarray, initial: np.ndarray, max_iterations: in
         c = np.sort(np.where(counts > 0, sums / np.maximum(counts, 1), c))
     return c.astype(np.float32)
 
-
-__all__ += ["clustered_values", "CentroidInitialization"]

@@ -108,13 +108,7 @@ class ClusterWeights(keras.layers.Wrapper):
                  preserve_sparsity: bool = True, seed: Optional[int] = None, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(f"ClusterWeights wraps a Keras layer, got {type(layer).__name__}: {layer!r}")
-        if isinstance(layer, ClusterWeights):
-            raise ValueError(f"layer {layer.name!r} is already clustered")
-        if _is_pruning_wrapper(layer):
-            raise ValueError(
-                f"layer {layer.name!r} (wrapping {getattr(getattr(layer, 'layer', None), 'name', '?')!r}) is still "
-            f"wrapped for pruning ({type(layer).__name__}): call "
-                "dc_keras.strip_pruning(model) first, then cluster the stripped model (pruned zeros are kept)")
+        _check_clusterable(layer)
         if not layer_registry.is_supported(layer, _PROTOCOL):
             raise ValueError(
                 f"layer {layer.name!r} of type {type(layer).__name__} cannot be clustered: supported are the "
@@ -281,13 +275,15 @@ class ClusterWeights(keras.layers.Wrapper):
 
 # -- cluster_weights ----------------------------------------------------------------------------------------
 
-def _per_layer(value, layer_name: str, what: str):
+def _per_layer(value, layer_name: str):
+    """The setting for `layer_name` from a scalar-or-dict option (None when a dict does not name it)."""
     if isinstance(value, dict):
         return value.get(layer_name)
     return value
 
 
 def _check_dict_keys(value, known: List[str], what: str) -> None:
+    """A per-layer dict may only name layers that can be clustered: catches typos in layer names."""
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(known))
         if unknown:
@@ -306,8 +302,8 @@ def _count_to_cluster(layer, preserve_sparsity: bool) -> int:
 
 def _clusters_for(layer, number_of_clusters, bits, preserve_sparsity: bool) -> int:
     """The k for `layer`: explicit clusters or bits (scalar or per-layer dict), else the paper's default."""
-    clusters = _per_layer(number_of_clusters, layer.name, "number_of_clusters")
-    layer_bits = _per_layer(bits, layer.name, "bits")
+    clusters = _per_layer(number_of_clusters, layer.name)
+    layer_bits = _per_layer(bits, layer.name)
     if clusters is not None and layer_bits is not None:
         raise ValueError(f"layer {layer.name!r}: give number_of_clusters or bits, not both "
                          f"(got {clusters} clusters and {layer_bits} bits)")
@@ -363,13 +359,14 @@ def _copy_layer(layer):
 
 
 def _check_clusterable(layer) -> None:
+    """ValueError for a layer that is already clustered or still wrapped for pruning."""
     if isinstance(layer, ClusterWeights):
         raise ValueError(f"layer {layer.name!r} is already clustered")
     if _is_pruning_wrapper(layer):
+        inner = getattr(getattr(layer, "layer", None), "name", "?")
         raise ValueError(
-            f"layer {layer.name!r} (wrapping {getattr(getattr(layer, 'layer', None), 'name', '?')!r}) is still "
-            f"wrapped for pruning ({type(layer).__name__}): call "
-            "dc_keras.strip_pruning(model) first, then cluster the stripped model (pruned zeros are kept)")
+            f"layer {layer.name!r} (wrapping {inner!r}) is still wrapped for pruning ({type(layer).__name__}): "
+            "call dc_keras.strip_pruning(model) first, then cluster the stripped model (pruned zeros are kept)")
 
 
 def cluster_weights(to_cluster, number_of_clusters=None, bits=None,

@@ -101,6 +101,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().__init__(layer, **kwargs)
         self.pruning_schedule = as_schedule(pruning_schedule).for_layer(layer.name)
         self._pruning_vars = []  # (weight variable, mask variable, threshold variable)
+        # UpdatePruningStep sets 0 here for a wrapper that is still unbuilt when training begins (built
+        # inside the first training call), so that its step does not start at the "no callback" value.
+        self._initial_step = -1
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape=None):
@@ -120,7 +123,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             self._pruning_vars.append((weight, mask, threshold))
         # -1 until UpdatePruningStep.on_train_begin sets 0: a training call that sees a step below 1
         # means the callback is missing.
-        self.pruning_step = self._add_state("pruning_step", (), "int64", keras.initializers.Constant(-1))
+        self.pruning_step = self._add_state("pruning_step", (), "int64",
+                                            keras.initializers.Constant(self._initial_step))
         for weight, mask, _ in self._pruning_vars:
             if not isinstance(weight.constraint, _MaskConstraint):
                 weight.constraint = _MaskConstraint(mask, weight.constraint)
@@ -196,6 +200,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def compute_output_shape(self, input_shape):
         """Same as the inner layer's."""
         return self.layer.compute_output_shape(input_shape)
+
+    def compute_output_spec(self, *args, **kwargs):
+        """Same as the inner layer's (which traces its call when it has no compute_output_shape)."""
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def compute_mask(self, inputs, mask=None):
         """Delegates Keras masking (e.g. Embedding(mask_zero=True)) to the inner layer."""

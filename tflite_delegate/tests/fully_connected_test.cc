@@ -100,6 +100,9 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
   Case c = MakeCase(rows, cols, density, k, long_gaps, rng);
   Status valid = ValidateSparseMatrix(c.sparse);
   CHECK(valid.ok(), "valid matrix rejected: %s", valid.message().c_str());
+  ChunkedMatrix chunked;
+  Status built = BuildChunkedMatrix(c.sparse, &chunked);
+  CHECK(built.ok(), "chunked form rejected: %s", built.message().c_str());
   std::normal_distribution<float> normal(0.f, 2.f);
   std::vector<float> bias(rows);
   for (float& v : bias) v = normal(rng);
@@ -118,6 +121,10 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
       std::vector<float> yr(static_cast<size_t>(batch) * rows, -123.f);
       SparseFullyConnectedReference(c.sparse, bias.data(), x.data(), batch, yr.data(), act);
       CheckClose(yr, c, x, bias, batch, act, "reference");
+      std::vector<float> chunk_scratch(ChunkedScratchFloats(cols, batch));
+      std::vector<float> yc(static_cast<size_t>(batch) * rows, -123.f);
+      ChunkedFullyConnected(chunked, bias.data(), x.data(), batch, yc.data(), act, chunk_scratch.data(), pool);
+      CheckClose(yc, c, x, bias, batch, act, "chunked");
     }
     // No bias.
     std::vector<float> y(static_cast<size_t>(batch) * rows), zeros(rows, 0.f);

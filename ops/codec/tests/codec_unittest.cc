@@ -95,7 +95,7 @@ Status DecodeBoth(const std::vector<uint8_t>& blob, std::vector<float>* dense) {
   if (d.ok() && s.ok()) {
     const std::vector<float> rebuilt = SparseToDense(m);
     EXPECT(rebuilt.size() == dense->size() &&
-               std::memcmp(rebuilt.data(), dense->data(), rebuilt.size() * sizeof(float)) == 0,
+               (rebuilt.empty() || std::memcmp(rebuilt.data(), dense->data(), rebuilt.size() * sizeof(float)) == 0),
            "sparse form does not expand to the dense decode");
     EXPECT(m.ResidentBytes() >= m.delta.size() * 2 + m.row_ptr.size() * 4, "ResidentBytes too small");
   }
@@ -240,11 +240,12 @@ void TestVector(const std::string& dir, const std::string& name) {
   Status st = DecodeBoth(blob, &dense);
   EXPECT(st.ok(), "%s: %s", name.c_str(), st.message().c_str());
   if (!st.ok()) return;
-  EXPECT(dense.size() * 4 == expected.size() && std::memcmp(dense.data(), expected.data(), expected.size()) == 0,
+  EXPECT(dense.size() * 4 == expected.size() &&
+             (expected.empty() || std::memcmp(dense.data(), expected.data(), expected.size()) == 0),
          "%s: decoded values differ from the encoder's input", name.c_str());
 
   // Every truncation fails (the declared body length no longer matches).
-  const size_t stride = blob.size() > 600 ? blob.size() / 300 : 1;
+  const size_t stride = blob.size() > 100 ? blob.size() / 100 : 1;
   for (size_t len = 0; len < blob.size(); len += stride) {
     const std::vector<uint8_t> cut(blob.begin(), blob.begin() + static_cast<std::ptrdiff_t>(len));
     std::vector<float> out;
@@ -252,7 +253,7 @@ void TestVector(const std::string& dir, const std::string& name) {
     EXPECT(!st.ok(), "%s truncated to %zu bytes decoded", name.c_str(), len);
   }
   // Every single bit flip fails (CRC, or the prefix checks), never crashes.
-  const size_t bit_stride = blob.size() * 8 > 4000 ? blob.size() * 8 / 2000 : 1;
+  const size_t bit_stride = blob.size() * 8 > 400 ? blob.size() * 8 / 400 : 1;
   for (size_t bit = 0; bit < blob.size() * 8; bit += bit_stride) {
     std::vector<uint8_t> bad = blob;
     bad[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));

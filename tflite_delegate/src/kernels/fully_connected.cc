@@ -63,6 +63,12 @@ class FullyConnectedKernel : public OpKernel {
       if (!st.ok()) return Status::Error(CodecError("compressed weights are corrupt", st));
       Status valid = ValidateSparseMatrix(sparse_);
       if (!valid.ok()) return valid;
+      if (ChunkableSparseMatrix(sparse_)) {
+        Status built = BuildChunkedMatrix(sparse_, &chunked_);
+        if (!built.ok()) return built;
+        sparse_ = codec::SparseMatrix();  // the chunked form replaces it: keep one copy of the weights
+        use_chunked_ = true;
+      }
     }
     dense_mode_ = config.dense;
     if (node.inputs.size() > 2 && node.inputs[2] >= 0) {
@@ -91,7 +97,9 @@ class FullyConnectedKernel : public OpKernel {
   int OutputType() const override { return kTfLiteFloat32; }
 
   size_t ScratchFloats(const std::vector<int>& in) const override {
-    return NumElements(in) / input_size_ > 1 ? static_cast<size_t>(input_size_) * kSparseBatchBlock : 0;
+    const int64_t batch = NumElements(in) / input_size_;
+    if (use_chunked_) return ChunkedScratchFloats(input_size_, batch);
+    return batch > 1 ? static_cast<size_t>(input_size_) * kSparseBatchBlock : 0;
   }
 
   void Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
@@ -101,11 +109,13 @@ class FullyConnectedKernel : public OpKernel {
     const auto* x = static_cast<const float*>(input);
     auto* y = static_cast<float*>(output);
     if (dense_mode_) DenseFullyConnected(dense_.data(), units_, input_size_, bias, x, batch, y, activation_, pool);
+    else if (use_chunked_) ChunkedFullyConnected(chunked_, bias, x, batch, y, activation_, scratch, pool);
     else SparseFullyConnected(sparse_, bias, x, batch, y, activation_, scratch, pool);
   }
 
   size_t ResidentBytes() const override {
-    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
+    if (dense_mode_) return dense_.capacity() * sizeof(float);
+    return use_chunked_ ? chunked_.ResidentBytes() : sparse_.ResidentBytes();
   }
 
  private:
@@ -119,7 +129,9 @@ class FullyConnectedKernel : public OpKernel {
   bool keep_num_dims_ = false;
   bool dense_mode_ = false;
   int units_ = 0, input_size_ = 0;
-  codec::SparseMatrix sparse_;
+  bool use_chunked_ = false;
+  codec::SparseMatrix sparse_;  // only for matrices too wide for the chunked form
+  ChunkedMatrix chunked_;
   std::vector<float> dense_;
   std::vector<float> bias_;
 };

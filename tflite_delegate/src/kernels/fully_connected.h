@@ -6,6 +6,7 @@
 #define DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "dc_codec.h"
 #include "status.h"
@@ -42,6 +43,37 @@ void SparseFullyConnectedReference(const codec::SparseMatrix& w, const float* bi
 
 // Number of batch rows the batched sparse loop handles per pass (scratch size factor).
 constexpr int kSparseBatchBlock = 8;
+
+// Entries per chunk of a ChunkedMatrix.
+constexpr int kChunkSize = 4;
+
+// The form DcFullyConnected computes on, built once at Prepare from the decoded SparseMatrix: every row's
+// nonzeros grouped by codebook index, each group padded to a multiple of kChunkSize entries with column
+// `cols` (a zero slot the kernel appends to x). The inner loop then runs over fixed-size chunks with one
+// centroid multiply per chunk and no data-dependent branch: it measured 1.5x faster at batch 1 than the
+// delta/code walk (whose centroid load per entry doubles the loads), for 2.5 instead of 2 bytes per
+// nonzero on a 90%-sparse 5-bit layer.
+struct ChunkedMatrix {
+  int64_t rows = 0, cols = 0;
+  std::vector<uint32_t> row_ptr;  // rows + 1 offsets, in chunks
+  std::vector<uint16_t> col;      // kChunkSize absolute columns per chunk; == cols for padding
+  std::vector<uint8_t> code;      // one codebook index per chunk
+  std::vector<float> codebook;
+  size_t ResidentBytes() const;
+};
+
+// True when `w` can be chunked (columns must fit uint16 with the zero slot).
+bool ChunkableSparseMatrix(const codec::SparseMatrix& w);
+
+// Builds the chunked form of a matrix that passed ValidateSparseMatrix and ChunkableSparseMatrix.
+Status BuildChunkedMatrix(const codec::SparseMatrix& w, ChunkedMatrix* out);
+
+// Floats of scratch ChunkedFullyConnected needs for a batch.
+size_t ChunkedScratchFloats(int64_t cols, int64_t batch);
+
+// Same contract as SparseFullyConnected, on the chunked form; scratch holds ChunkedScratchFloats floats.
+void ChunkedFullyConnected(const ChunkedMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
+                           Activation act, float* scratch, ThreadPool* pool);
 
 }  // namespace dc::delegate
 

@@ -180,7 +180,157 @@ void SparseRowsBatched(const SparseMatrix& w, const float* bias, const float* xt
   SparseRowsBatchedGeneric(w, bias, xt, nb, y, y_stride, act, r0, r1);
 }
 
+// ---- chunked form ---------------------------------------------------------------------------------
+
+// xz: x followed by the zero slot that padding columns read.
+__attribute__((always_inline)) inline float ChunkedRowDot(const ChunkedMatrix& w, int64_t r, const float* xz) {
+  const uint16_t* col = w.col.data();
+  const uint8_t* code = w.code.data();
+  const float* cb = w.codebook.data();
+  const uint32_t end = w.row_ptr[r + 1];
+  float acc0 = 0.f, acc1 = 0.f;
+  uint32_t i = w.row_ptr[r];
+  for (; i + 1 < end; i += 2) {
+    const uint16_t* c = col + size_t{i} * kChunkSize;
+    acc0 += cb[code[i]] * ((xz[c[0]] + xz[c[1]]) + (xz[c[2]] + xz[c[3]]));
+    acc1 += cb[code[i + 1]] * ((xz[c[4]] + xz[c[5]]) + (xz[c[6]] + xz[c[7]]));
+  }
+  if (i < end) {
+    const uint16_t* c = col + size_t{i} * kChunkSize;
+    acc0 += cb[code[i]] * ((xz[c[0]] + xz[c[1]]) + (xz[c[2]] + xz[c[3]]));
+  }
+  return acc0 + acc1;
+}
+
+// Batched: xt[col * kSparseBatchBlock + b] (zero slot included); one chunk updates every batch row.
+__attribute__((always_inline)) inline void ChunkedRowsBatchedImpl(const ChunkedMatrix& w, const float* bias,
+                                                                  const float* xt, int64_t nb, float* y,
+                                                                  int64_t y_stride, Activation act, int64_t r0,
+                                                                  int64_t r1) {
+  const uint16_t* col = w.col.data();
+  const uint8_t* code = w.code.data();
+  const float* cb = w.codebook.data();
+  for (int64_t r = r0; r < r1; ++r) {
+    float acc[kSparseBatchBlock] = {};
+    for (uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i) {
+      const uint16_t* c = col + size_t{i} * kChunkSize;
+      const float v = cb[code[i]];
+      const float *x0 = xt + size_t{c[0]} * kSparseBatchBlock, *x1 = xt + size_t{c[1]} * kSparseBatchBlock,
+                  *x2 = xt + size_t{c[2]} * kSparseBatchBlock, *x3 = xt + size_t{c[3]} * kSparseBatchBlock;
+      for (int b = 0; b < kSparseBatchBlock; ++b) acc[b] += v * ((x0[b] + x1[b]) + (x2[b] + x3[b]));
+    }
+    const float b0 = bias ? bias[r] : 0.f;
+    for (int64_t b = 0; b < nb; ++b) y[b * y_stride + r] = Activate(acc[b] + b0, act);
+  }
+}
+
+void ChunkedRowsBatchedGeneric(const ChunkedMatrix& w, const float* bias, const float* xt, int64_t nb, float* y,
+                               int64_t y_stride, Activation act, int64_t r0, int64_t r1) {
+  ChunkedRowsBatchedImpl(w, bias, xt, nb, y, y_stride, act, r0, r1);
+}
+
+#if DC_HAVE_X86_DISPATCH
+__attribute__((target("avx2,fma"))) void ChunkedRowsBatchedAvx2(const ChunkedMatrix& w, const float* bias,
+                                                                const float* xt, int64_t nb, float* y,
+                                                                int64_t y_stride, Activation act, int64_t r0,
+                                                                int64_t r1) {
+  ChunkedRowsBatchedImpl(w, bias, xt, nb, y, y_stride, act, r0, r1);
+}
+#endif
+
+void ChunkedRowsBatched(const ChunkedMatrix& w, const float* bias, const float* xt, int64_t nb, float* y,
+                        int64_t y_stride, Activation act, int64_t r0, int64_t r1) {
+#if DC_HAVE_X86_DISPATCH
+  if (CpuHasAvx2Fma()) return ChunkedRowsBatchedAvx2(w, bias, xt, nb, y, y_stride, act, r0, r1);
+#endif
+  ChunkedRowsBatchedGeneric(w, bias, xt, nb, y, y_stride, act, r0, r1);
+}
+
 }  // namespace
+
+size_t ChunkedMatrix::ResidentBytes() const {
+  return row_ptr.capacity() * sizeof(uint32_t) + col.capacity() * sizeof(uint16_t) + code.capacity() +
+         codebook.capacity() * sizeof(float);
+}
+
+bool ChunkableSparseMatrix(const SparseMatrix& w) { return w.cols > 0 && w.cols < 0xFFFF; }
+
+Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
+  if (!ChunkableSparseMatrix(w))
+    return Status::Error("sparse weights have " + std::to_string(w.cols) + " columns; the chunked form needs < 65535");
+  const size_t ncodes = w.codebook.size();
+  ChunkedMatrix m;
+  m.rows = w.rows;
+  m.cols = w.cols;
+  m.codebook = w.codebook;
+  m.row_ptr.reserve(static_cast<size_t>(w.rows) + 1);
+  m.row_ptr.push_back(0);
+  const size_t approx_chunks = w.delta.size() / kChunkSize + static_cast<size_t>(w.rows) * ncodes / 2;
+  m.col.reserve(approx_chunks * kChunkSize);
+  m.code.reserve(approx_chunks);
+  std::vector<uint32_t> count(ncodes), start(ncodes), fill(ncodes);
+  std::vector<uint16_t> grouped;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::fill(count.begin(), count.end(), 0u);
+    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e)
+      if (w.delta[e] != 0) ++count[w.code[e]];
+    uint32_t total = 0;
+    for (size_t k = 0; k < ncodes; ++k) {
+      start[k] = total;
+      fill[k] = total;
+      total += (count[k] + kChunkSize - 1) / kChunkSize * kChunkSize;
+    }
+    grouped.assign(total, static_cast<uint16_t>(w.cols));  // padding reads the zero slot
+    int64_t c = -1;
+    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
+      if (w.delta[e] == 0) {
+        c += codec::kSparseFillerStep;
+        continue;
+      }
+      c += w.delta[e];
+      grouped[fill[w.code[e]]++] = static_cast<uint16_t>(c);
+    }
+    m.col.insert(m.col.end(), grouped.begin(), grouped.end());
+    for (size_t k = 0; k < ncodes; ++k)
+      for (uint32_t n = 0; n < (count[k] + kChunkSize - 1) / kChunkSize; ++n) m.code.push_back(static_cast<uint8_t>(k));
+    if (m.code.size() > UINT32_MAX) return Status::Error("sparse weights are too large for the chunked form");
+    m.row_ptr.push_back(static_cast<uint32_t>(m.code.size()));
+  }
+  m.col.shrink_to_fit();
+  m.code.shrink_to_fit();
+  *out = std::move(m);
+  return Status();
+}
+
+size_t ChunkedScratchFloats(int64_t cols, int64_t batch) {
+  return static_cast<size_t>(cols + 1) * (batch > 1 ? kSparseBatchBlock : 1);
+}
+
+void ChunkedFullyConnected(const ChunkedMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
+                           Activation act, float* scratch, ThreadPool* pool) {
+  const int64_t rows = w.rows, cols = w.cols;
+  if (batch == 1) {
+    std::memcpy(scratch, x, sizeof(float) * static_cast<size_t>(cols));
+    scratch[cols] = 0.f;
+    ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        y[r] = Activate(ChunkedRowDot(w, r, scratch) + (bias ? bias[r] : 0.f), act);
+    });
+    return;
+  }
+  for (int64_t b0 = 0; b0 < batch; b0 += kSparseBatchBlock) {
+    const int64_t nb = std::min<int64_t>(kSparseBatchBlock, batch - b0);
+    // Transposed block plus the zero slot's row; missing batch rows are zero so the fixed-width loop is exact.
+    for (int64_t c = 0; c <= cols; ++c) {
+      float* dst = scratch + c * kSparseBatchBlock;
+      for (int64_t b = 0; b < kSparseBatchBlock; ++b) dst[b] = (b < nb && c < cols) ? x[(b0 + b) * cols + c] : 0.f;
+    }
+    float* yb = y + b0 * rows;
+    ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
+      ChunkedRowsBatched(w, bias, scratch, nb, yb, rows, act, r0, r1);
+    });
+  }
+}
 
 bool IsSupportedActivation(int code) { return code >= 0 && code <= static_cast<int>(Activation::kTanh); }
 

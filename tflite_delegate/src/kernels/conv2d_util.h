@@ -1,0 +1,105 @@
+// Helpers shared by the kernels of issue 6 (DcConv2D, DcDepthwiseConv2D, DcGather): reading their fixed
+// little-endian custom options and their constant inputs (blob, bias) with clear errors.
+#ifndef DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
+#define DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "dc_codec.h"
+#include "kernel_registry.h"
+#include "kernels/fully_connected.h"
+
+namespace dc::delegate::kernel_util {
+
+// Little endian on every target TFLite supports; memcpy avoids unaligned access.
+inline int32_t ReadInt32(const uint8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+template <typename T>
+std::string ShapeString(const std::vector<T>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Checks magic, size and version of a custom options record; `op` names the op in messages.
+inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
+                                 uint8_t version) {
+  if (o.size() != size || std::memcmp(o.data(), magic, 4) != 0)
+    return Status::Error(std::string("custom options are not ") + op + " options (expected " + std::to_string(size) +
+                         " bytes starting '" + std::string(magic, 4) + "', got " + std::to_string(o.size()) + " bytes)");
+  if (o[4] != version)
+    return Status::Error(std::string(op) + " options version " + std::to_string(o[4]) +
+                         " is not supported by this delegate (supports " + std::to_string(version) + ")");
+  return Status();
+}
+
+// Decodes the blob of tensor `index` after checking that its shape is `expected`: to `sparse` (validated
+// for the kernels' unchecked loops), or to dense float32 in `dense` when `as_dense`.
+inline Status DecodeWeights(const TfLiteContext& context, int index, const std::vector<int64_t>& expected,
+                            bool as_dense, codec::SparseMatrix* sparse, std::vector<float>* dense) {
+  const TfLiteTensor& blob = context.tensors[index];
+  const auto* data = static_cast<const uint8_t*>(blob.data);
+  codec::BlobInfo info;
+  codec::Status st = codec::ParseInfo(data, blob.bytes, &info);
+  if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
+  if (info.shape != expected)
+    return Status::Error("compressed weights have shape " + ShapeString(info.shape) + ", options say " +
+                         ShapeString(expected));
+  if (as_dense) {
+    dense->resize(static_cast<size_t>(info.num_elements));
+    st = codec::DecodeDense(data, blob.bytes, dense->data(), dense->size());
+    if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
+    return Status();
+  }
+  st = codec::DecodeSparse(data, blob.bytes, sparse);
+  if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
+  return ValidateSparseMatrix(*sparse);
+}
+
+// Copies the optional constant float32 bias input `slot` of `node` (must hold `count` values) into `bias`;
+// leaves it empty when the input is absent.
+inline Status ReadBias(const TfLiteContext& context, const OpNode& node, size_t slot, int count,
+                       std::vector<float>* bias) {
+  bias->clear();
+  if (node.inputs.size() <= slot || node.inputs[slot] < 0) return Status();
+  const TfLiteTensor& t = context.tensors[node.inputs[slot]];
+  if (t.bytes != sizeof(float) * static_cast<size_t>(count))
+    return Status::Error("bias has " + std::to_string(t.bytes / sizeof(float)) + " values, expected " +
+                         std::to_string(count));
+  const auto* values = static_cast<const float*>(t.data);
+  bias->assign(values, values + count);
+  return Status();
+}
+
+// Structural check shared by the Supports functions: `inputs` in [min_inputs, max_inputs], one output of
+// float32, input 0 of `input_type` (or `alt_input_type`), input 1 a constant uint8 blob, an optional input 2
+// a constant float32 bias.
+inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, int min_inputs, int max_inputs,
+                         int input_type, int alt_input_type) {
+  if (node.inputs == nullptr || node.outputs == nullptr) return false;
+  if (node.inputs->size < min_inputs || node.inputs->size > max_inputs || node.outputs->size != 1) return false;
+  const int n = static_cast<int>(context.tensors_size);
+  auto valid = [n](int index) { return index >= 0 && index < n; };
+  const int x = node.inputs->data[0], blob = node.inputs->data[1], out = node.outputs->data[0];
+  if (!valid(x) || !valid(blob) || !valid(out)) return false;
+  const int xt = context.tensors[x].type;
+  if ((xt != input_type && xt != alt_input_type) || context.tensors[out].type != kTfLiteFloat32) return false;
+  if (context.tensors[blob].type != kTfLiteUInt8 || !IsConstant(context.tensors[blob])) return false;
+  if (node.inputs->size >= 3 && node.inputs->data[2] >= 0) {
+    const int bias = node.inputs->data[2];
+    if (!valid(bias) || context.tensors[bias].type != kTfLiteFloat32 || !IsConstant(context.tensors[bias]))
+      return false;
+  }
+  return true;
+}
+
+}  // namespace dc::delegate::kernel_util
+
+#endif  // DC_DELEGATE_KERNELS_CONV2D_UTIL_H_

@@ -1,0 +1,129 @@
+// DcDepthwiseConv2D: TFLite's DEPTHWISE_CONV_2D with its float filter replaced by a dc_codec blob (math in
+// kernels/depthwise_conv2d.h).
+//
+// Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8), 2 bias (constant float32 [out_c],
+// optional). Custom options (40 bytes, little endian, written by dc_keras/export/conv_rewriters.py):
+//   0 char[4] "DCDW"   4 uint8 version (1)   5 uint8 fused activation   6 uint8 padding (0 SAME, 1 VALID)
+//   7 uint8 blob layout: 1 = transposed, blob shape [out_c, kh * kw] (blob[oc, ky * kw + kx] is TFLite's
+//     filter[0, ky, kx, oc]); the only layout of version 1
+//   8 int32 out_c   12 int32 kernel_h   16 int32 kernel_w   20 int32 depth multiplier (out_c / in_c)
+//   24 int32 stride_h   28 int32 stride_w   32 int32 dilation_h   36 int32 dilation_w
+#include <string>
+
+#include "kernel_registry.h"
+#include "kernels/conv2d_util.h"
+#include "kernels/depthwise_conv2d.h"
+
+namespace dc::delegate {
+namespace {
+
+using kernel_util::ReadInt32;
+
+constexpr char kMagic[4] = {'D', 'C', 'D', 'W'};
+constexpr size_t kOptionsSize = 40;
+constexpr uint8_t kOptionsVersion = 1;
+constexpr uint8_t kLayoutTransposed = 1;
+
+class DepthwiseConv2DKernel : public OpKernel {
+ public:
+  Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
+    const std::vector<uint8_t>& o = node.options;
+    Status st = kernel_util::CheckOptionsHeader(o, "DcDepthwiseConv2D", kMagic, kOptionsSize, kOptionsVersion);
+    if (!st.ok()) return st;
+    if (!IsSupportedActivation(o[5])) return Status::Error("unsupported fused activation " + std::to_string(o[5]));
+    if (o[6] > 1) return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[6]));
+    if (o[7] != kLayoutTransposed)
+      return Status::Error("blob layout " + std::to_string(o[7]) +
+                           " is not supported (this delegate reads layout 1: [out_c, kh * kw])");
+    activation_ = static_cast<Activation>(o[5]);
+    padding_ = static_cast<Padding>(o[6]);
+    out_c_ = ReadInt32(&o[8]);
+    proto_.kernel_h = ReadInt32(&o[12]);
+    proto_.kernel_w = ReadInt32(&o[16]);
+    multiplier_ = ReadInt32(&o[20]);
+    proto_.stride_h = ReadInt32(&o[24]);
+    proto_.stride_w = ReadInt32(&o[28]);
+    proto_.dilation_h = ReadInt32(&o[32]);
+    proto_.dilation_w = ReadInt32(&o[36]);
+    if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || multiplier_ <= 0 || out_c_ % multiplier_)
+      return Status::Error("options give an invalid filter shape (out_c " + std::to_string(out_c_) + ", kernel " +
+                           std::to_string(proto_.kernel_h) + "x" + std::to_string(proto_.kernel_w) +
+                           ", multiplier " + std::to_string(multiplier_) + ")");
+    if (proto_.stride_h <= 0 || proto_.stride_w <= 0 || proto_.dilation_h <= 0 || proto_.dilation_w <= 0)
+      return Status::Error("options give a non-positive stride or dilation");
+    if (int64_t{proto_.kernel_h} * proto_.kernel_w > (int64_t{1} << 20))
+      return Status::Error("kernel too large");
+    proto_.in_c = out_c_ / multiplier_;
+    dense_mode_ = config.dense;
+    const int taps = proto_.kernel_h * proto_.kernel_w;
+    std::vector<float> transposed;
+    st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, taps}, dense_mode_, &sparse_, &transposed);
+    if (!st.ok()) return st;
+    if (dense_mode_) {  // back to tap-major so the dense loop runs contiguously over channels
+      dense_.resize(transposed.size());
+      for (int oc = 0; oc < out_c_; ++oc)
+        for (int t = 0; t < taps; ++t) dense_[static_cast<size_t>(t) * out_c_ + oc] = transposed[static_cast<size_t>(oc) * taps + t];
+    }
+    return kernel_util::ReadBias(context, node, 2, out_c_, &bias_);
+  }
+
+  Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
+    ConvGeometry g;
+    Status st = Geometry(in, &g);
+    if (!st.ok()) return st;
+    *out = {g.batch, g.out_h, g.out_w, out_c_};
+    return Status();
+  }
+
+  int OutputType() const override { return kTfLiteFloat32; }
+
+  size_t ScratchFloats(const std::vector<int>&) const override { return 0; }
+
+  void Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool* pool) const override {
+    ConvGeometry g;
+    if (!Geometry(in, &g).ok()) return;  // unreachable: Prepare checked this shape through OutputShape
+    const float* bias = bias_.empty() ? nullptr : bias_.data();
+    const auto* x = static_cast<const float*>(input);
+    auto* y = static_cast<float*>(output);
+    if (dense_mode_) DenseDepthwiseConv2D(dense_.data(), multiplier_, bias, g, x, y, activation_, pool);
+    else SparseDepthwiseConv2D(sparse_, multiplier_, bias, g, x, y, activation_, pool);
+  }
+
+  size_t ResidentBytes() const override {
+    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
+  }
+
+ private:
+  Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
+    if (in.size() != 4 || in[3] != proto_.in_c)
+      return Status::Error("input has shape " + kernel_util::ShapeString(in) + ", the layer expects [N, H, W, " +
+                           std::to_string(proto_.in_c) + "]");
+    *g = proto_;
+    g->batch = in[0];
+    g->in_h = in[1];
+    g->in_w = in[2];
+    return ComputeConvGeometry(padding_, g);
+  }
+
+  Activation activation_ = Activation::kNone;
+  Padding padding_ = Padding::kValid;
+  int out_c_ = 0, multiplier_ = 1;
+  ConvGeometry proto_;
+  bool dense_mode_ = false;
+  codec::SparseMatrix sparse_;
+  std::vector<float> dense_;  // tap-major [kh * kw, out_c]
+  std::vector<float> bias_;
+};
+
+bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
+  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
+}
+
+std::unique_ptr<OpKernel> Create() { return std::make_unique<DepthwiseConv2DKernel>(); }
+
+}  // namespace
+
+extern const KernelEntry kDepthwiseConv2DKernel;
+const KernelEntry kDepthwiseConv2DKernel = {"DcDepthwiseConv2D", Supports, Create};
+
+}  // namespace dc::delegate

@@ -1,0 +1,87 @@
+// DcGather: TFLite's GATHER (axis 0, batch_dims 0) of a constant embedding table replaced by a dc_codec blob
+// (math in kernels/gather.h).
+//
+// Inputs (reordered by the exporter so that the runtime input comes first, as the kernel contract wants):
+// 0 indices (int32 or int64, any shape), 1 blob (constant uint8; table [vocab, dim]). Output: float32
+// indices.shape + [dim]. Custom options (16 bytes, little endian, written by dc_keras/export/conv_rewriters.py):
+//   0 char[4] "DCGA"   4 uint8 version (1)   5..7 uint8 reserved (0)   8 int32 vocab   12 int32 dim
+#include <string>
+
+#include "kernel_registry.h"
+#include "kernels/conv2d_util.h"
+#include "kernels/gather.h"
+
+namespace dc::delegate {
+namespace {
+
+using kernel_util::ReadInt32;
+
+constexpr char kMagic[4] = {'D', 'C', 'G', 'A'};
+constexpr size_t kOptionsSize = 16;
+constexpr uint8_t kOptionsVersion = 1;
+
+class GatherKernel : public OpKernel {
+ public:
+  Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
+    const std::vector<uint8_t>& o = node.options;
+    Status st = kernel_util::CheckOptionsHeader(o, "DcGather", kMagic, kOptionsSize, kOptionsVersion);
+    if (!st.ok()) return st;
+    if (o[5] != 0 || o[6] != 0 || o[7] != 0) return Status::Error("reserved option bytes must be 0");
+    vocab_ = ReadInt32(&o[8]);
+    dim_ = ReadInt32(&o[12]);
+    if (vocab_ <= 0 || dim_ <= 0) return Status::Error("options give a non-positive table shape");
+    index_type_ = context.tensors[node.inputs[0]].type;
+    if (index_type_ != kTfLiteInt32 && index_type_ != kTfLiteInt64)
+      return Status::Error("indices must be int32 or int64");
+    dense_mode_ = config.dense;
+    return kernel_util::DecodeWeights(context, node.inputs[1], {vocab_, dim_}, dense_mode_, &sparse_, &dense_);
+  }
+
+  Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
+    *out = in;
+    out->push_back(dim_);
+    return Status();
+  }
+
+  int OutputType() const override { return kTfLiteFloat32; }
+
+  size_t ScratchFloats(const std::vector<int>&) const override { return 0; }
+
+  void Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool*) const override {
+    const int64_t count = NumElements(in);
+    auto* y = static_cast<float*>(output);
+    if (index_type_ == kTfLiteInt32) {
+      const auto* idx = static_cast<const int32_t*>(input);
+      if (dense_mode_) DenseGather(dense_.data(), vocab_, dim_, idx, count, y);
+      else SparseGather(sparse_, idx, count, y);
+    } else {
+      const auto* idx = static_cast<const int64_t*>(input);
+      if (dense_mode_) DenseGather(dense_.data(), vocab_, dim_, idx, count, y);
+      else SparseGather(sparse_, idx, count, y);
+    }
+  }
+
+  size_t ResidentBytes() const override {
+    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
+  }
+
+ private:
+  int vocab_ = 0, dim_ = 0;
+  int index_type_ = kTfLiteInt32;
+  bool dense_mode_ = false;
+  codec::SparseMatrix sparse_;
+  std::vector<float> dense_;
+};
+
+bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
+  return kernel_util::SupportsNode(context, node, 2, 2, kTfLiteInt32, kTfLiteInt64);
+}
+
+std::unique_ptr<OpKernel> Create() { return std::make_unique<GatherKernel>(); }
+
+}  // namespace
+
+extern const KernelEntry kGatherKernel;
+const KernelEntry kGatherKernel = {"DcGather", Supports, Create};
+
+}  // namespace dc::delegate

@@ -1,0 +1,151 @@
+// SIMD building blocks of the conv kernels (DcConv2D, DcDepthwiseConv2D): a 16-lane float accumulator and
+// the fused activations, with a NEON implementation chosen at compile time (#if defined(__ARM_NEON): every
+// arm64-v8a / aarch64 build) and a portable one everywhere else.
+//
+// Why explicit NEON and not only auto-vectorisation: the accumulator must stay in four q registers across a
+// sparse row walk whose trip count and column steps are data dependent; GCC and Clang keep a float[16]
+// array in memory there at -O2 (the Android NDK default), which costs a load and a store per FMA.
+// On x86-64 the portable loops are also compiled a second time with AVX2+FMA enabled and chosen at run time
+// (see conv2d_math.cc), as the FC kernel does, so one x86-64 build runs everywhere.
+#ifndef DC_DELEGATE_KERNELS_NEON_MATH_H_
+#define DC_DELEGATE_KERNELS_NEON_MATH_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/fully_connected.h"  // Activation
+
+#if defined(__ARM_NEON)
+#include <arm_neon.h>
+#define DC_KERNELS_NEON 1
+#else
+#define DC_KERNELS_NEON 0
+#endif
+
+namespace dc::delegate::simd {
+
+// Output pixels per im2col panel; one accumulator covers one panel of one output channel.
+constexpr int kLanes = 16;
+
+inline float Activate(float v, Activation act) {
+  switch (act) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < 0.f ? 0.f : v;
+    case Activation::kReluN1To1: return std::min(1.f, std::max(-1.f, v));
+    case Activation::kRelu6: return std::min(6.f, std::max(0.f, v));
+    case Activation::kTanh: return std::tanh(v);
+  }
+  return v;
+}
+
+// Clamp bounds of the piecewise-linear activations (lo > hi means "no clamp on that side" is never used:
+// kNone and kTanh take their own paths).
+inline void ClampBounds(Activation act, float* lo, float* hi) {
+  *lo = -INFINITY;
+  *hi = INFINITY;
+  if (act == Activation::kRelu) *lo = 0.f;
+  if (act == Activation::kRelu6) { *lo = 0.f; *hi = 6.f; }
+  if (act == Activation::kReluN1To1) { *lo = -1.f; *hi = 1.f; }
+}
+
+#if DC_KERNELS_NEON
+
+// 16 float lanes in four q registers.
+struct Acc16 {
+  float32x4_t a0, a1, a2, a3;
+
+  static Acc16 Broadcast(float v) {
+    const float32x4_t b = vdupq_n_f32(v);
+    return {b, b, b, b};
+  }
+  // lanes += v * x[0..16)
+  inline void Fma(float v, const float* x) {
+#if defined(__aarch64__)
+    a0 = vfmaq_n_f32(a0, vld1q_f32(x), v);
+    a1 = vfmaq_n_f32(a1, vld1q_f32(x + 4), v);
+    a2 = vfmaq_n_f32(a2, vld1q_f32(x + 8), v);
+    a3 = vfmaq_n_f32(a3, vld1q_f32(x + 12), v);
+#else  // 32-bit ARM: no vfmaq_n_f32
+    a0 = vmlaq_n_f32(a0, vld1q_f32(x), v);
+    a1 = vmlaq_n_f32(a1, vld1q_f32(x + 4), v);
+    a2 = vmlaq_n_f32(a2, vld1q_f32(x + 8), v);
+    a3 = vmlaq_n_f32(a3, vld1q_f32(x + 12), v);
+#endif
+  }
+  // Applies `act` to every lane and writes the lanes to out[0..16).
+  inline void ActivateStore(Activation act, float* out) const {
+    float32x4_t r0 = a0, r1 = a1, r2 = a2, r3 = a3;
+    if (act != Activation::kNone && act != Activation::kTanh) {
+      float lo, hi;
+      ClampBounds(act, &lo, &hi);
+      const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
+      r0 = vminq_f32(vmaxq_f32(r0, vlo), vhi);
+      r1 = vminq_f32(vmaxq_f32(r1, vlo), vhi);
+      r2 = vminq_f32(vmaxq_f32(r2, vlo), vhi);
+      r3 = vminq_f32(vmaxq_f32(r3, vlo), vhi);
+    }
+    vst1q_f32(out, r0);
+    vst1q_f32(out + 4, r1);
+    vst1q_f32(out + 8, r2);
+    vst1q_f32(out + 12, r3);
+    if (act == Activation::kTanh)
+      for (int k = 0; k < kLanes; ++k) out[k] = std::tanh(out[k]);
+  }
+};
+
+// y[0..n) = act(y[0..n)) in place.
+inline void ActivateInPlace(float* y, size_t n, Activation act) {
+  if (act == Activation::kNone) return;
+  if (act == Activation::kTanh) {
+    for (size_t i = 0; i < n; ++i) y[i] = std::tanh(y[i]);
+    return;
+  }
+  float lo, hi;
+  ClampBounds(act, &lo, &hi);
+  const float32x4_t vlo = vdupq_n_f32(lo), vhi = vdupq_n_f32(hi);
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vminq_f32(vmaxq_f32(vld1q_f32(y + i), vlo), vhi));
+  for (; i < n; ++i) y[i] = std::min(hi, std::max(lo, y[i]));
+}
+
+#else  // portable
+
+struct Acc16 {
+  float a[kLanes];
+
+  static Acc16 Broadcast(float v) {
+    Acc16 r;
+    for (float& lane : r.a) lane = v;
+    return r;
+  }
+  __attribute__((always_inline)) inline void Fma(float v, const float* x) {
+    for (int k = 0; k < kLanes; ++k) a[k] += v * x[k];
+  }
+  __attribute__((always_inline)) inline void ActivateStore(Activation act, float* out) const {
+    for (int k = 0; k < kLanes; ++k) out[k] = Activate(a[k], act);
+  }
+};
+
+inline void ActivateInPlace(float* y, size_t n, Activation act) {
+  if (act == Activation::kNone) return;
+  for (size_t i = 0; i < n; ++i) y[i] = Activate(y[i], act);
+}
+
+#endif  // DC_KERNELS_NEON
+
+// Test hook: when true, x86-64 builds skip their AVX2 clones and run the portable loops (so that the host
+// test exercises exactly the code an ARM build without NEON would run). No effect elsewhere.
+inline std::atomic<bool>& PortableOnly() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
+// Which inner loops this build runs now: "neon", "avx2" or "portable".
+const char* PathName();
+
+}  // namespace dc::delegate::simd
+
+#endif  // DC_DELEGATE_KERNELS_NEON_MATH_H_
