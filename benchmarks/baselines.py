@@ -228,7 +228,8 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
                      prune_epochs: Optional[int] = None, cluster_epochs: Optional[int] = None,
                      sparsity: float = 0.9, clusters: int = 16, batch_size: int = 128,
                      learning_rate: float = 1e-3, data=None, data_dir: Optional[str] = None,
-                     out_dir: Optional[str] = None, seed: int = 0, verbose: int = 1) -> dict:
+                     out_dir: Optional[str] = None, seed: int = 0, verbose: int = 1,
+                     variants: Optional[Sequence[str]] = None) -> dict:
     """Run the tfmot prune -> cluster -> convert baseline for one model and measure every .tflite.
 
     Args:
@@ -240,6 +241,8 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
       data: ((x_train, y_train), (x_test, y_test)) as from `load_fashion_mnist`; None loads Fashion-MNIST.
       out_dir: when given, every .tflite is written there as <model>_<variant>.tflite.
       verbose: Keras fit verbosity (0 silent, 1 progress bars, 2 one line per epoch).
+      variants: names of the .tflite variants to measure (default all; "dense_float" is always measured,
+        being the reference of every ratio).
 
     Returns:
       A JSON-serialisable dict: settings, Keras accuracies per stage, kernel sparsity and distinct
@@ -259,6 +262,12 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     epochs = defaults["dense"] if epochs is None else epochs
     prune_epochs = defaults["prune"] if prune_epochs is None else prune_epochs
     cluster_epochs = defaults["cluster"] if cluster_epochs is None else cluster_epochs
+    known = [name for name, _ in DENSE_VARIANTS + COMPRESSED_VARIANTS]
+    wanted = set(known if variants is None else variants) | {"dense_float"}
+    if wanted - set(known):
+        raise ValueError(f"unknown variants {sorted(wanted - set(known))}; known are {known}")
+    if not any(name.startswith("pc_") for name in wanted):
+        raise ValueError("variants must include at least one pruned+clustered (pc_*) variant")
     if min(epochs, prune_epochs, cluster_epochs) < 0 or prune_epochs < 1:
         raise ValueError("epochs must be >= 0 and prune_epochs >= 1 (pruning happens during fit)")
 
@@ -279,7 +288,8 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     dense_accuracy = float(model.evaluate(x_test, y_test, verbose=0)[1])
     # tfmot's wrappers reuse the wrapped layer objects, so pruning overwrites this model's kernels:
     # convert the dense files now, before they are gone.
-    dense_files = [(name, optimizations, convert(model, optimizations)) for name, optimizations in DENSE_VARIANTS]
+    dense_files = [(name, optimizations, convert(model, optimizations)) for name, optimizations in DENSE_VARIANTS
+                   if name in wanted]
     timings["dense"] = time.perf_counter() - start
 
     # 2. magnitude pruning, sparsity ramped over the first 2/3 of the fine-tuning steps, then held
@@ -316,7 +326,7 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     start = stage("tf.lite conversion, sizes, interpreter accuracy")
     variants: List[dict] = []
     compressed_files = [(name, optimizations, convert(clustered, optimizations))
-                        for name, optimizations in COMPRESSED_VARIANTS]
+                        for name, optimizations in COMPRESSED_VARIANTS if name in wanted]
     for name, optimizations, tflite in dense_files + compressed_files:
         entry = {"name": name, "optimizations": list(optimizations), **compressed_sizes(tflite),
                  "accuracy": None, "interpreter": None}

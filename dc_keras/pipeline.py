@@ -672,6 +672,7 @@ class DeepCompression:
         # bits=None: the exporter stores each layer with the fewest index bits that hold its shared values,
         # which is never more than the clustering bits. The exporter writes atomically itself.
         report = dc_keras.export_tflite(model, compressed_path, index_bits=self.config.index_bits, verify=verify)
+        os.chmod(compressed_path, 0o666 & ~_umask())  # like the other outputs, not the 0600 of a temp file
         self.files["compressed.tflite"] = compressed_path
         if dense_model is not None:
             dense_path = os.path.join(output_dir, "dense.tflite")

@@ -47,7 +47,7 @@ def tensors(draw):
     return weights, options
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tensors())
 def test_roundtrip_exact(case):
     weights, options = case

@@ -18,7 +18,7 @@ CODEC_DIR = native.CODEC_DIR
 TEST_DIR = CODEC_DIR / "tests"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tensors())
 def test_cpp_and_python_decoders_agree(case):
     weights, options = case

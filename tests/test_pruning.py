@@ -134,6 +134,13 @@ def test_masked_forward_even_if_variable_is_overwritten():
     np.testing.assert_array_equal(layer(np.ones((1, 3), "float32")).numpy(), [[3, 0, 3, 0]])
 
 
+def test_inner_activity_regularizer_loss_is_kept():
+    wrapper = dc_keras.PruneLowMagnitude(keras.layers.Dense(4, activity_regularizer="l2"))
+    model = keras.Sequential([keras.Input((3,)), wrapper])
+    model(np.ones((2, 3), "float32"))
+    assert len(model.losses) == 1 and float(model.losses[0]) > 0
+
+
 def test_missing_callback_error_names_the_fix():
     x, y = _data(n=16)
     pruned = _compile(dc_keras.prune_low_magnitude(

@@ -26,7 +26,7 @@ def tfmot():
     return module
 
 
-STEPS = list(range(0, 260)) + [999, 1000, 1001, 5000]
+STEPS = list(range(0, 1100)) + [5000]
 
 POLY_ARGS = [
     dict(initial_sparsity=0.0, final_sparsity=0.9, begin_step=0, end_step=200, power=3, frequency=10),
@@ -40,8 +40,9 @@ CONST_ARGS = [
 
 
 def _values(schedule, steps):
-    should, sparsity = zip(*[schedule(tf.constant(s, tf.int64)) for s in steps])
-    return np.array([bool(x) for x in should]), np.array([float(x) for x in sparsity], np.float32)
+    # Both implementations are element-wise TensorFlow ops, so one call evaluates every step.
+    should, sparsity = schedule(tf.constant(steps, tf.int64))
+    return np.asarray(should), np.broadcast_to(np.asarray(sparsity, np.float32), (len(steps),))
 
 
 @pytest.mark.parametrize("kwargs", POLY_ARGS)
@@ -131,17 +132,17 @@ def test_sensitivity_threshold_mask_and_overrides():
     threshold, mask = schedule.compute_mask(tf.constant(1, tf.int64), weight)
     expected_threshold = 1.0 * np.std(weight)
     assert float(threshold) == pytest.approx(expected_threshold, rel=1e-5)
-    np.testing.assert_array_equal(read_value(mask), (np.abs(weight) >= float(threshold)).astype("float32"))
+    np.testing.assert_array_equal(mask.numpy(), (np.abs(weight) >= float(threshold)).astype("float32"))
     # about 68% of a normal sample lies within one standard deviation
-    assert 0.6 < 1 - read_value(mask).mean() < 0.75
+    assert 0.6 < 1 - mask.numpy().mean() < 0.75
     ip3 = schedule.for_layer("ip3")
     assert ip3.quality == 0.25 and ip3.per_layer == {}
     assert schedule.for_layer("ip1").quality == 1.0
     _, ip3_mask = ip3.compute_mask(tf.constant(1, tf.int64), weight)
-    assert ip3_read_value(mask).mean() > read_value(mask).mean()
+    assert ip3_mask.numpy().mean() > mask.numpy().mean()
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(n=st.integers(1, 300), sparsity=st.floats(0.0, 0.99), zeros=st.floats(0.0, 1.0), seed=st.integers(0, 99))
 def test_sparsity_mask_keeps_exactly_k_largest(n, sparsity, zeros, seed):
     rng = np.random.default_rng(seed)
@@ -149,7 +150,7 @@ def test_sparsity_mask_keeps_exactly_k_largest(n, sparsity, zeros, seed):
     weight[rng.random(n) < zeros] = 0.0  # ties at zero, as after an earlier pruning round
     schedule = dc_keras.ConstantSparsity(sparsity, 0, frequency=1)
     threshold, mask = schedule.compute_mask(tf.constant(1, tf.int64), weight)
-    mask = read_value(mask)
+    mask = mask.numpy()
     keep = max(int(np.round(np.float32(n) * (np.float32(1.0) - np.float32(sparsity)))), 1)
     assert mask.sum() == keep
     kept, dropped = np.abs(weight[mask == 1]), np.abs(weight[mask == 0])
@@ -172,4 +173,4 @@ def test_custom_schedule_subclass():
     assert as_schedule(schedule) is schedule
     assert [bool(schedule.should_prune(s)) for s in range(4)] == [True, False, True, False]
     _, mask = schedule.compute_mask(1, np.arange(1, 9, dtype="float32"))
-    np.testing.assert_array_equal(read_value(mask), [0, 0, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_array_equal(mask.numpy(), [0, 0, 1, 1, 1, 1, 1, 1])

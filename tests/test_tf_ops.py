@@ -202,3 +202,30 @@ def test_every_op_registers_a_raising_gradient(op_type):
     op = [o for o in graph.get_concrete_function().graph.get_operations() if o.type == "DcSparseMatMul"][0]
     with pytest.raises(LookupError, match=op_type):
         tf_ops.gradient_registry.lookup(op_type)(op, tf.ones((1, 2)))
+
+
+_GENERIC_PATH_SCRIPT = """
+import numpy as np
+from dc_keras import codec, ops
+rng = np.random.default_rng(0)
+c = rng.normal(size=16).astype(np.float32)
+w = c[rng.integers(0, 16, size=(50, 700))]
+w[rng.random(w.shape) < 0.9] = 0
+blob = codec.encode(w, bits=4)
+for batch in (2, 5, 8, 13, 16, 35):
+    x = rng.normal(size=(batch, 700)).astype(np.float32)
+    np.testing.assert_allclose(ops.sparse_matmul(x, blob).numpy(), x @ w.T, rtol=1e-5, atol=1e-5)
+print("ok")
+"""
+
+
+def test_generic_kernels_without_avx2():
+    """CPUs without AVX2 run the generic vector kernels: force that path in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, DC_KERAS_DISABLE_AVX2="1")
+    result = subprocess.run([sys.executable, "-c", _GENERIC_PATH_SCRIPT], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

@@ -22,14 +22,11 @@ from typing import Optional
 
 from absl import app, flags
 
-_DEFINED = {}
-
-
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
     FlagValues so that importing this module never clashes with other tools' flags."""
-    if id(flag_values) in _DEFINED:
-        return flag_values
+    if all(name in flag_values for name in _FLAG_NAMES):
+        return flag_values  # defined already (run() called twice, or a test reusing its FlagValues)
     fv = flag_values
     flags.DEFINE_string("model", "lenet300", "lenet300, lenet5, or the path of a trained Keras model (.keras)",
                         flag_values=fv)
@@ -58,7 +55,6 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                          flag_values=fv)
     flags.DEFINE_bool("plots", True, "write PNG plots (needs matplotlib)", flag_values=fv)
     flags.DEFINE_integer("verbosity_level", 1, "0 quiet, 1 progress bars, 2 one line per epoch", flag_values=fv)
-    _DEFINED[id(flag_values)] = True
     return flag_values
 
 

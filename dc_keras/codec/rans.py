@@ -2,7 +2,8 @@
 
 32-bit states renormalised in 16-bit words, so a symbol emits at most one word; that keeps the encoder
 branch-free enough to vectorise across lanes with numpy (symbol i belongs to lane i mod lanes). Lanes
-cost 4 bytes each (the flushed state), so the encoder uses about one lane per 8K symbols (<= 0.05%).
+cost 4 bytes each (the flushed state), so the encoder uses about one lane per 8K symbols (<= 0.05%),
+at most 1024 (the format limit).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dc_keras.codec.format import (MAX_RANS_LANES, RANS_L, RANS_MAX_SCALE, BitWr
                                    write_varint)
 
 SYMBOLS_PER_LANE = 8192
-MAX_ENCODER_LANES = 256
+MAX_ENCODER_LANES = 1024
 
 
 def choose_lanes(count: int) -> int:

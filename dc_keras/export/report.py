@@ -14,13 +14,14 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from dc_keras.export import flatbuffer
+from dc_keras.export import conv_rewriters
 from dc_keras.export.options import FC_CUSTOM_CODE, FullyConnectedOptions
 
 METADATA_NAME = "dc_keras"
 """Name of the model metadata entry the exporter writes (JSON: format, dense_tflite_bytes, skipped ops)."""
 
 # custom code -> index of the blob among the op's inputs
-DC_OPS = {FC_CUSTOM_CODE: 1}
+DC_OPS = {FC_CUSTOM_CODE: 1, **conv_rewriters.BLOB_INPUTS}
 # stock ops with constant weights worth listing as "left stock": builtin code -> (name, weights input)
 _STOCK_WEIGHTED = {
     schema.BuiltinOperator.FULLY_CONNECTED: ("FULLY_CONNECTED", 1),
@@ -193,6 +194,8 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
                 name = tensor_name[:-len("/dc_blob")] if tensor_name.endswith("/dc_blob") else tensor_name
                 if custom == FC_CUSTOM_CODE:
                     FullyConnectedOptions.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
+                elif custom in conv_rewriters.OPTIONS_CLASSES:
+                    conv_rewriters.OPTIONS_CLASSES[custom].unpack(np.asarray(op.customOptions, np.uint8).tobytes())
                 layers.append(layer_report(name, custom, flatbuffer.buffer_bytes(model, blob_tensor.buffer)))
     metadata = read_metadata(model)
     stock = list(metadata.get("stock", []))

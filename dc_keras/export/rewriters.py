@@ -144,3 +144,12 @@ Rewriter = Callable[["schema.ModelT", "schema.SubGraphT", "schema.OperatorT", st
 REWRITERS: Dict[int, tuple] = {
     schema.BuiltinOperator.FULLY_CONNECTED: (rewrite_fully_connected, _weights_fc),
 }
+
+# CONV_2D, DEPTHWISE_CONV_2D and embedding GATHER. Imported last: conv_rewriters uses this module's
+# Skipped / BLOB_SUFFIX lazily, so either module can be imported first.
+from dc_keras.export import conv_rewriters  # noqa: E402
+
+REWRITERS[schema.BuiltinOperator.CONV_2D] = (conv_rewriters.rewrite_conv_2d, conv_rewriters.conv_weights)
+REWRITERS[schema.BuiltinOperator.DEPTHWISE_CONV_2D] = (conv_rewriters.rewrite_depthwise_conv_2d,
+                                                       conv_rewriters.depthwise_weights)
+REWRITERS[schema.BuiltinOperator.GATHER] = (conv_rewriters.rewrite_gather, conv_rewriters.gather_weights)

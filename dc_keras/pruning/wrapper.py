@@ -149,11 +149,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         """The inner layer's pruned variables."""
         return [w for w, _, _ in self._pruning_vars]
 
-    def original_constraint(self, weight):
-        """The inner layer's own constraint of ``weight`` (what strip_pruning restores)."""
-        constraint = weight.constraint
-        return constraint.original if isinstance(constraint, _MaskConstraint) else constraint
-
     # ------------------------------------------------------------------ running
     def _advance_and_update(self):
         # Fail at trace time with a plain Python error when the callback was forgotten (the usual case);

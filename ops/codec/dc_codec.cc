@@ -719,21 +719,26 @@ Status DecodeRans(const uint8_t* data, const Section& s, uint8_t* out) {
   return Status::Ok();
 }
 
+// Decodes a section into out[0, s.count).
+Status DecodeSectionInto(const uint8_t* data, const Section& s, uint8_t* out) {
+  switch (s.coder) {
+    case Coder::kRaw:
+      return DecodeRaw(data, s, out);
+    case Coder::kHuffman:
+      return DecodeHuffman(data, s, out);
+    case Coder::kRans:
+      return DecodeRans(data, s, out);
+  }
+  return Status::Error("unsupported coder");
+}
+
 Status DecodeSection(const uint8_t* data, const Section& s, std::vector<uint8_t>* out) {
   try {
     out->assign(static_cast<size_t>(s.count), 0);
   } catch (const std::bad_alloc&) {
     return Status::Error("out of memory allocating " + Str(s.count) + " symbols");
   }
-  switch (s.coder) {
-    case Coder::kRaw:
-      return DecodeRaw(data, s, out->data());
-    case Coder::kHuffman:
-      return DecodeHuffman(data, s, out->data());
-    case Coder::kRans:
-      return DecodeRans(data, s, out->data());
-  }
-  return Status::Error("unsupported coder");
+  return DecodeSectionInto(data, s, out->data());
 }
 
 Status DecodeParsedStreams(const uint8_t* data, const Parsed& p, std::vector<uint8_t>* delta,
@@ -827,6 +832,22 @@ Status DecodeStreams(const uint8_t* data, size_t size, std::vector<uint8_t>* del
   Status st = Parse(data, size, &p);
   if (!st.ok()) return st;
   return DecodeParsedStreams(data, p, delta, code);
+}
+
+Status DecodeStreamsInto(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
+                         size_t code_len) {
+  Parsed p;
+  Status st = Parse(data, size, &p);
+  if (!st.ok()) return st;
+  const uint64_t want_delta = p.has_delta ? p.delta.count : 0, want_code = p.has_code ? p.code.count : 0;
+  if (delta_len != want_delta || code_len != want_code) {
+    return Status::Error("output has " + Str(delta_len) + " and " + Str(code_len) + " symbols, the blob has " +
+                         Str(want_delta) + " and " + Str(want_code));
+  }
+  if ((want_delta && delta == nullptr) || (want_code && code == nullptr)) return Status::Error("null output pointer");
+  if (p.has_delta && !(st = DecodeSectionInto(data, p.delta, delta)).ok()) return st;
+  if (p.has_code && !(st = DecodeSectionInto(data, p.code, code)).ok()) return st;
+  return Status::Ok();
 }
 
 Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len) {

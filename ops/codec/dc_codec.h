@@ -116,6 +116,9 @@ Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out);
 // (0 = filler of 2^index_bits - 1 columns; empty in dense layout), `code` the codebook indices
 // (num_nonzeros of them in sparse layout, num_elements in dense layout). For analysis and benchmarks.
 Status DecodeStreams(const uint8_t* data, size_t size, std::vector<uint8_t>* delta, std::vector<uint8_t>* code);
+// Same into caller buffers, which must have exactly those lengths (no allocation, no zero fill).
+Status DecodeStreamsInto(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
+                         size_t code_len);
 
 // CRC-32 (IEEE 802.3 / zlib polynomial), as stored in the container.
 uint32_t Crc32(const uint8_t* data, size_t size, uint32_t crc = 0);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -76,18 +77,11 @@ int dc_codec_decode_dense(const uint8_t* data, size_t size, float* out, size_t o
 int dc_codec_decode_streams(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
                             size_t code_len, char* err, size_t err_len) {
   try {
-    std::vector<uint8_t> d, c;
-    const dc::codec::Status st = dc::codec::DecodeStreams(data, size, &d, &c);
-    if (!st.ok()) return FromStatus(st, err, err_len);
-    if (d.size() != delta_len || c.size() != code_len) {
-      return Fail(DC_CODEC_BAD_ARGUMENT,
-                  "stream buffers of " + std::to_string(delta_len) + " and " + std::to_string(code_len) +
-                      " symbols, the blob has " + std::to_string(d.size()) + " and " + std::to_string(c.size()),
-                  err, err_len);
+    const dc::codec::Status st = dc::codec::DecodeStreamsInto(data, size, delta, delta_len, code, code_len);
+    if (!st.ok() && st.message().rfind("output has ", 0) == 0) {
+      return Fail(DC_CODEC_BAD_ARGUMENT, st.message(), err, err_len);
     }
-    if (!d.empty()) std::memcpy(delta, d.data(), d.size());
-    if (!c.empty()) std::memcpy(code, c.data(), c.size());
-    return DC_CODEC_OK;
+    return FromStatus(st, err, err_len);
   } catch (const std::exception& e) {
     return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
   }
@@ -100,12 +94,10 @@ int dc_codec_sparse_decode(const uint8_t* data, size_t size, void** handle, int6
   }
   *handle = nullptr;
   try {
-    auto* m = new dc::codec::SparseMatrix;
-    const dc::codec::Status st = dc::codec::DecodeSparse(data, size, m);
-    if (!st.ok()) {
-      delete m;
-      return FromStatus(st, err, err_len);
-    }
+    std::unique_ptr<dc::codec::SparseMatrix> owned(new dc::codec::SparseMatrix);
+    const dc::codec::Status st = dc::codec::DecodeSparse(data, size, owned.get());
+    if (!st.ok()) return FromStatus(st, err, err_len);
+    dc::codec::SparseMatrix* m = owned.release();
     dims[0] = m->rows;
     dims[1] = m->cols;
     *num_entries = m->delta.size();

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -27,7 +28,7 @@ namespace tfops {
 
 // A row's column cursor starts at -1 and each entry steps it by `delta`; delta 0 is a filler that
 // steps by kFillerStep and contributes nothing (it lets gaps longer than 255 be encoded in uint8).
-constexpr int64_t kFillerStep = 255;
+constexpr int64_t kFillerStep = codec::kSparseFillerStep;
 
 // Checks that `m` is internally consistent so that the compute loops below never index out of bounds.
 // Returns an empty string when valid, else a description of the first problem found.
@@ -230,8 +231,11 @@ __attribute__((target("avx2,fma"))) void SparseMatMulTileRowsAvx2(const codec::S
   }
 }
 
+// True when the AVX2 kernels may run. DC_KERAS_DISABLE_AVX2=1 forces the generic path, so that tests can
+// cover the code that CPUs without AVX2 run.
 inline bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          std::getenv("DC_KERAS_DISABLE_AVX2") == nullptr;
   return has;
 }
 #endif
@@ -254,22 +258,6 @@ inline void SparseMatMulTile(const codec::SparseMatrix& m, const float* xt, int 
     case 8: SparseMatMulTileRows<8>(m, xt, valid, y, y_stride, row_begin, row_end); break;
     case 4: SparseMatMulTileRows<4>(m, xt, valid, y, y_stride, row_begin, row_end); break;
     default: SparseMatVecRows(m, xt, y, row_begin, row_end); break;
-  }
-}
-
-// Expands row `r` of `m` into out[0 : cols] (dense, zeros where no entry).
-inline void ExpandRow(const codec::SparseMatrix& m, int64_t r, float* out) {
-  std::fill(out, out + m.cols, 0.f);
-  int64_t col = -1;
-  const size_t end = m.row_ptr[r + 1];
-  for (size_t e = m.row_ptr[r]; e < end; ++e) {
-    const uint8_t d = m.delta[e];
-    if (d == 0) {
-      col += kFillerStep;
-      continue;
-    }
-    col += d;
-    out[col] = m.codebook[m.code[e]];
   }
 }
 

@@ -346,7 +346,7 @@ class DcEmbeddingLookupOp : public OpKernel {
     tensorflow::Shard(threads->num_threads, threads->workers, n, 4 * dim + 32,
                       [&](int64_t begin, int64_t end) {
                         for (int64_t i = begin; i < end; ++i) {
-                          ExpandRow(m, static_cast<int64_t>(flat_ids(i)), od + i * dim);
+                          m.ExpandRow(static_cast<int64_t>(flat_ids(i)), od + i * dim);
                         }
                       });
   }

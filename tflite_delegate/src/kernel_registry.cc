@@ -6,10 +6,16 @@ namespace dc::delegate {
 
 // Defined in kernels/<op>.cc, one per file.
 extern const KernelEntry kFullyConnectedKernel;
+extern const KernelEntry kConv2DKernel;
+extern const KernelEntry kDepthwiseConv2DKernel;
+extern const KernelEntry kGatherKernel;
 
 namespace {
 const KernelEntry* const kKernels[] = {
     &kFullyConnectedKernel,
+    &kConv2DKernel,
+    &kDepthwiseConv2DKernel,
+    &kGatherKernel,
 };
 }  // namespace
 

@@ -62,10 +62,15 @@ struct ChunkedMatrix {
   size_t ResidentBytes() const;
 };
 
-// True when `w` can be chunked (columns must fit uint16 with the zero slot).
+// True when `w` can be chunked (columns must fit uint16 with the zero slot) and the chunked form pays:
+// short rows spread over many codebook entries would be mostly padding (LeNet's 784-input layer at 8%
+// density has ~63 nonzeros over 64 centroids per row), so the padding must stay under kMaxChunkPadding.
 bool ChunkableSparseMatrix(const codec::SparseMatrix& w);
 
-// Builds the chunked form of a matrix that passed ValidateSparseMatrix and ChunkableSparseMatrix.
+// Largest padded-entries / nonzeros ratio for which the chunked form is used.
+constexpr double kMaxChunkPadding = 1.25;
+
+// Builds the chunked form of a matrix that passed ValidateSparseMatrix (any padding; columns < 65535).
 Status BuildChunkedMatrix(const codec::SparseMatrix& w, ChunkedMatrix* out);
 
 // Floats of scratch ChunkedFullyConnected needs for a batch.

@@ -253,10 +253,24 @@ size_t ChunkedMatrix::ResidentBytes() const {
          codebook.capacity() * sizeof(float);
 }
 
-bool ChunkableSparseMatrix(const SparseMatrix& w) { return w.cols > 0 && w.cols < 0xFFFF; }
+bool ChunkableSparseMatrix(const SparseMatrix& w) {
+  if (w.cols <= 0 || w.cols >= 0xFFFF || w.codebook.empty() || w.codebook.size() > 256) return false;
+  std::vector<uint32_t> count(w.codebook.size());
+  uint64_t nonzeros = 0, padded = 0;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    std::fill(count.begin(), count.end(), 0u);
+    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e)
+      if (w.delta[e] != 0) ++count[w.code[e]];
+    for (uint32_t n : count) {
+      nonzeros += n;
+      padded += (n + kChunkSize - 1) / kChunkSize * kChunkSize;
+    }
+  }
+  return nonzeros > 0 && static_cast<double>(padded) <= kMaxChunkPadding * static_cast<double>(nonzeros);
+}
 
 Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
-  if (!ChunkableSparseMatrix(w))
+  if (w.cols <= 0 || w.cols >= 0xFFFF)
     return Status::Error("sparse weights have " + std::to_string(w.cols) + " columns; the chunked form needs < 65535");
   const size_t ncodes = w.codebook.size();
   ChunkedMatrix m;

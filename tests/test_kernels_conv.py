@@ -1,0 +1,99 @@
+"""C++ tests of the DcConv2D, DcDepthwiseConv2D and DcGather kernel math (tflite_delegate/tests/*_test.cc)
+against naive dense references, built with -fsanitize=address,undefined and run from pytest.
+
+The builder here is shared with tests/test_aarch64.py (cross build run under qemu): objects are compiled once
+per compiler + flags + sources and cached, so a second run only links.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Dict, Sequence
+
+import pytest
+
+from dc_keras import _native
+
+ROOT = _native.SOURCE_ROOT
+SRC = ROOT / "tflite_delegate" / "src"
+TESTS = ROOT / "tflite_delegate" / "tests"
+CODEC = ROOT / "ops" / "codec"
+INCLUDES = [SRC, TESTS, ROOT / "tflite_delegate" / "include", CODEC]
+
+# Kernel math + what it links against (ValidateSparseMatrix lives in the FC math, the pool in thread_pool.cc).
+LIBRARY_SOURCES = [SRC / "kernels" / "conv2d_math.cc", SRC / "kernels" / "depthwise_conv2d_math.cc",
+                   SRC / "kernels" / "gather_math.cc", SRC / "kernels" / "fully_connected_math.cc",
+                   SRC / "thread_pool.cc", CODEC / "dc_codec.cc"]
+TEST_MAINS = {"conv2d_test": TESTS / "conv2d_test.cc", "depthwise_conv2d_test": TESTS / "depthwise_conv2d_test.cc",
+              "gather_test": TESTS / "gather_test.cc"}
+SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def _key(compiler: str, flags: Sequence[str], sources: Sequence[Path]) -> str:
+    digest = hashlib.sha256("\0".join([compiler, *flags]).encode())
+    headers = [h for d in INCLUDES for h in sorted(Path(d).rglob("*.h"))]
+    for path in [*sources, *headers]:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def build_tests(compiler: str, flags: Sequence[str], mains: Dict[str, Path], link_flags: Sequence[str] = (),
+                tag: str = "host") -> Dict[str, Path]:
+    """Compiles LIBRARY_SOURCES and each test main with `compiler` and `flags` (objects in parallel, cached
+    under dc_keras's build cache), links one executable per main and returns {name: path}."""
+    sources = [*LIBRARY_SOURCES, *mains.values()]
+    out = _native.cache_dir() / f"kernel_tests-{tag}-{_key(compiler, [*flags, *link_flags], sources)}"
+    executables = {name: out / name for name in mains}
+    if all(p.is_file() for p in executables.values()):
+        return executables
+    out.mkdir(parents=True, exist_ok=True)
+    base = [compiler, "-std=c++17", "-Wall", "-Wextra", *flags, *(f"-I{d}" for d in INCLUDES)]
+
+    def compile_one(source: Path) -> Path:
+        obj = out / (source.stem + ".o")
+        if not obj.is_file():
+            partial = out / f".{source.stem}.{os.getpid()}.o"
+            result = subprocess.run([*base, "-c", str(source), "-o", str(partial)], capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(f"compiling {source.name} with {compiler} failed:\n{result.stderr[-6000:]}")
+            os.replace(partial, obj)
+        return obj
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        objects = dict(zip(sources, pool.map(compile_one, sources)))
+    library = [objects[s] for s in LIBRARY_SOURCES]
+    for name, main in mains.items():
+        partial = out / f".{name}.{os.getpid()}"
+        command = [compiler, *flags, str(objects[main]), *map(str, library), "-o", str(partial), "-pthread",
+                   *link_flags]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"linking {name} failed:\n{' '.join(command)}\n{result.stderr[-6000:]}")
+        os.replace(partial, executables[name])
+    return executables
+
+
+@pytest.fixture(scope="module")
+def sanitized_tests():
+    compiler = shutil.which(os.environ.get("CXX", "")) or shutil.which("g++") or shutil.which("clang++")
+    if compiler is None:
+        pytest.skip("no C++ compiler (apt-get install g++)")
+    return build_tests(compiler, SANITIZE, TEST_MAINS, tag="asan")
+
+
+@pytest.mark.parametrize("name", sorted(TEST_MAINS))
+def test_kernel_matches_dense_reference_under_sanitizers(sanitized_tests, name):
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    result = subprocess.run([str(sanitized_tests[name])], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    assert f"{name}: OK" in result.stdout
+    if name == "conv2d_test":
+        # Host builds run the portable loops (and, on x86-64 with AVX2, the AVX2 clones too), never NEON.
+        assert "inner loops portable" in result.stdout
+        assert "neon" not in result.stdout
