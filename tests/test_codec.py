@@ -159,7 +159,7 @@ def heapq_huffman_cost(hist):
     return cost
 
 
-def realistic_streams(rng, shape=(1000, 800), sparsity=0.9, bits=5, index_bits=5):
+def realistic_streams(rng, shape=(500, 400), sparsity=0.9, bits=5, index_bits=5):
     """Index streams of a pruned, k-means-like clustered layer (Gaussian weights, linear centroids)."""
     weights = rng.normal(0, 0.05, size=shape).astype(np.float32)
     weights[np.abs(weights) < np.quantile(np.abs(weights), sparsity)] = 0

@@ -384,6 +384,11 @@ def rewrite_gather(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "sc
     return None
 
 
+# GATHERs without a constant float table are index arithmetic (shape gathers of Tensordot), not embedding
+# layers: the exporter leaves them out of the "left stock" list.
+rewrite_gather.report_without_weights = False
+
+
 CONV_REWRITERS = {
     schema.BuiltinOperator.CONV_2D: (rewrite_conv_2d, conv_weights),
     schema.BuiltinOperator.DEPTHWISE_CONV_2D: (rewrite_depthwise_conv_2d, depthwise_weights),

@@ -166,6 +166,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
                 continue
             rewrite, weights_of = entry
             weights = weights_of(tflite_model, subgraph, op)
+            if weights is None and not getattr(rewrite, "report_without_weights", True):
+                continue  # e.g. a GATHER of shape values (Tensordot): not a layer, not worth listing
             out_name = subgraph.tensors[int(op.outputs[0])].name
             out_name = out_name.decode() if isinstance(out_name, bytes) else str(out_name)
             layer = _layer_name(names, weights, out_name)

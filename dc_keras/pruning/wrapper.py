@@ -104,6 +104,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # UpdatePruningStep sets 0 here for a wrapper that is still unbuilt when training begins (built
         # inside the first training call), so that its step does not start at the "no callback" value.
         self._initial_step = -1
+        self._state_variables = []  # this wrapper's own variables, in creation order (for saving)
 
     # ------------------------------------------------------------------ building
     def build(self, input_shape=None):
@@ -114,6 +115,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(f"layer {self.layer.name!r} has no prunable weights (get_prunable_weights() "
                              "returned an empty list)")
         self._pruning_vars = []
+        self._state_variables = []
         for name, weight in pairs:
             if not isinstance(weight, keras.Variable):
                 raise ValueError(f"layer {self.layer.name!r}: prunable weight {name!r} is not a keras.Variable "
@@ -138,7 +140,24 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                                       trainable=False, name=name, synchronization="on_read",
                                       aggregation="only_first_replica")
         self._track_variable(variable)
+        self._state_variables.append(variable)
         return variable
+
+    def save_own_variables(self, store):
+        """Saves masks, thresholds and the step (the inner layer saves its own weights).
+
+        Reads through a tensor: numpy 2 warns when Keras converts a sync-on-read variable directly.
+        """
+        for index, variable in enumerate(self._state_variables):
+            store[str(index)] = read_value(variable)
+
+    def load_own_variables(self, store):
+        """Restores what :meth:`save_own_variables` saved."""
+        if len(store.keys()) != len(self._state_variables):
+            raise ValueError(f"layer {self.name!r}: the saved file has {len(store.keys())} pruning variables, "
+                             f"this wrapper has {len(self._state_variables)} (was it saved from another layer?)")
+        for index, variable in enumerate(self._state_variables):
+            variable.assign(store[str(index)])
 
     @property
     def pruning_vars(self):

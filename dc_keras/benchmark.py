@@ -1,0 +1,241 @@
+"""Latency of a compressed .tflite through the dc delegate beside the usual baselines, in one run.
+
+Configurations (each on its own interpreter, same random inputs, `num_threads` threads, warm-up then N timed
+invocations; median and p90 reported):
+
+  dc delegate          the compressed file; dc ops on libdc_delegate.so (mode=sparse: computing on the P+Q
+                       form), the remaining stock ops (pooling, reshapes) on TFLite's default CPU path
+  TFLite, no delegate  the dense float .tflite on TFLite's builtin kernels without XNNPACK ("without the
+                       delegate": the compressed file itself cannot run without it)
+  XNNPACK float        the dense float .tflite with TFLite's default XNNPACK delegate
+  XNNPACK int8 dyn.    the dynamic-range int8 .tflite (int8 weights, float activations) with the default
+                       resolver (XNNPACK where it takes the ops, TFLite's hybrid kernels elsewhere)
+
+Baseline files come from arguments or, when omitted, from dense.tflite / dense_int8.tflite beside the model;
+`write_baselines` makes both from the Keras model. Command line: dc-benchmark (dc_keras/cli/benchmark.py) or
+`python -m dc_keras.benchmark`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+DENSE_NAME = "dense.tflite"
+INT8_NAME = "dense_int8.tflite"
+
+
+@dataclasses.dataclass
+class Row:
+    """One configuration's result; latencies in milliseconds (None when it did not run)."""
+
+    name: str
+    model: Optional[str]
+    file_bytes: Optional[int]
+    median_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    mean_ms: Optional[float] = None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class BenchmarkResult:
+    model: str
+    num_threads: int
+    num_runs: int
+    warmup_runs: int
+    batch: Optional[int]
+    rows: List[Row]
+    resident_weight_bytes: Optional[int]  # the dc delegate's decoded weights (P+Q form)
+    dc_nodes: Optional[int]               # TFLite nodes the dc delegate claimed
+    max_abs_diff_vs_dense: Optional[float]
+    missing: List[str]
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["rows"] = [dataclasses.asdict(r) for r in self.rows]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def format(self) -> str:
+        """The result as a text table (what dc-benchmark prints)."""
+        reference = next((r for r in self.rows if r.name == "XNNPACK float" and r.median_ms), None)
+        head = ("configuration", "file", "size B", "median ms", "p90 ms", "vs XNNPACK float")
+        lines_rows = []
+        for r in self.rows:
+            ratio = ""
+            if reference and r.median_ms:
+                factor = r.median_ms / reference.median_ms
+                ratio = f"{1 / factor:.2f}x faster" if factor < 1 else f"{factor:.2f}x slower"
+                if r is reference:
+                    ratio = "1.00x"
+            lines_rows.append((r.name, Path(r.model).name if r.model else "-",
+                               f"{r.file_bytes:,}" if r.file_bytes is not None else "-",
+                               f"{r.median_ms:.3f}" if r.median_ms is not None else "-",
+                               f"{r.p90_ms:.3f}" if r.p90_ms is not None else "-", ratio or r.note))
+        widths = [max(len(str(row[i])) for row in [head, *lines_rows]) for i in range(len(head))]
+        fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+        lines = [f"{self.model}: {self.num_threads} thread(s), batch {self.batch or 'as in file'}, "
+                 f"{self.num_runs} timed runs after {self.warmup_runs} warm-up",
+                 fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines_rows)]
+        if self.resident_weight_bytes is not None:
+            lines.append(f"dc delegate: {self.dc_nodes} node(s), resident decoded weights "
+                         f"{self.resident_weight_bytes:,} B")
+        if self.max_abs_diff_vs_dense is not None:
+            lines.append(f"max |dc - dense float| over the outputs: {self.max_abs_diff_vs_dense:.3g}")
+        if self.missing:
+            lines.append("missing: " + "; ".join(self.missing))
+        return "\n".join(lines)
+
+
+def find_baselines(model: Path, dense_model=None, int8_model=None) -> tuple:
+    """(dense path or None, int8 path or None, list of messages about missing files)."""
+    missing = []
+    found = []
+    for given, default, what in ((dense_model, DENSE_NAME, "dense float"), (int8_model, INT8_NAME, "int8")):
+        path = Path(given) if given else model.parent / default
+        if path.is_file():
+            found.append(path)
+        else:
+            found.append(None)
+            flag = "--dense_model" if what == "dense float" else "--int8_model"
+            missing.append(f"{what} baseline {path} not found ({'as given' if given else f'pass {flag}'} or "
+                           "write it with dc_keras.benchmark.write_baselines / dc-benchmark --keras_model)")
+    return found[0], found[1], missing
+
+
+def write_baselines(keras_model, directory, dense: bool = True, int8: bool = True) -> Dict[str, Path]:
+    """Writes the comparison files of `keras_model` beside a compressed model: dense.tflite (the converter's
+    float32 output, what export_tflite's dense_path gives) and dense_int8.tflite (dynamic-range quantization:
+    int8 weights, float activations; TFLiteConverter with Optimize.DEFAULT and no representative dataset)."""
+    import tensorflow as tf
+
+    from dc_keras.export import flatbuffer
+
+    directory = Path(directory)
+    written = {}
+    for wanted, name, optimize in ((dense, DENSE_NAME, False), (int8, INT8_NAME, True)):
+        if not wanted:
+            continue
+        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+        if optimize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        written[name] = flatbuffer.write_atomic(directory / name, converter.convert())
+    return written
+
+
+def _inputs(details: Sequence[dict], batch: Optional[int], seed: int) -> List[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for d in details:
+        shape = [int(s) for s in d["shape_signature"]] if len(d.get("shape_signature", [])) else list(d["shape"])
+        shape = [int(d["shape"][i]) if s < 0 else s for i, s in enumerate(shape)]
+        if batch is not None and shape:
+            shape[0] = batch
+        dtype = np.dtype(d["dtype"])
+        if np.issubdtype(dtype, np.integer):  # token ids: small non-negative values are valid for any table
+            arrays.append(rng.integers(0, 2, size=shape).astype(dtype))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+    return arrays
+
+
+def _prepare(interpreter, inputs: List[np.ndarray]) -> None:
+    details = interpreter.get_input_details()
+    if len(details) != len(inputs):
+        raise ValueError(f"models disagree on their number of inputs ({len(details)} vs {len(inputs)})")
+    for d, x in zip(details, inputs):
+        if list(d["shape"]) != list(x.shape):
+            interpreter.resize_tensor_input(d["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    for d, x in zip(details, inputs):
+        interpreter.set_tensor(d["index"], x.astype(d["dtype"], copy=False))
+
+
+def _time(interpreter, num_runs: int, warmup: int) -> tuple:
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = np.empty(num_runs)
+    for i in range(num_runs):
+        start = time.perf_counter_ns()
+        interpreter.invoke()
+        times[i] = (time.perf_counter_ns() - start) / 1e6
+    return float(np.median(times)), float(np.percentile(times, 90)), float(np.mean(times))
+
+
+def _outputs(interpreter) -> List[np.ndarray]:
+    return [interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()]
+
+
+def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100, warmup_runs: int = 10,
+                  num_threads: int = 1, batch: Optional[int] = None, seed: int = 0) -> BenchmarkResult:
+    """Times the compressed `model` through the dc delegate and the baselines (see the module docstring).
+
+    Args:
+      model: compressed .tflite written by dc_keras.export_tflite.
+      dense_model / int8_model: baseline files; default dense.tflite / dense_int8.tflite beside `model`. A
+        missing baseline is reported in `missing`, its rows left empty.
+      num_runs / warmup_runs: timed and untimed invocations per configuration.
+      num_threads: threads of the interpreter and of the dc kernels.
+      batch: resize the first dimension of every input to this (None: as in the file).
+
+    Raises:
+      FileNotFoundError: `model` does not exist.
+      ValueError: bad run counts.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from dc_keras import delegate
+
+    model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: no such file")
+    if num_runs < 1 or warmup_runs < 0 or num_threads < 1:
+        raise ValueError("num_runs and num_threads must be >= 1 and warmup_runs >= 0")
+    dense, int8, missing = find_baselines(model, dense_model, int8_model)
+    size = lambda p: os.path.getsize(p) if p else None  # noqa: E731
+
+    dc = delegate.load(num_threads=num_threads)
+    interpreter = Interpreter(model_path=str(model), experimental_delegates=[dc], num_threads=num_threads)
+    inputs = _inputs(interpreter.get_input_details(), batch, seed)
+    _prepare(interpreter, inputs)
+    median, p90, mean = _time(interpreter, num_runs, warmup_runs)
+    rows = [Row("dc delegate", str(model), size(model), median, p90, mean)]
+    dc_outputs = _outputs(interpreter)
+    resident, nodes = delegate.resident_weight_bytes(dc), delegate.claimed_nodes(dc)
+    del interpreter
+
+    max_diff = None
+    configs = [("TFLite, no delegate", dense, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+               ("XNNPACK float", dense, OpResolverType.AUTO),
+               ("XNNPACK int8 dyn.", int8, OpResolverType.AUTO)]
+    for name, path, resolver in configs:
+        if path is None:
+            rows.append(Row(name, None, None, note="missing"))
+            continue
+        interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
+                                  experimental_op_resolver_type=resolver)
+        _prepare(interpreter, inputs)
+        median, p90, mean = _time(interpreter, num_runs, warmup_runs)
+        rows.append(Row(name, str(path), size(path), median, p90, mean))
+        if name == "XNNPACK float":
+            outs = _outputs(interpreter)
+            if [o.shape for o in outs] == [o.shape for o in dc_outputs]:
+                max_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(outs, dc_outputs))
+        del interpreter
+    return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
+                           batch=batch, rows=rows, resident_weight_bytes=resident, dc_nodes=nodes,
+                           max_abs_diff_vs_dense=max_diff, missing=missing)
+
+
+if __name__ == "__main__":
+    from dc_keras.cli.benchmark import run
+
+    run()

@@ -1,0 +1,67 @@
+"""dc-benchmark: latency of a compressed .tflite through the dc delegate beside TFLite's own baselines.
+
+    dc-benchmark model.tflite                       # dense.tflite / dense_int8.tflite looked up beside it
+    dc-benchmark model.tflite --dense_model=d.tflite --int8_model=q.tflite --num_runs=200 --num_threads=2
+    dc-benchmark model.tflite --keras_model=model.keras   # first write the missing baselines from Keras
+    dc-benchmark --json model.tflite                # JSON instead of the table
+    python -m dc_keras.benchmark model.tflite       # the same
+
+Rows: dc delegate (compressed file), TFLite without delegate (dense float file, builtin kernels), XNNPACK
+float, XNNPACK int8 dynamic-range; median / p90 milliseconds over --num_runs after --warmup_runs, file sizes,
+the delegate's resident weight bytes. See dc_keras/benchmark.py.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dense_model", None, "dense float .tflite of the same model (default: dense.tflite beside it)")
+flags.DEFINE_string("int8_model", None, "dynamic-range int8 .tflite (default: dense_int8.tflite beside it)")
+flags.DEFINE_string("keras_model", None, "a saved Keras model (.keras): write the missing baselines from it first")
+flags.DEFINE_integer("num_runs", 100, "timed invocations per configuration", lower_bound=1)
+flags.DEFINE_integer("warmup_runs", 10, "untimed invocations before timing", lower_bound=0)
+flags.DEFINE_integer("num_threads", 1, "threads of every interpreter and of the dc kernels", lower_bound=1)
+flags.DEFINE_integer("batch", None, "resize the inputs' first dimension to this batch size", lower_bound=1)
+flags.DEFINE_bool("json", False, "print the result as JSON instead of a table")
+
+
+def main(argv) -> int:
+    if len(argv) != 2:
+        raise app.UsageError("usage: dc-benchmark [flags] MODEL.tflite")
+    from dc_keras import benchmark
+
+    model = Path(argv[1])
+    if not model.is_file():
+        print(f"dc-benchmark: {model}: no such file", file=sys.stderr)
+        return 2
+    if FLAGS.keras_model:
+        import keras
+
+        dense, int8, _ = benchmark.find_baselines(model, FLAGS.dense_model, FLAGS.int8_model)
+        if dense is None or int8 is None:
+            written = benchmark.write_baselines(keras.models.load_model(FLAGS.keras_model), model.parent,
+                                                dense=dense is None and not FLAGS.dense_model,
+                                                int8=int8 is None and not FLAGS.int8_model)
+            for path in written.values():
+                print(f"dc-benchmark: wrote {path}", file=sys.stderr)
+    try:
+        result = benchmark.run_benchmark(model, FLAGS.dense_model, FLAGS.int8_model, num_runs=FLAGS.num_runs,
+                                         warmup_runs=FLAGS.warmup_runs, num_threads=FLAGS.num_threads,
+                                         batch=FLAGS.batch)
+    except (ValueError, RuntimeError) as error:
+        print(f"dc-benchmark: {model}: {error}", file=sys.stderr)
+        return 1
+    print(result.to_json() if FLAGS.json else result.format())
+    return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
