@@ -16,9 +16,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
     """Required in ``model.fit`` when the model has pruning wrappers.
 
     At the start of training it sets the step counter of every wrapper that has never trained to 0 (a
-    restored model keeps its step, so the schedule resumes); the wrappers then advance it inside the
-    compiled training step, so this callback costs nothing per batch. At each epoch end it re-applies the
-    masks to the variables, a guard for optimizers that ignore variable constraints.
+    restored model keeps its step, so the schedule resumes) and applies the masks to the variables; the
+    wrappers then advance the step inside the compiled training step, so this callback costs nothing per
+    batch. At each epoch end it re-applies the masks, a guard for optimizers that ignore variable
+    constraints.
     """
 
     def __init__(self):
@@ -26,7 +27,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.prunable_layers = []
 
     def on_train_begin(self, logs=None):
-        """Collect the wrappers and start the fresh ones at step 0."""
+        """Collect the wrappers, start the fresh ones at step 0 and apply every mask."""
         self.prunable_layers = collect_prunable_layers(self.model)
         for layer in self.prunable_layers:
             if not layer.built:
@@ -34,6 +35,8 @@ class UpdatePruningStep(keras.callbacks.Callback):
                 continue
             if int(read_value(layer.pruning_step)) < 0:
                 layer.pruning_step.assign(0)
+            # Training calls use the variables as they are: zero any weight set from outside since.
+            layer.apply_masks()
 
     def on_epoch_end(self, epoch, logs=None):
         """Re-apply the masks so that the saved variables are exactly ``weight * mask``."""

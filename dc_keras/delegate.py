@@ -1,9 +1,9 @@
 """dc_keras's TFLite delegate: build it, find it, load it into an ai_edge_litert Interpreter.
 
-The delegate (tflite_delegate/, C++17) runs the dc custom ops that export_tflite writes (DcFullyConnected)
-from their compressed weights. It is compiled on first use and cached (see dc_keras/_native.py). A .tflite
-with dc ops loaded WITHOUT the delegate fails in allocate_tensors with TFLite's
-"Encountered unresolved custom op: DcFullyConnected" error.
+The delegate (tflite_delegate/, C++17) runs the dc custom ops that export_tflite writes (DcFullyConnected,
+DcConv2D, DcDepthwiseConv2D, DcGather) from their compressed weights. It is compiled on first use and
+cached (see dc_keras/_native.py). A .tflite with dc ops loaded WITHOUT the delegate fails in
+allocate_tensors with TFLite's "Encountered unresolved custom op: DcFullyConnected" error.
 """
 from __future__ import annotations
 

@@ -2,18 +2,21 @@
 
 How a wrapped layer keeps its pruned weights at exactly zero:
 
-* The forward pass runs the inner layer with ``weight * mask`` substituted for each prunable weight (a
-  ``keras.StatelessScope`` mapping), so the gradient of a pruned position is exactly zero.
-* Optimizers with momentum would still move a pruned weight (its old momentum decays over many steps), so
-  each prunable variable also gets a constraint ``w -> constraint(w) * mask`` that Keras optimizers apply
-  after every update: the variable itself is zero after every training step, not only at epoch ends.
+* The masks are applied to the variables when they change (inside the training step, before the forward
+  pass), and each prunable variable gets a constraint ``w -> constraint(w) * mask`` that Keras optimizers
+  apply after every update, so neither gradients nor momentum can revive a pruned weight: the variable
+  holds exactly ``weight * mask`` after every training step, not only at epoch ends.
+* Training calls therefore run the inner layer on its variables directly (no per-step multiply), while
+  inference calls run it with ``weight * mask`` substituted (a ``keras.StatelessScope`` mapping), so that
+  weights set from outside (``set_weights``, custom update rules) never leak through a pruned position.
+  ``UpdatePruningStep`` also re-applies the masks when training begins and at each epoch end.
 * Masks, thresholds and the step counter are non-trainable variables of the wrapper, so ``model.save`` /
   ``load_model`` restore them and resumed training continues the schedule. They are sync-on-read under
   ``tf.distribute``: each replica computes the same mask from the same mirrored weights, which needs no
   cross-replica synchronisation inside the training step's ``tf.cond``.
 * The step counter is advanced in the compiled training step (once per training call, like tfmot 0.8), and
   masks are recomputed under ``tf.cond`` only on the schedule's update steps, so between updates the cost is
-  two element-wise multiplies per pruned weight.
+  the constraint's multiply per pruned weight and a few scalar ops.
 
 This module is imported when ``dc_keras`` is, to register the wrapper for ``load_model``; it imports only
 Keras, TensorFlow and dc_keras modules without further side effects.
@@ -188,19 +191,28 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 new_threshold, new_mask = self.pruning_schedule.compute_mask(step, current)
                 mask.assign(new_mask)
                 threshold.assign(new_threshold)
+                # Zero the newly pruned weights before this step's forward pass reads them.
+                weight.assign(keras.ops.multiply(current, keras.ops.cast(new_mask, current.dtype)))
             return tf.constant(True)
 
         return tf.cond(should_prune, update, lambda: tf.constant(False))
 
     def call(self, inputs, training=None, **kwargs):
-        """Runs the inner layer on masked weights; on training calls advances the step and updates masks."""
+        """Training calls advance the step, update masks when scheduled and run the inner layer on its
+        variables (zero where masked); other calls run it on ``weight * mask``."""
         if training is None:
             training = False
         if isinstance(training, bool):
             if training:
                 self._advance_and_update()
+                # The variables already hold weight * mask: masks are applied to them when they change,
+                # and the mask constraint re-applies them after every optimizer update. Skipping the
+                # multiply here (and its gradient) is most of the difference to an unpruned step.
+                return self.layer(inputs, **kwargs)
         else:
             tf.cond(tf.cast(training, tf.bool), self._advance_and_update, lambda: tf.constant(False))
+        # Inference (and symbolic training flags) multiply by the mask, so that weights assigned from
+        # outside (set_weights, a custom update rule) can never leak through pruned positions.
         mapping = [(weight, keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype)))
                    for weight, mask, _ in self._pruning_vars]
         # collect_losses keeps the inner layer's activity-regularisation losses, re-added to this layer below.

@@ -4,6 +4,7 @@
 #ifndef DC_DELEGATE_TESTS_CONV2D_TEST_UTIL_H_
 #define DC_DELEGATE_TESTS_CONV2D_TEST_UTIL_H_
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -83,7 +84,7 @@ inline bool AllClose(const std::vector<float>& got, const std::vector<float>& wa
     return false;
   }
   double scale = 1e-3;
-  for (float w : want) scale = std::fmax(scale, std::fabs(w));
+  for (float w : want) scale = std::max(scale, static_cast<double>(std::fabs(w)));
   for (size_t i = 0; i < got.size(); ++i)
     if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol * scale)) {
       CHECK(false, "%s: element %zu got %.8g want %.8g", what, i, got[i], want[i]);

@@ -1,0 +1,82 @@
+"""dc-benchmark (dc_keras/benchmark.py, dc_keras/cli/benchmark.py) on a small exported conv model: every
+configuration runs, the delegate's numbers sit beside the baselines', JSON and table output, baselines found
+beside the model or reported missing."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_export_models import prune_and_share
+
+import dc_keras
+from dc_keras import benchmark
+
+ROWS = ["dc delegate", "TFLite, no delegate", "XNNPACK float", "XNNPACK int8 dyn."]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    import keras
+
+    model = keras.Sequential([keras.Input((12, 12, 1)), keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+                              keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                              keras.layers.Dense(10, name="fc")])
+    for layer in (model.get_layer("c1"), model.get_layer("fc")):
+        kernel, bias = layer.get_weights()
+        layer.set_weights([prune_and_share(kernel, 0.5, 8), bias])
+    out = tmp_path_factory.mktemp("bench")
+    dc_keras.export_tflite(model, out / "model.tflite", dense_path=out / benchmark.DENSE_NAME, min_rate=0.0)
+    written = benchmark.write_baselines(model, out, dense=False)
+    assert list(written) == [benchmark.INT8_NAME]
+    return out / "model.tflite"
+
+
+def test_run_benchmark_times_every_configuration(exported):
+    result = benchmark.run_benchmark(exported, num_runs=5, warmup_runs=1)
+    assert [r.name for r in result.rows] == ROWS
+    for row in result.rows:
+        assert row.median_ms > 0 and row.p90_ms >= row.median_ms
+        assert row.file_bytes == (exported.parent / row.model.split("/")[-1]).stat().st_size
+    sizes = {r.name: r.file_bytes for r in result.rows}
+    assert sizes["dc delegate"] < sizes["XNNPACK int8 dyn."] < sizes["XNNPACK float"]
+    assert result.dc_nodes == 2 and result.resident_weight_bytes > 0
+    assert result.max_abs_diff_vs_dense < 1e-4  # the compressed model computes the same function
+    assert result.missing == []
+    assert "vs XNNPACK float" in result.format()
+
+
+def test_cli_json(exported):
+    run = subprocess.run([sys.executable, "-m", "dc_keras.benchmark", "--json", "--num_runs=3", "--warmup_runs=1",
+                          "--batch=2", str(exported)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(run.stdout)
+    assert [r["name"] for r in data["rows"]] == ROWS
+    assert data["num_threads"] == 1 and data["batch"] == 2 and data["num_runs"] == 3
+    assert all(r["median_ms"] > 0 for r in data["rows"])
+
+
+def test_cli_reports_missing_baselines_and_missing_model(exported, tmp_path):
+    alone = tmp_path / "alone.tflite"
+    shutil.copy(exported, alone)
+    run = subprocess.run([sys.executable, "-m", "dc_keras.cli.benchmark", "--num_runs=2", "--warmup_runs=0",
+                          str(alone)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout
+    assert "dc delegate" in table and "missing" in table
+    assert "dense float baseline" in table and "--dense_model" in table and "--int8_model" in table
+    assert str(tmp_path / benchmark.DENSE_NAME) in table
+    gone = subprocess.run([sys.executable, "-m", "dc_keras.cli.benchmark", str(tmp_path / "nope.tflite")],
+                          capture_output=True, text=True, timeout=600)
+    assert gone.returncode == 2 and "no such file" in gone.stderr
+
+
+def test_find_baselines_prefers_given_paths(exported, tmp_path):
+    dense, int8, missing = benchmark.find_baselines(exported)
+    assert dense.name == benchmark.DENSE_NAME and int8.name == benchmark.INT8_NAME and not missing
+    dense, int8, missing = benchmark.find_baselines(exported, dense_model=tmp_path / "x.tflite")
+    assert dense is None and int8 is not None and "as given" in missing[0]
