@@ -41,10 +41,12 @@ _PUBLIC_NAMES = {
     "delegate_path": "dc_keras.delegate",
     # full pipeline
     "DeepCompression": "dc_keras.pipeline",
+    "CompressionConfig": "dc_keras.pipeline",
     "sensitivity_analysis": "dc_keras.sensitivity",
 }
 _SUBMODULES = {"callbacks", "codec", "datasets", "ops", "report", "pruning", "clustering", "export",
-               "delegate", "pipeline", "sensitivity", "compressed_layers", "layer_registry"}
+               "delegate", "pipeline", "sensitivity", "compressed_layers", "layer_registry", "models",
+               "benchmark"}
 
 __all__ = sorted(_PUBLIC_NAMES) + sorted(_SUBMODULES)
 

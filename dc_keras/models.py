@@ -31,8 +31,8 @@ def lenet_300_100(input_shape: Sequence[int] = (28, 28), num_classes: int = 10,
 def lenet5(input_shape: Sequence[int] = (28, 28), num_classes: int = 10, name: str = "lenet5") -> keras.Sequential:
     """LeNet-5, Caffe variant (the paper's): conv 20@5x5, maxpool 2, conv 50@5x5, maxpool 2, FC 500 relu, FC 10.
 
-    Valid padding, as in Caffe's lenet.prototxt: 430,500 weights + 580 biases (the paper's 431K). ``(28, 28)`` inputs get a
-    channel axis added by a Reshape layer; ``(28, 28, 1)`` inputs are used as they are.
+    Valid padding, as in Caffe's lenet.prototxt: 430,500 weights + 580 biases (the paper's 431K).
+    ``(28, 28)`` inputs get a channel axis added by a Reshape layer; ``(28, 28, 1)`` inputs are used as they are.
     """
     input_shape = tuple(input_shape)
     layers = [keras.Input(shape=input_shape, name="image")]

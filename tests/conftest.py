@@ -14,6 +14,9 @@ import pytest  # noqa: E402
 def _configure_tensorflow():
     import tensorflow as tf
 
+    # Importing tfmot sets TF_USE_LEGACY_KERAS=1 for the process; touching tf.keras first pins it to
+    # Keras 3 whatever order the test files are collected in.
+    _ = tf.keras.layers
     cpus = tf.config.list_physical_devices("CPU")
     try:
         tf.config.set_logical_device_configuration(

@@ -205,3 +205,23 @@ def test_verify_catches_a_wrong_reference(tmp_path, keras_model):
         dc_keras.export_tflite(keras_model, data)
         other = keras_lenet(train=False)
         exporter._verify(other, data.read_bytes(), None, TOLERANCE, (1,))
+
+
+def test_short_names_keep_io_and_blob_names_and_shrink_the_file(keras_model, exported, tmp_path):
+    """Intermediate tensors get short names; inputs, outputs and blobs keep theirs; outputs are unchanged."""
+    short_path, _, _ = exported
+    long_path = tmp_path / "long.tflite"
+    dc_keras.export_tflite(keras_model, long_path, short_names=False)
+    assert short_path.stat().st_size < long_path.stat().st_size
+    subgraph = flatbuffer.load(short_path.read_bytes()).subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in subgraph.tensors]
+    kept = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+    assert sum(n.endswith("/dc_blob") for n in names) == 3
+    for index, name in enumerate(names):
+        if index in kept:
+            assert name != f"t{index}"
+        else:
+            assert name == f"t{index}" or name.endswith("/dc_blob"), name
+    x = _inputs(4)
+    np.testing.assert_array_equal(run_tflite(delegate.make_interpreter(short_path), x),
+                                  run_tflite(delegate.make_interpreter(long_path), x))

@@ -165,9 +165,13 @@ def test_main_rejects_positional_arguments():
         compress.main(["dc-compress", "extra"])
 
 
-def test_builtin_models_default_to_the_papers_per_layer_sparsity():
+def test_builtin_models_default_to_their_presets_and_flags_override_them():
     config = compress.build_config(_flags("--model=lenet300"), pretrained=False)
-    assert config.sparsity == {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74}
+    preset = compress.BUILTIN_PRESETS["lenet300"]
+    assert config.sparsity == preset["sparsity"] and config.bits == preset["bits"]
+    assert config.prune_epochs == preset["prune_epochs"] and config.cluster_epochs == preset["cluster_epochs"]
+    overridden = compress.build_config(_flags("--model=lenet300", "--bits=6", "--prune_epochs=2"), pretrained=False)
+    assert overridden.bits == 6 and overridden.prune_epochs == 2 and overridden.sparsity == preset["sparsity"]
     assert compress.build_config(_flags("--model=lenet5", "--sparsity=0.8"), pretrained=False).sparsity == 0.8
     # with a budget, the sensitivity analysis chooses; the config keeps the generic default until then
     assert compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False).sparsity == 0.9

@@ -99,7 +99,7 @@ def test_other_supported_layers_are_pruned(layer, input_shape, x_dtype):
     assert abs(masked - n / 2) <= 1 and zeros >= 0.5 - 1 / n
 
 
-def test_zeros_survive_further_training_and_gradients_are_zero():
+def test_zeros_survive_further_training_and_inference_gradients_are_zero():
     x, y = _data(n=96)
     model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(32, activation="relu", name="a"),
                               keras.layers.Dense(3, name="b")])
@@ -118,11 +118,37 @@ def test_zeros_survive_further_training_and_gradients_are_zero():
     after = weight.numpy()
     np.testing.assert_array_equal(after == 0, zero_positions)  # same zeros, exactly
     assert not np.allclose(after[~zero_positions], before[~zero_positions])  # the rest did train
-    # gradients through the wrapper are zero at pruned positions
+    # inference calls run on weight * mask: gradients through the wrapper are zero at pruned positions
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(pruned(x[:8], training=False) ** 2)
     grad = tape.gradient(loss, weight.value)
     assert np.all(np.asarray(grad)[zero_positions] == 0) and np.any(np.asarray(grad)[~zero_positions] != 0)
+
+
+def test_custom_training_loop_and_set_weights_keep_zeros():
+    x, y = _data(n=32)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8, name="fc"), keras.layers.Dense(3)])
+    pruned = dc_keras.prune_low_magnitude(model, dc_keras.ConstantSparsity(0.5, 0, frequency=1))
+    optimizer = keras.optimizers.Adam(0.05)
+    callback = UpdatePruningStep()
+    callback.set_model(pruned)
+    callback.on_train_begin()
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    wrapper = collect_prunable_layers(pruned)[0]
+    weight, mask, _ = wrapper.pruning_vars[0]
+    for _ in range(5):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, pruned(x, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, pruned.trainable_variables), pruned.trainable_variables))
+        assert np.all(weight.numpy()[read_value(mask) == 0] == 0)
+    assert int(read_value(wrapper.pruning_step)) == 5 and read_value(mask).mean() == 0.5
+    # weights set from outside: inference never sees them, and training re-zeroes them at its start
+    before = pruned.predict(x, verbose=0)
+    pruned.set_weights([np.ones_like(w) if w is weight else w.numpy() for w in pruned.weights])
+    assert np.all(weight.numpy() == 1)
+    _compile(pruned).fit(x, y, epochs=1, verbose=0, callbacks=[UpdatePruningStep(), ZeroChecker()])
+    assert np.all(weight.numpy()[read_value(mask) == 0] == 0)
+    assert before.shape == (32, 3)
 
 
 def test_masked_forward_even_if_variable_is_overwritten():

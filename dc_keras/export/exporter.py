@@ -20,7 +20,7 @@ import numpy as np
 from dc_keras.export import flatbuffer
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
-from dc_keras.export.rewriters import REWRITERS, BitsOption, RewriteSettings, Skipped
+from dc_keras.export.rewriters import BLOB_SUFFIX, REWRITERS, BitsOption, RewriteSettings, Skipped
 
 # Layer classes that mean "not stripped yet" (dc_keras's and tfmot's wrappers).
 _WRAPPER_NAMES = {"PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA"}
@@ -122,7 +122,8 @@ def _add_metadata(model, payload: dict) -> None:
 def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOption = None, coder: str = "huffman",
                   layout: str = "sparse", min_rate: float = 2.0, verify: bool = False,
                   sample_inputs: Optional[np.ndarray] = None, tolerance: float = 1e-5,
-                  verify_batch_sizes: Sequence[int] = (1, 32), dense_path=None) -> ExportReport:
+                  verify_batch_sizes: Sequence[int] = (1, 32), dense_path=None,
+                  short_names: bool = True) -> ExportReport:
     """Writes `model` as a .tflite whose compressible layers are dc ops with compressed weights.
 
     Args:
@@ -139,6 +140,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
         of each batch size in verify_batch_sizes) and compare with the Keras model.
       tolerance: largest allowed max|tflite - keras| / max|keras| when verifying.
       dense_path: if given, also write the converter's dense float .tflite there (for comparisons).
+      short_names: rename intermediate tensors to "t<index>" (graph inputs/outputs and blobs keep their
+        names); the converter's fused-op names are a few percent of a small compressed file.
 
     Returns:
       ExportReport: per-layer paper Table 2 columns measured from the blobs, file sizes, verification.
@@ -183,6 +186,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
             "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
 
     flatbuffer.remove_unused(tflite_model)
+    if short_names:
+        flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
     _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped})
     data = flatbuffer.serialize(tflite_model)
     flatbuffer.write_atomic(path, data)

@@ -196,3 +196,26 @@ def tensor_data(model: "schema.ModelT", tensor: "schema.TensorT") -> np.ndarray 
         return None
     shape = [int(d) for d in _ints(tensor.shape)]
     return np.frombuffer(payload, dtype=dtypes[tensor.type]).reshape(shape)
+
+
+def shorten_internal_names(model: "schema.ModelT", keep_suffix: str) -> int:
+    """Renames tensors that are neither graph inputs/outputs nor named `*<keep_suffix>` to "t<index>".
+
+    The converter names intermediate tensors after the whole TF op path they fused
+    ("model/ip1_1/MatMul;model/ip1_1/Relu;..."): on LeNet-300-100 that is ~700 bytes, 2-3% of a compressed
+    file whose size is the product. Graph inputs and outputs keep their names (users look them up), and so
+    do the blob tensors (dc-inspect names layers after them). Returns the bytes of names saved.
+    """
+    saved = 0
+    for subgraph in model.subgraphs or []:
+        keep = set(int(i) for i in (subgraph.inputs if subgraph.inputs is not None else []))
+        keep |= set(int(i) for i in (subgraph.outputs if subgraph.outputs is not None else []))
+        for index, tensor in enumerate(subgraph.tensors or []):
+            name = _text(tensor.name) if tensor.name is not None else ""
+            if index in keep or name.endswith(keep_suffix):
+                continue
+            short = f"t{index}"
+            if len(short) < len(name):
+                saved += len(name) - len(short)
+                tensor.name = short
+    return saved

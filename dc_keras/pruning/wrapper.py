@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from dc_keras import layer_registry
-from dc_keras.pruning.schedule import ConstantSparsity, PruningSchedule, as_schedule
+from dc_keras.pruning.schedule import ConstantSparsity, as_schedule
 
 __all__ = ["PrunableLayer", "PruneLowMagnitude", "prune_low_magnitude", "collect_prunable_layers"]
 
