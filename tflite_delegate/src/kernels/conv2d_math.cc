@@ -261,7 +261,7 @@ void ReferenceConv2D(const float* w, int out_c, const float* bias, const ConvGeo
                        x[((static_cast<int64_t>(n) * g.in_h + iy) * g.in_w + ix) * g.in_c + ci];
             }
           y[((static_cast<int64_t>(n) * g.out_h + oy) * g.out_w + ox) * out_c + r] =
-              simd::Activate(static_cast<float>(acc), act);
+              Activate(static_cast<float>(acc), act);
         }
 }
 

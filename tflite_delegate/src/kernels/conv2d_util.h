@@ -10,6 +10,7 @@
 
 #include "dc_codec.h"
 #include "kernel_registry.h"
+#include "kernels/conv2d.h"
 #include "kernels/fully_connected.h"
 
 namespace dc::delegate::kernel_util {
@@ -76,6 +77,59 @@ inline Status ReadBias(const TfLiteContext& context, const OpNode& node, size_t 
   const auto* values = static_cast<const float*>(t.data);
   bias->assign(values, values + count);
   return Status();
+}
+
+// The fields DcConv2D and DcDepthwiseConv2D options share (see the layouts atop conv2d.cc and
+// depthwise_conv2d.cc): both records differ only in magic, byte 7 and the meaning of the int32 at byte 20.
+struct ConvOptions {
+  Activation activation = Activation::kNone;
+  Padding padding = Padding::kValid;
+  int out_c = 0;
+  int channel_field = 0;  // byte 20: in_c for DcConv2D, the depth multiplier for DcDepthwiseConv2D
+  ConvGeometry proto;     // kernel, strides and dilations; in_c and the input-dependent fields are not set
+};
+
+// Checks the header, activation and padding codes of a conv options record and reads the shared fields
+// into `out`. The shape checks differ per op (and come before the stride check in their messages' order),
+// so the callers make them, then CheckStridesAndDilations.
+inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
+                               uint8_t version, ConvOptions* out) {
+  Status st = CheckOptionsHeader(o, op, magic, size, version);
+  if (!st.ok()) return st;
+  if (!IsSupportedActivation(o[5])) return Status::Error("unsupported fused activation " + std::to_string(o[5]));
+  if (o[6] > 1) return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[6]));
+  out->activation = static_cast<Activation>(o[5]);
+  out->padding = static_cast<Padding>(o[6]);
+  out->out_c = ReadInt32(&o[8]);
+  out->proto.kernel_h = ReadInt32(&o[12]);
+  out->proto.kernel_w = ReadInt32(&o[16]);
+  out->channel_field = ReadInt32(&o[20]);
+  out->proto.stride_h = ReadInt32(&o[24]);
+  out->proto.stride_w = ReadInt32(&o[28]);
+  out->proto.dilation_h = ReadInt32(&o[32]);
+  out->proto.dilation_w = ReadInt32(&o[36]);
+  return Status();
+}
+
+// Rejects the non-positive strides or dilations an options record may carry.
+inline Status CheckStridesAndDilations(const ConvGeometry& g) {
+  if (g.stride_h <= 0 || g.stride_w <= 0 || g.dilation_h <= 0 || g.dilation_w <= 0)
+    return Status::Error("options give a non-positive stride or dilation");
+  return Status();
+}
+
+// Completes `proto` (filter, strides, dilations, in_c) into `g` for the NHWC input shape `in`: checks that
+// `in` is [N, H, W, proto.in_c], then computes the output size and padding.
+inline Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding,
+                                ConvGeometry* g) {
+  if (in.size() != 4 || in[3] != proto.in_c)
+    return Status::Error("input has shape " + ShapeString(in) + ", the layer expects [N, H, W, " +
+                         std::to_string(proto.in_c) + "]");
+  *g = proto;
+  g->batch = in[0];
+  g->in_h = in[1];
+  g->in_w = in[2];
+  return ComputeConvGeometry(padding, g);
 }
 
 // Structural check shared by the Supports functions: `inputs` in [min_inputs, max_inputs], one output of

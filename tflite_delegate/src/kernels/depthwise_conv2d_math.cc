@@ -161,7 +161,7 @@ void ReferenceDepthwiseConv2D(const float* w, int multiplier, const float* bias,
                      x[((static_cast<int64_t>(n) * g.in_h + iy) * g.in_w + ix) * g.in_c + oc / multiplier];
             }
           y[((static_cast<int64_t>(n) * g.out_h + oy) * g.out_w + ox) * out_c + oc] =
-              simd::Activate(static_cast<float>(acc), act);
+              Activate(static_cast<float>(acc), act);
         }
 }
 

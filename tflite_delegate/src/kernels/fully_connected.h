@@ -5,6 +5,8 @@
 #ifndef DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
 #define DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -20,6 +22,19 @@ enum class Activation : uint8_t { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 =
 
 // True for activation codes (TFLite ActivationFunctionType) the kernel supports.
 bool IsSupportedActivation(int code);
+
+// act(v) for one output value. Inline in this header because every kernel's inner loop (FC, conv,
+// depthwise, including their AVX2 clones) calls it per element and must be able to inline it.
+inline float Activate(float v, Activation act) {
+  switch (act) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < 0.f ? 0.f : v;
+    case Activation::kReluN1To1: return std::min(1.f, std::max(-1.f, v));
+    case Activation::kRelu6: return std::min(6.f, std::max(0.f, v));
+    case Activation::kTanh: return std::tanh(v);
+  }
+  return v;
+}
 
 // Checks the invariants the fast loops rely on (row_ptr monotone and consistent, every column — fillers
 // included — inside [0, cols), every code inside the codebook, codebook of 1..256 entries), so that a

@@ -20,17 +20,6 @@ namespace {
 
 using codec::SparseMatrix;
 
-inline float Activate(float v, Activation act) {
-  switch (act) {
-    case Activation::kNone: return v;
-    case Activation::kRelu: return v < 0.f ? 0.f : v;
-    case Activation::kReluN1To1: return std::min(1.f, std::max(-1.f, v));
-    case Activation::kRelu6: return std::min(6.f, std::max(0.f, v));
-    case Activation::kTanh: return std::tanh(v);
-  }
-  return v;
-}
-
 // Rows are split in about this many tasks per thread so that uneven rows still balance.
 constexpr int kTasksPerThread = 4;
 

@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "kernels/fully_connected.h"  // Activation
+#include "kernels/fully_connected.h"  // Activation, Activate
 
 #if defined(__ARM_NEON)
 #include <arm_neon.h>
@@ -30,17 +30,6 @@ namespace dc::delegate::simd {
 
 // Output pixels per im2col panel; one accumulator covers one panel of one output channel.
 constexpr int kLanes = 16;
-
-inline float Activate(float v, Activation act) {
-  switch (act) {
-    case Activation::kNone: return v;
-    case Activation::kRelu: return v < 0.f ? 0.f : v;
-    case Activation::kReluN1To1: return std::min(1.f, std::max(-1.f, v));
-    case Activation::kRelu6: return std::min(6.f, std::max(0.f, v));
-    case Activation::kTanh: return std::tanh(v);
-  }
-  return v;
-}
 
 // Clamp bounds of the piecewise-linear activations (lo > hi means "no clamp on that side" is never used:
 // kNone and kTanh take their own paths).
