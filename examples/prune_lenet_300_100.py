@@ -22,24 +22,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
 
 import dc_keras  # noqa: E402
-from dc_keras.callbacks import UpdatePruningStep  # noqa: E402
-from dc_keras.datasets import fashion_mnist  # noqa: E402
-from dc_keras.models import lenet_300_100  # noqa: E402
+from _common import load_data, prune_with_retraining, train_dense  # noqa: E402  (examples/_common.py)
 
 # Fraction of weights pruned per layer: the paper's Table 2 (ip1 8% kept, ip2 9%, ip3 26%), with ip1 a little
 # sparser so that the whole network reaches 92%.
 LAYER_SPARSITY = {"ip1": 0.925, "ip2": 0.91, "ip3": 0.74}
-
-
-def compile_model(model, learning_rate):
-    """Adam + sparse categorical cross-entropy on logits, accuracy metric."""
-    model.compile(keras.optimizers.Adam(learning_rate),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
 
 
 def main(argv=None):
@@ -55,32 +45,16 @@ def main(argv=None):
     start = time.perf_counter()
     keras.utils.set_random_seed(args.seed)
 
-    (x_train, y_train), (x_test, y_test) = fashion_mnist()
-    x_train = (x_train / 255.0).astype("float32")
-    x_test = (x_test / 255.0).astype("float32")
+    data = load_data()
+    x_test, y_test = data[1]
 
     # 1. dense baseline
-    model = compile_model(lenet_300_100(), 1e-3)
-    model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.dense_epochs, verbose=2)
-    dense_accuracy = model.evaluate(x_test, y_test, verbose=0)[1]
-    print(f"dense test accuracy: {100 * dense_accuracy:.2f}%", flush=True)
+    model, dense_accuracy = train_dense(data, args.dense_epochs, args.batch_size)
 
-    # 2. prune with retraining: each layer's sparsity rises from 0 to its target over --prune-epochs
-    steps_per_epoch = int(np.ceil(len(x_train) / args.batch_size))
-    end_step = steps_per_epoch * args.prune_epochs
-    schedules = {name: dc_keras.PolynomialDecay(0.0, target, begin_step=0, end_step=end_step, frequency=100)
-                 for name, target in LAYER_SPARSITY.items()}
-    pruned = dc_keras.prune_low_magnitude(model, pruning_schedule=schedules["ip1"], per_layer=schedules)
-    compile_model(pruned, 5e-4)
-    pruned.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.prune_epochs, verbose=2,
-               callbacks=[UpdatePruningStep()])
-
-    # 3. fine-tune at the final masks (the step is past end_step, so masks no longer change)
-    pruned.optimizer.learning_rate.assign(1e-4)
-    pruned.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.finetune_epochs, verbose=2,
-               callbacks=[UpdatePruningStep()])
-
-    final = compile_model(dc_keras.strip_pruning(pruned), 1e-4)
+    # 2. prune with retraining: each layer's sparsity rises from 0 to its target over --prune-epochs;
+    # 3. fine-tune at the final masks, strip the wrappers
+    final = prune_with_retraining(model, data, LAYER_SPARSITY, args.prune_epochs, args.finetune_epochs,
+                                  args.batch_size)
     pruned_accuracy = final.evaluate(x_test, y_test, verbose=0)[1]
     print()
     report = dc_keras.sparsity_report(final)

@@ -15,16 +15,13 @@ Weight layouts in the blob (what the kernels compute on; rows/cols are those of 
 from __future__ import annotations
 
 import dataclasses
-import math
 import struct
 from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from dc_keras import layer_registry
 from dc_keras.export import flatbuffer
-from dc_keras.export.errors import ExportError
 from dc_keras.export.options import ACTIVATIONS
 
 if TYPE_CHECKING:  # rewriters imports this module to fill REWRITERS: import it lazily (see _base)
@@ -212,53 +209,6 @@ def gather_weights(model, subgraph, op) -> Optional[np.ndarray]:
 
 # ---- shared compression step -------------------------------------------------------------------------------
 
-def _encode(stored: np.ndarray, layer: str, op_name: str, kind: str,
-            settings: "RewriteSettings") -> Union[bytes, "Skipped"]:
-    """The blob of `stored` (the array in the kernel's layout), or Skipped when the layer is not weight-shared
-    or does not pay to compress. Same policy as the FC rewriter: bits from the number of distinct values
-    unless given, index bits from layer_registry's per-kind default, min_rate against the float bytes."""
-    from dc_keras import codec
-
-    base = _base()
-    stored = np.ascontiguousarray(stored, dtype=np.float32)
-    distinct = int(np.unique(stored[stored != 0]).size)
-    bits, bits_given = settings.resolve(settings.bits, layer, None)
-    index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS[kind])
-    if bits is None:
-        if distinct > 256:  # weight sharing leaves at most 256 values (8-bit codes)
-            return base.Skipped(layer, op_name,
-                                f"{distinct} distinct nonzero weights (not clustered: at most 256 are storable)")
-        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
-    if distinct > (1 << bits):
-        raise ExportError(
-            f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
-            f"(bits={bits}{' as given' if bits_given else ''}); cluster it with at most {1 << bits} clusters "
-            "or raise bits")
-    try:
-        blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout)
-    except ValueError as error:
-        raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
-    dense_bytes = stored.size * 4
-    if len(blob) * settings.min_rate > dense_bytes:
-        return base.Skipped(layer, op_name, f"compressed size {len(blob)} B does not pay against {dense_bytes} B of "
-                                            f"floats (min_rate {settings.min_rate})")
-    decoded = np.asarray(codec.decode(blob), dtype=np.float32).reshape(stored.shape)
-    if not np.array_equal(decoded, stored):  # value equality: a pruned -0.0 comes back as +0.0
-        raise ExportError(f"layer {layer!r}: the encoded weights do not decode to the original values")
-    return blob
-
-
-def _replace(model, subgraph, op, layer: str, custom_code: str, blob: bytes, inputs: list, options: bytes) -> None:
-    blob_index = flatbuffer.add_tensor(model, subgraph, layer + _base().BLOB_SUFFIX, [len(blob)],
-                                       schema.TensorType.UINT8, blob)
-    op.opcodeIndex = flatbuffer.custom_opcode_index(model, custom_code)
-    op.inputs = np.asarray([blob_index if i == "blob" else i for i in inputs], dtype=np.int32)
-    op.builtinOptionsType = schema.BuiltinOptions.NONE
-    op.builtinOptions = None
-    op.customOptions = np.frombuffer(options, dtype=np.uint8).copy()
-    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS  # the schema's only value
-
-
 def _check_float_io(subgraph, op, layer: str, op_name: str) -> Optional["Skipped"]:
     x, out = subgraph.tensors[_inputs(op)[0]], subgraph.tensors[int(op.outputs[0])]
     if x.type != schema.TensorType.FLOAT32 or out.type != schema.TensorType.FLOAT32:
@@ -284,6 +234,16 @@ def _channels(subgraph, index: int) -> Optional[int]:
     return int(shape[3])
 
 
+def _window_options(o) -> dict:
+    """padding, strides and dilations from the builtin options `o` of a CONV_2D or DEPTHWISE_CONV_2D (TFLite's
+    defaults when the op has none), as keyword arguments of Conv2DOptions / DepthwiseConv2DOptions."""
+    if o is None:
+        return dict(padding=0, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1)
+    # max(1, ...): a zero dilation factor is read as no dilation (the kernels reject factors below 1).
+    return dict(padding=int(o.padding), stride_h=int(o.strideH), stride_w=int(o.strideW),
+                dilation_h=max(1, int(o.dilationHFactor)), dilation_w=max(1, int(o.dilationWFactor)))
+
+
 # ---- rewriters ---------------------------------------------------------------------------------------------
 
 def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT", layer: str,
@@ -307,15 +267,13 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     bias_index = _bias_index(model, subgraph, op, layer, name, out_c)
     if isinstance(bias_index, base.Skipped):
         return bias_index
-    blob = _encode(weights, layer, name, "conv", settings)
+    blob = base.encode_weights(weights, layer, name, "conv", settings)
     if isinstance(blob, base.Skipped):
         return blob
-    options = Conv2DOptions(
-        fused_activation=activation, padding=int(o.padding) if o is not None else 0, out_channels=out_c, kernel_h=kh,
-        kernel_w=kw, in_channels=in_c, stride_h=int(o.strideH) if o is not None else 1,
-        stride_w=int(o.strideW) if o is not None else 1, dilation_h=max(1, int(o.dilationHFactor)) if o is not None else 1,
-        dilation_w=max(1, int(o.dilationWFactor)) if o is not None else 1)
-    _replace(model, subgraph, op, layer, CONV_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index], options.pack())
+    options = Conv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
+                            in_channels=in_c, **_window_options(o))
+    base.replace_op(model, subgraph, op, layer, CONV_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
+                    options.pack())
     return None
 
 
@@ -344,15 +302,13 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
     if isinstance(bias_index, base.Skipped):
         return bias_index
     transposed = np.ascontiguousarray(weights.reshape(kh * kw, out_c).T)
-    blob = _encode(transposed, layer, name, "conv", settings)
+    blob = base.encode_weights(transposed, layer, name, "conv", settings)
     if isinstance(blob, base.Skipped):
         return blob
-    options = DepthwiseConv2DOptions(
-        fused_activation=activation, padding=int(o.padding) if o is not None else 0, out_channels=out_c, kernel_h=kh,
-        kernel_w=kw, depth_multiplier=out_c // in_c, stride_h=int(o.strideH) if o is not None else 1,
-        stride_w=int(o.strideW) if o is not None else 1, dilation_h=max(1, int(o.dilationHFactor)) if o is not None else 1,
-        dilation_w=max(1, int(o.dilationWFactor)) if o is not None else 1)
-    _replace(model, subgraph, op, layer, DEPTHWISE_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index], options.pack())
+    options = DepthwiseConv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
+                                     depth_multiplier=out_c // in_c, **_window_options(o))
+    base.replace_op(model, subgraph, op, layer, DEPTHWISE_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
+                    options.pack())
     return None
 
 
@@ -376,11 +332,11 @@ def rewrite_gather(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "sc
         return base.Skipped(layer, name, "indices are not int32 or int64")
     if out.type != schema.TensorType.FLOAT32:
         return base.Skipped(layer, name, "output is not float32")
-    blob = _encode(table, layer, name, "embedding", settings)
+    blob = base.encode_weights(table, layer, name, "embedding", settings)
     if isinstance(blob, base.Skipped):
         return blob
     options = GatherOptions(vocab=int(table.shape[0]), dim=int(table.shape[1]))
-    _replace(model, subgraph, op, layer, GATHER_CUSTOM_CODE, blob, [inputs[1], "blob"], options.pack())
+    base.replace_op(model, subgraph, op, layer, GATHER_CUSTOM_CODE, blob, [inputs[1], "blob"], options.pack())
     return None
 
 

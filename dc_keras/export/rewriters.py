@@ -58,6 +58,62 @@ class Skipped:
 RewriteResult = Optional[Skipped]  # None: rewritten
 
 
+def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
+                   settings: RewriteSettings) -> Union[bytes, Skipped]:
+    """The blob of `stored` (the weights in the kernel's layout), or Skipped when the layer is not
+    weight-shared or does not pay to compress; the one policy of every rewriter. Bits come from the number
+    of distinct nonzero values unless given, index bits from layer_registry's default for `kind` ("fc",
+    "conv", "embedding") unless given, and min_rate is measured against the float32 bytes. Raises
+    ExportError when the given bits cannot hold the values or the blob does not decode back to them."""
+    stored = np.ascontiguousarray(stored, dtype=np.float32)
+    distinct = int(np.unique(stored[stored != 0]).size)
+    bits, bits_given = settings.resolve(settings.bits, layer, None)
+    index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS[kind])
+    if bits is None:
+        # Weight sharing leaves at most 256 distinct values (8-bit codes); more means the layer was not
+        # clustered and stays a stock op.
+        if distinct > 256:
+            return Skipped(layer, op_name,
+                           f"{distinct} distinct nonzero weights (not clustered: at most 256 are storable)")
+        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
+    if distinct > (1 << bits):
+        raise ExportError(
+            f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
+            f"(bits={bits}{' as given' if bits_given else ''}); cluster it with at most {1 << bits} clusters "
+            "or raise bits")
+
+    from dc_keras import codec  # the codec is heavy only on first use
+
+    try:
+        blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout)
+    except ValueError as error:
+        raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
+    dense_bytes = stored.size * 4
+    if len(blob) * settings.min_rate > dense_bytes:
+        return Skipped(layer, op_name,
+                       f"compressed size {len(blob)} B does not pay against {dense_bytes} B of floats "
+                       f"(min_rate {settings.min_rate})")
+    # The blob must give back exactly the weights the converter wrote (the clustered values, bit for bit).
+    decoded = np.asarray(codec.decode(blob), dtype=np.float32).reshape(stored.shape)
+    if not np.array_equal(decoded, stored):  # value equality: a pruned -0.0 comes back as +0.0
+        raise ExportError(f"layer {layer!r}: the encoded weights do not decode to the original values")
+    return blob
+
+
+def replace_op(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT", layer: str,
+               custom_code: str, blob: bytes, inputs: list, options: bytes) -> None:
+    """Turns `op` into the custom op `custom_code` with custom options `options`: `blob` becomes a constant
+    uint8 tensor named <layer><BLOB_SUFFIX>, and `inputs` lists the new op inputs, "blob" marking its slot."""
+    blob_index = flatbuffer.add_tensor(model, subgraph, layer + BLOB_SUFFIX, [len(blob)], schema.TensorType.UINT8,
+                                       blob)
+    op.opcodeIndex = flatbuffer.custom_opcode_index(model, custom_code)
+    op.inputs = np.asarray([blob_index if i == "blob" else i for i in inputs], dtype=np.int32)
+    op.builtinOptionsType = schema.BuiltinOptions.NONE
+    op.builtinOptions = None
+    op.customOptions = np.frombuffer(options, dtype=np.uint8).copy()
+    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS  # the schema's only value
+
+
 def _weights_fc(model, subgraph, op):
     inputs = [int(i) for i in op.inputs]
     if len(inputs) < 2 or inputs[1] < 0:
@@ -90,51 +146,14 @@ def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT"
         if bias is None or subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32:
             return Skipped(layer, "FULLY_CONNECTED", "bias is not a constant float32 vector")
 
-    values = weights[weights != 0]
-    distinct = int(np.unique(values).size)
-    bits, bits_given = settings.resolve(settings.bits, layer, None)
-    index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS["fc"])
-    if bits is None:
-        # Weight sharing leaves at most 256 distinct values (8-bit codes); more means the layer was not
-        # clustered and stays a stock op.
-        if distinct > 256:
-            return Skipped(layer, "FULLY_CONNECTED",
-                           f"{distinct} distinct nonzero weights (not clustered: at most 256 are storable)")
-        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
-    if distinct > (1 << bits):
-        raise ExportError(
-            f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
-            f"(bits={bits}{' as given' if bits_given else ''}); cluster it with at most {1 << bits} clusters "
-            "or raise bits")
-
-    from dc_keras import codec  # the codec is heavy only on first use
-
-    try:
-        blob = codec.encode(weights, bits=bits, index_bits=index_bits, coder=settings.coder,
-                            layout=settings.layout)
-    except ValueError as error:
-        raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
-    dense_bytes = weights.size * 4
-    if len(blob) * settings.min_rate > dense_bytes:
-        return Skipped(layer, "FULLY_CONNECTED",
-                       f"compressed size {len(blob)} B does not pay against {dense_bytes} B of floats "
-                       f"(min_rate {settings.min_rate})")
-    # The blob must give back exactly the weights the converter wrote (the clustered values, bit for bit).
-    decoded = np.asarray(codec.decode(blob), dtype=np.float32).reshape(weights.shape)
-    if not np.array_equal(decoded, weights):  # value equality: a pruned -0.0 comes back as +0.0
-        raise ExportError(f"layer {layer!r}: the encoded weights do not decode to the original values")
+    blob = encode_weights(weights, layer, "FULLY_CONNECTED", "fc", settings)
+    if isinstance(blob, Skipped):
+        return blob
 
     fc_options = FullyConnectedOptions(
         fused_activation=int(activation), keep_num_dims=bool(options.keepNumDims) if options is not None else False,
         units=int(weights.shape[0]), input_size=int(weights.shape[1]))
-    blob_index = flatbuffer.add_tensor(model, subgraph, layer + BLOB_SUFFIX, [len(blob)], schema.TensorType.UINT8,
-                                       blob)
-    op.opcodeIndex = flatbuffer.custom_opcode_index(model, FC_CUSTOM_CODE)
-    op.inputs = np.asarray([inputs[0], blob_index, bias_index], dtype=np.int32)
-    op.builtinOptionsType = schema.BuiltinOptions.NONE
-    op.builtinOptions = None
-    op.customOptions = np.frombuffer(fc_options.pack(), dtype=np.uint8).copy()
-    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS  # the schema's only value
+    replace_op(model, subgraph, op, layer, FC_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index], fc_options.pack())
     return None
 
 
@@ -146,7 +165,7 @@ REWRITERS: Dict[int, tuple] = {
 }
 
 # CONV_2D, DEPTHWISE_CONV_2D and embedding GATHER. Imported last: conv_rewriters uses this module's
-# Skipped / BLOB_SUFFIX lazily, so either module can be imported first.
+# Skipped, encode_weights and replace_op lazily, so either module can be imported first.
 from dc_keras.export import conv_rewriters  # noqa: E402
 
 REWRITERS[schema.BuiltinOperator.CONV_2D] = (conv_rewriters.rewrite_conv_2d, conv_rewriters.conv_weights)

@@ -16,8 +16,6 @@
 namespace dc::delegate {
 namespace {
 
-using kernel_util::ReadInt32;
-
 constexpr char kMagic[4] = {'D', 'C', 'C', 'V'};
 constexpr size_t kOptionsSize = 40;
 constexpr uint8_t kOptionsVersion = 1;
@@ -25,25 +23,19 @@ constexpr uint8_t kOptionsVersion = 1;
 class Conv2DKernel : public OpKernel {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
-    const std::vector<uint8_t>& o = node.options;
-    Status st = kernel_util::CheckOptionsHeader(o, "DcConv2D", kMagic, kOptionsSize, kOptionsVersion);
+    kernel_util::ConvOptions opt;
+    Status st =
+        kernel_util::ParseConvOptions(node.options, "DcConv2D", kMagic, kOptionsSize, kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    if (!IsSupportedActivation(o[5])) return Status::Error("unsupported fused activation " + std::to_string(o[5]));
-    if (o[6] > 1) return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[6]));
-    activation_ = static_cast<Activation>(o[5]);
-    padding_ = static_cast<Padding>(o[6]);
-    out_c_ = ReadInt32(&o[8]);
-    proto_.kernel_h = ReadInt32(&o[12]);
-    proto_.kernel_w = ReadInt32(&o[16]);
-    proto_.in_c = ReadInt32(&o[20]);
-    proto_.stride_h = ReadInt32(&o[24]);
-    proto_.stride_w = ReadInt32(&o[28]);
-    proto_.dilation_h = ReadInt32(&o[32]);
-    proto_.dilation_w = ReadInt32(&o[36]);
+    activation_ = opt.activation;
+    padding_ = opt.padding;
+    out_c_ = opt.out_c;
+    proto_ = opt.proto;
+    proto_.in_c = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || proto_.in_c <= 0)
       return Status::Error("options give a non-positive filter shape");
-    if (proto_.stride_h <= 0 || proto_.stride_w <= 0 || proto_.dilation_h <= 0 || proto_.dilation_w <= 0)
-      return Status::Error("options give a non-positive stride or dilation");
+    st = kernel_util::CheckStridesAndDilations(proto_);
+    if (!st.ok()) return st;
     dense_mode_ = config.dense;
     st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, proto_.kernel_h, proto_.kernel_w, proto_.in_c},
                                     dense_mode_, &sparse_, &dense_);
@@ -83,14 +75,7 @@ class Conv2DKernel : public OpKernel {
 
  private:
   Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    if (in.size() != 4 || in[3] != proto_.in_c)
-      return Status::Error("input has shape " + kernel_util::ShapeString(in) + ", the layer expects [N, H, W, " +
-                           std::to_string(proto_.in_c) + "]");
-    *g = proto_;
-    g->batch = in[0];
-    g->in_h = in[1];
-    g->in_w = in[2];
-    return ComputeConvGeometry(padding_, g);
+    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
   }
 
   Activation activation_ = Activation::kNone;

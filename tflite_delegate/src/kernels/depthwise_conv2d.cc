@@ -17,8 +17,6 @@
 namespace dc::delegate {
 namespace {
 
-using kernel_util::ReadInt32;
-
 constexpr char kMagic[4] = {'D', 'C', 'D', 'W'};
 constexpr size_t kOptionsSize = 40;
 constexpr uint8_t kOptionsVersion = 1;
@@ -27,30 +25,24 @@ constexpr uint8_t kLayoutTransposed = 1;
 class DepthwiseConv2DKernel : public OpKernel {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
-    const std::vector<uint8_t>& o = node.options;
-    Status st = kernel_util::CheckOptionsHeader(o, "DcDepthwiseConv2D", kMagic, kOptionsSize, kOptionsVersion);
+    kernel_util::ConvOptions opt;
+    Status st = kernel_util::ParseConvOptions(node.options, "DcDepthwiseConv2D", kMagic, kOptionsSize,
+                                              kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    if (!IsSupportedActivation(o[5])) return Status::Error("unsupported fused activation " + std::to_string(o[5]));
-    if (o[6] > 1) return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[6]));
-    if (o[7] != kLayoutTransposed)
-      return Status::Error("blob layout " + std::to_string(o[7]) +
+    if (node.options[7] != kLayoutTransposed)
+      return Status::Error("blob layout " + std::to_string(node.options[7]) +
                            " is not supported (this delegate reads layout 1: [out_c, kh * kw])");
-    activation_ = static_cast<Activation>(o[5]);
-    padding_ = static_cast<Padding>(o[6]);
-    out_c_ = ReadInt32(&o[8]);
-    proto_.kernel_h = ReadInt32(&o[12]);
-    proto_.kernel_w = ReadInt32(&o[16]);
-    multiplier_ = ReadInt32(&o[20]);
-    proto_.stride_h = ReadInt32(&o[24]);
-    proto_.stride_w = ReadInt32(&o[28]);
-    proto_.dilation_h = ReadInt32(&o[32]);
-    proto_.dilation_w = ReadInt32(&o[36]);
+    activation_ = opt.activation;
+    padding_ = opt.padding;
+    out_c_ = opt.out_c;
+    proto_ = opt.proto;
+    multiplier_ = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || multiplier_ <= 0 || out_c_ % multiplier_)
       return Status::Error("options give an invalid filter shape (out_c " + std::to_string(out_c_) + ", kernel " +
                            std::to_string(proto_.kernel_h) + "x" + std::to_string(proto_.kernel_w) +
                            ", multiplier " + std::to_string(multiplier_) + ")");
-    if (proto_.stride_h <= 0 || proto_.stride_w <= 0 || proto_.dilation_h <= 0 || proto_.dilation_w <= 0)
-      return Status::Error("options give a non-positive stride or dilation");
+    st = kernel_util::CheckStridesAndDilations(proto_);
+    if (!st.ok()) return st;
     if (int64_t{proto_.kernel_h} * proto_.kernel_w > (int64_t{1} << 20))
       return Status::Error("kernel too large");
     proto_.in_c = out_c_ / multiplier_;
@@ -95,14 +87,7 @@ class DepthwiseConv2DKernel : public OpKernel {
 
  private:
   Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    if (in.size() != 4 || in[3] != proto_.in_c)
-      return Status::Error("input has shape " + kernel_util::ShapeString(in) + ", the layer expects [N, H, W, " +
-                           std::to_string(proto_.in_c) + "]");
-    *g = proto_;
-    g->batch = in[0];
-    g->in_h = in[1];
-    g->in_w = in[2];
-    return ComputeConvGeometry(padding_, g);
+    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
   }
 
   Activation activation_ = Activation::kNone;
