@@ -82,7 +82,9 @@ PAPER_SPARSITY = {
 BUILTIN_PRESETS = {
     "lenet300": {"sparsity": {"ip1": 0.94, "ip2": 0.92, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
                  "prune_epochs": 12, "cluster_epochs": 4},
-    "lenet5": {"sparsity": dict(PAPER_SPARSITY["lenet5"])},
+    "lenet5": {"sparsity": {"conv1": 0.4, "conv2": 0.9, "ip1": 0.95, "ip2": 0.85},
+               "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4},
+               "epochs": 6, "prune_epochs": 6, "cluster_epochs": 2},
 }
 
 
