@@ -81,7 +81,7 @@ PAPER_SPARSITY = {
 # baseline while the file shrinks by a further ~25% (README, "Results", has the measured runs).
 BUILTIN_PRESETS = {
     "lenet300": {"sparsity": {"ip1": 0.94, "ip2": 0.92, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
-                 "prune_epochs": 12, "cluster_epochs": 4},
+                 "epochs": 15, "prune_epochs": 15, "cluster_epochs": 5, "validation_fraction": 0.0},
     "lenet5": {"sparsity": {"conv1": 0.4, "conv2": 0.9, "ip1": 0.95, "ip2": 0.85},
                "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4},
                "epochs": 6, "prune_epochs": 6, "cluster_epochs": 2},
@@ -191,6 +191,10 @@ def build_config(fv: flags.FlagValues, pretrained: bool):
             if name == "sparsity":
                 if fv.sparsity is None and fv.quality is None and fv.budget is None:
                     changes.update(sparsity=value, quality=None)
+            elif name == "validation_fraction":
+                # The held-out split only serves the sensitivity analysis; without --budget, train on it all.
+                if fv.budget is None:
+                    changes[name] = value
             elif fv[name].value is None:
                 changes[name] = value
     if pretrained and fv.epochs is None:
