@@ -167,6 +167,16 @@ Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::Spar
   return Status();
 }
 
+// The sparse form of input `index`'s blob, decoded once per distinct blob and kept in `cache`.
+Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, BlobCache<codec::SparseMatrix>* cache,
+                         std::shared_ptr<const codec::SparseMatrix>* out) {
+  const uint8_t* data;
+  size_t size;
+  TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
+  auto build = [op](const uint8_t* d, size_t n, codec::SparseMatrix* matrix) { return BuildSparse(op, d, n, matrix); };
+  return cache->Get(data, size, build, out);
+}
+
 // Shape function helper: when the blob is a graph constant, its header gives the weight's shape.
 // Returns false (leaving *shape empty) when the blob is not known at graph-construction time.
 Status ConstantBlobShape(InferenceContext* c, int index, const char* op, std::vector<int64_t>* shape,
@@ -238,14 +248,8 @@ class DcSparseMatMulOp : public OpKernel {
     OP_REQUIRES(ctx, x.dims() == 2,
                 errors::InvalidArgument("DcSparseMatMul: x must be rank 2 [batch, in], got shape ",
                                         x.shape().DebugString()));
-    const uint8_t* data;
-    size_t size;
-    OP_REQUIRES_OK(ctx, BlobInput(ctx, 1, "DcSparseMatMul", &data, &size));
     std::shared_ptr<const codec::SparseMatrix> cached;
-    auto build = [](const uint8_t* d, size_t n, codec::SparseMatrix* out) {
-      return BuildSparse("DcSparseMatMul", d, n, out);
-    };
-    OP_REQUIRES_OK(ctx, cache_.Get(data, size, build, &cached));
+    OP_REQUIRES_OK(ctx, CachedSparseInput(ctx, 1, "DcSparseMatMul", &cache_, &cached));
     const codec::SparseMatrix& m = *cached;
 
     const int64_t batch = x.dim_size(0), in = x.dim_size(1);
@@ -316,14 +320,8 @@ class DcEmbeddingLookupOp : public OpKernel {
 
   void Compute(OpKernelContext* ctx) override {
     const Tensor& ids = ctx->input(0);
-    const uint8_t* data;
-    size_t size;
-    OP_REQUIRES_OK(ctx, BlobInput(ctx, 1, "DcEmbeddingLookup", &data, &size));
     std::shared_ptr<const codec::SparseMatrix> cached;
-    auto build = [](const uint8_t* d, size_t n, codec::SparseMatrix* out) {
-      return BuildSparse("DcEmbeddingLookup", d, n, out);
-    };
-    OP_REQUIRES_OK(ctx, cache_.Get(data, size, build, &cached));
+    OP_REQUIRES_OK(ctx, CachedSparseInput(ctx, 1, "DcEmbeddingLookup", &cache_, &cached));
     const codec::SparseMatrix& m = *cached;
 
     const auto flat_ids = ids.flat<Index>();

@@ -5,6 +5,7 @@
 #ifndef DC_DELEGATE_THREAD_POOL_H_
 #define DC_DELEGATE_THREAD_POOL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -45,6 +46,21 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stop_ = false;
 };
+
+// Runs fn(first, last) over [0, rows) split into contiguous ranges, about four per thread so uneven rows
+// still balance. Runs serially (one call over everything) without a pool, with one thread, or when there
+// are fewer than `min_rows_per_thread` rows per thread: tiny work is cheaper than waking workers.
+template <typename Fn>
+void ParallelForRanges(int64_t rows, ThreadPool* pool, int64_t min_rows_per_thread, const Fn& fn) {
+  constexpr int kTasksPerThread = 4;
+  const int threads = pool ? pool->num_threads() : 1;
+  if (threads <= 1 || rows < min_rows_per_thread * threads) {
+    fn(int64_t{0}, rows);
+    return;
+  }
+  const int tasks = static_cast<int>(std::min<int64_t>(rows, int64_t{threads} * kTasksPerThread));
+  pool->ParallelFor(tasks, [&](int task) { fn(rows * task / tasks, rows * (task + 1) / tasks); });
+}
 
 }  // namespace dc::delegate
 

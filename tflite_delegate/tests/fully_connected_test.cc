@@ -103,6 +103,13 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
   ChunkedMatrix chunked;
   Status built = BuildChunkedMatrix(c.sparse, &chunked);
   CHECK(built.ok(), "chunked form rejected: %s", built.message().c_str());
+  uint64_t real_entries = 0;
+  for (uint8_t d : c.sparse.delta) real_entries += d != 0;
+  CHECK(chunked.nonzeros == real_entries, "chunked form counts %llu nonzeros, the matrix has %llu",
+        static_cast<unsigned long long>(chunked.nonzeros), static_cast<unsigned long long>(real_entries));
+  CHECK(chunked.col.size() % kChunkSize == 0 && chunked.col.size() >= real_entries, "chunk padding is inconsistent");
+  CHECK(chunked.Pays() == (real_entries > 0 && chunked.col.size() <= kMaxChunkPadding * real_entries),
+        "Pays() disagrees with the padding ratio");
   std::normal_distribution<float> normal(0.f, 2.f);
   std::vector<float> bias(rows);
   for (float& v : bias) v = normal(rng);

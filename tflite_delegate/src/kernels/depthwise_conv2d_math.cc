@@ -11,19 +11,10 @@ namespace {
 
 using codec::SparseMatrix;
 
-// Output rows (n, oy) are split into about this many tasks per thread.
-constexpr int kTasksPerThread = 4;
-
-// Runs fn(first, last) over output rows [0, rows), spread over the pool when it has several threads.
+// An output row (n, oy) is enough work for a task of its own.
 template <typename Fn>
 void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
-  const int threads = pool ? pool->num_threads() : 1;
-  if (threads <= 1 || rows < 2) {
-    fn(int64_t{0}, rows);
-    return;
-  }
-  const int tasks = static_cast<int>(std::min<int64_t>(rows, int64_t{threads} * kTasksPerThread));
-  pool->ParallelFor(tasks, [&](int task) { fn(rows * task / tasks, rows * (task + 1) / tasks); });
+  ParallelForRanges(rows, pool, /*min_rows_per_thread=*/1, fn);
 }
 
 // Element offset of tap t = ky * kw + kx from the window's top-left input pixel; small buffer on the stack

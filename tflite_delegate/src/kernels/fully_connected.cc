@@ -63,11 +63,15 @@ class FullyConnectedKernel : public OpKernel {
       if (!st.ok()) return Status::Error(CodecError("compressed weights are corrupt", st));
       Status valid = ValidateSparseMatrix(sparse_);
       if (!valid.ok()) return valid;
-      if (ChunkableSparseMatrix(sparse_)) {
+      if (sparse_.cols < 0xFFFF) {  // the chunked form stores uint16 columns plus a zero slot
         Status built = BuildChunkedMatrix(sparse_, &chunked_);
         if (!built.ok()) return built;
-        sparse_ = codec::SparseMatrix();  // the chunked form replaces it: keep one copy of the weights
-        use_chunked_ = true;
+        if (chunked_.Pays()) {
+          sparse_ = codec::SparseMatrix();  // the chunked form replaces it: keep one copy of the weights
+          use_chunked_ = true;
+        } else {
+          chunked_ = ChunkedMatrix();
+        }
       }
     }
     dense_mode_ = config.dense;

@@ -74,15 +74,15 @@ struct ChunkedMatrix {
   std::vector<uint16_t> col;      // kChunkSize absolute columns per chunk; == cols for padding
   std::vector<uint8_t> code;      // one codebook index per chunk
   std::vector<float> codebook;
+  uint64_t nonzeros = 0;          // real entries (col.size() minus padding)
   size_t ResidentBytes() const;
+  // True when the padding stays within kMaxChunkPadding (and there is something to compute).
+  bool Pays() const;
 };
 
-// True when `w` can be chunked (columns must fit uint16 with the zero slot) and the chunked form pays:
-// short rows spread over many codebook entries would be mostly padding (LeNet's 784-input layer at 8%
-// density has ~63 nonzeros over 64 centroids per row), so the padding must stay under kMaxChunkPadding.
-bool ChunkableSparseMatrix(const codec::SparseMatrix& w);
-
-// Largest padded-entries / nonzeros ratio for which the chunked form is used.
+// Largest padded-entries / nonzeros ratio for which the kernel uses the chunked form: short rows spread over
+// many codebook entries would be mostly padding (LeNet's 784-input layer at 8% density has ~63 nonzeros
+// over 64 centroids per row), and there the delta/code walk is faster.
 constexpr double kMaxChunkPadding = 1.25;
 
 // Builds the chunked form of a matrix that passed ValidateSparseMatrix (any padding; columns < 65535).

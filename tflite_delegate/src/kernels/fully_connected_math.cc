@@ -20,21 +20,10 @@ namespace {
 
 using codec::SparseMatrix;
 
-// Rows are split in about this many tasks per thread so that uneven rows still balance.
-constexpr int kTasksPerThread = 4;
-
+// Rows are cheap: split only when every thread gets at least two.
 template <typename Fn>
 void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
-  const int threads = pool ? pool->num_threads() : 1;
-  if (threads <= 1 || rows < 2 * threads) {
-    fn(int64_t{0}, rows);
-    return;
-  }
-  const int tasks = static_cast<int>(std::min<int64_t>(rows, int64_t{threads} * kTasksPerThread));
-  pool->ParallelFor(tasks, [&](int task) {
-    const int64_t begin = rows * task / tasks, end = rows * (task + 1) / tasks;
-    fn(begin, end);
-  });
+  ParallelForRanges(rows, pool, /*min_rows_per_thread=*/2, fn);
 }
 
 // ---- portable loops -------------------------------------------------------------------------------
@@ -253,20 +242,8 @@ size_t ChunkedMatrix::ResidentBytes() const {
          codebook.capacity() * sizeof(float);
 }
 
-bool ChunkableSparseMatrix(const SparseMatrix& w) {
-  if (w.cols <= 0 || w.cols >= 0xFFFF || w.codebook.empty() || w.codebook.size() > 256) return false;
-  std::vector<uint32_t> count(w.codebook.size());
-  uint64_t nonzeros = 0, padded = 0;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    std::fill(count.begin(), count.end(), 0u);
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e)
-      if (w.delta[e] != 0) ++count[w.code[e]];
-    for (uint32_t n : count) {
-      nonzeros += n;
-      padded += (n + kChunkSize - 1) / kChunkSize * kChunkSize;
-    }
-  }
-  return nonzeros > 0 && static_cast<double>(padded) <= kMaxChunkPadding * static_cast<double>(nonzeros);
+bool ChunkedMatrix::Pays() const {
+  return nonzeros > 0 && static_cast<double>(col.size()) <= kMaxChunkPadding * static_cast<double>(nonzeros);
 }
 
 Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
@@ -282,7 +259,7 @@ Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
   const size_t approx_chunks = w.delta.size() / kChunkSize + static_cast<size_t>(w.rows) * ncodes / 2;
   m.col.reserve(approx_chunks * kChunkSize);
   m.code.reserve(approx_chunks);
-  std::vector<uint32_t> count(ncodes), start(ncodes), fill(ncodes);
+  std::vector<uint32_t> count(ncodes), fill(ncodes);
   std::vector<uint16_t> grouped;
   for (int64_t r = 0; r < w.rows; ++r) {
     std::fill(count.begin(), count.end(), 0u);
@@ -290,7 +267,7 @@ Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
       if (w.delta[e] != 0) ++count[w.code[e]];
     uint32_t total = 0;
     for (size_t k = 0; k < ncodes; ++k) {
-      start[k] = total;
+      m.nonzeros += count[k];
       fill[k] = total;
       total += (count[k] + kChunkSize - 1) / kChunkSize * kChunkSize;
     }
