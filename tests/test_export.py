@@ -124,6 +124,21 @@ def test_dc_inspect_cli(exported):
     assert missing.returncode != 0 and "no such file" in missing.stderr
 
 
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_truncated_file_is_a_clear_error_in_inspect_and_the_cli(exported, tmp_path, keep):
+    path, _, _ = exported
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(ValueError, match="truncated or corrupt|not a .tflite|blob"):
+        inspect_tflite(truncated)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-m", "dc_keras.cli.inspect", str(truncated)], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "truncated.tflite" in result.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 32])
 def test_tfmot_tf_keras_model_exports_and_matches(tmp_path, batch):
     model, _ = tfmot_lenet()

@@ -8,6 +8,7 @@ alignment; kernels and XNNPACK read constant data in place, so a float bias must
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Dict, List
@@ -20,8 +21,16 @@ _BUFFER_ALIGNMENT = 16
 
 
 def load(data: bytes) -> "schema.ModelT":
-    """ModelT of a .tflite's bytes."""
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    """ModelT of a .tflite's bytes.
+
+    Raises:
+      ValueError: the bytes do not parse as a TFLite flatbuffer (truncated or corrupt); the flatbuffers
+        runtime itself fails with struct/index errors that name no file or cause.
+    """
+    try:
+        return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
+    except (struct.error, IndexError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"not a valid TFLite flatbuffer ({len(data)} bytes; truncated or corrupt): {error}") from None
 
 
 class _AlignedBufferT(schema.BufferT):
