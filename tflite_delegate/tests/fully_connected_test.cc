@@ -5,6 +5,7 @@
 // Built with -fsanitize=address,undefined by tests/test_delegate_kernels.py; exits nonzero on failure.
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -110,6 +111,17 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
   CHECK(chunked.col.size() % kChunkSize == 0 && chunked.col.size() >= real_entries, "chunk padding is inconsistent");
   CHECK(chunked.Pays() == (real_entries > 0 && chunked.col.size() <= kMaxChunkPadding * real_entries),
         "Pays() disagrees with the padding ratio");
+  const bool pair_fits = PairFormFits(c.sparse);
+  PairMatrix pairs;
+  if (pair_fits) {
+    Status pair_built = BuildPairMatrix(c.sparse, &pairs);
+    CHECK(pair_built.ok(), "pair form rejected: %s", pair_built.message().c_str());
+    CHECK(pairs.nonzeros == real_entries, "pair form counts %llu nonzeros, the matrix has %llu",
+          static_cast<unsigned long long>(pairs.nonzeros), static_cast<unsigned long long>(real_entries));
+    CHECK(pairs.pair.size() >= (real_entries + 1) / 2 && pairs.pair.size() <= real_entries / 2 + rows,
+          "pair count %zu is not about half of %llu entries", pairs.pair.size(),
+          static_cast<unsigned long long>(real_entries));
+  }
   std::normal_distribution<float> normal(0.f, 2.f);
   std::vector<float> bias(rows);
   for (float& v : bias) v = normal(rng);
@@ -132,6 +144,12 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
       std::vector<float> yc(static_cast<size_t>(batch) * rows, -123.f);
       ChunkedFullyConnected(chunked, bias.data(), x.data(), batch, yc.data(), act, chunk_scratch.data(), pool);
       CheckClose(yc, c, x, bias, batch, act, "chunked");
+      if (pair_fits) {
+        std::vector<float> pair_scratch(PairScratchFloats(cols, batch));
+        std::vector<float> yp(static_cast<size_t>(batch) * rows, -123.f);
+        PairFullyConnected(pairs, bias.data(), x.data(), batch, yp.data(), act, pair_scratch.data(), pool);
+        CheckClose(yp, c, x, bias, batch, act, "pair");
+      }
     }
     // No bias.
     std::vector<float> y(static_cast<size_t>(batch) * rows), zeros(rows, 0.f);
@@ -162,6 +180,26 @@ void TestValidation(std::mt19937& rng) {
   CHECK(!ValidateSparseMatrix(bad).ok(), "filler past the end accepted");
 }
 
+// Which matrices the pair form takes, and that an odd row's padding entry cannot turn an unused
+// non-finite centroid into NaN.
+void TestPairForm(std::mt19937& rng) {
+  CHECK(PairFormFits(MakeCase(4, 784, 0.1, 32, false, rng).sparse), "784 inputs, 32 centroids should fit");
+  CHECK(!PairFormFits(MakeCase(4, 300, 0.1, 33, false, rng).sparse), "33 centroids exceed the pair table");
+  CHECK(!PairFormFits(MakeCase(2, 70000, 0.001, 4, false, rng).sparse), "70000 columns exceed 32-bit pair words");
+  SparseMatrix w;
+  w.rows = 1;
+  w.cols = 10;
+  w.codebook = {std::numeric_limits<float>::infinity(), 0.5f};
+  w.row_ptr = {0, 3};
+  w.delta = {1, 2, 3};  // columns 0, 2, 5
+  w.code = {1, 1, 1};
+  PairMatrix pairs;
+  CHECK(BuildPairMatrix(w, &pairs).ok() && pairs.pair.size() == 2, "odd row should take two pairs");
+  std::vector<float> x(10, 1.f), y(1), scratch(PairScratchFloats(10, 1));
+  PairFullyConnected(pairs, nullptr, x.data(), 1, y.data(), Activation::kNone, scratch.data(), nullptr);
+  CHECK(y[0] == 1.5f, "odd row with an unused infinite centroid gives %g, want 1.5", y[0]);
+}
+
 }  // namespace
 
 int main() {
@@ -176,6 +214,7 @@ int main() {
     RunCase(9, 2000, 0.01, 3, true, rng, pool);    // very sparse: many fillers
   }
   TestValidation(rng);
+  TestPairForm(rng);
   if (failures) {
     std::fprintf(stderr, "%d failure(s)\n", failures);
     return 1;

@@ -68,10 +68,16 @@ class FullyConnectedKernel : public OpKernel {
         if (!built.ok()) return built;
         if (chunked_.Pays()) {
           sparse_ = codec::SparseMatrix();  // the chunked form replaces it: keep one copy of the weights
-          use_chunked_ = true;
+          form_ = Form::kChunked;
         } else {
           chunked_ = ChunkedMatrix();
         }
+      }
+      if (form_ == Form::kSparse && PairFormFits(sparse_)) {
+        Status built = BuildPairMatrix(sparse_, &pairs_);
+        if (!built.ok()) return built;
+        sparse_ = codec::SparseMatrix();
+        form_ = Form::kPair;
       }
     }
     dense_mode_ = config.dense;
@@ -102,7 +108,8 @@ class FullyConnectedKernel : public OpKernel {
 
   size_t ScratchFloats(const std::vector<int>& in) const override {
     const int64_t batch = NumElements(in) / input_size_;
-    if (use_chunked_) return ChunkedScratchFloats(input_size_, batch);
+    if (form_ == Form::kChunked) return ChunkedScratchFloats(input_size_, batch);
+    if (form_ == Form::kPair) return PairScratchFloats(input_size_, batch);
     return batch > 1 ? static_cast<size_t>(input_size_) * kSparseBatchBlock : 0;
   }
 
@@ -113,13 +120,19 @@ class FullyConnectedKernel : public OpKernel {
     const auto* x = static_cast<const float*>(input);
     auto* y = static_cast<float*>(output);
     if (dense_mode_) DenseFullyConnected(dense_.data(), units_, input_size_, bias, x, batch, y, activation_, pool);
-    else if (use_chunked_) ChunkedFullyConnected(chunked_, bias, x, batch, y, activation_, scratch, pool);
+    else if (form_ == Form::kChunked) ChunkedFullyConnected(chunked_, bias, x, batch, y, activation_, scratch, pool);
+    else if (form_ == Form::kPair) PairFullyConnected(pairs_, bias, x, batch, y, activation_, scratch, pool);
     else SparseFullyConnected(sparse_, bias, x, batch, y, activation_, scratch, pool);
   }
 
   size_t ResidentBytes() const override {
     if (dense_mode_) return dense_.capacity() * sizeof(float);
-    return use_chunked_ ? chunked_.ResidentBytes() : sparse_.ResidentBytes();
+    switch (form_) {
+      case Form::kChunked: return chunked_.ResidentBytes();
+      case Form::kPair: return pairs_.ResidentBytes();
+      case Form::kSparse: break;
+    }
+    return sparse_.ResidentBytes();
   }
 
  private:
@@ -133,9 +146,14 @@ class FullyConnectedKernel : public OpKernel {
   bool keep_num_dims_ = false;
   bool dense_mode_ = false;
   int units_ = 0, input_size_ = 0;
-  bool use_chunked_ = false;
-  codec::SparseMatrix sparse_;  // only for matrices too wide for the chunked form
+  // The in-memory form the kernel computes on, chosen at Init: chunked for long rows (pays when padding
+  // stays small), pairs for short rows, the decoded delta/code walk for what neither takes (codebooks over
+  // 32 entries with very wide inputs).
+  enum class Form { kSparse, kChunked, kPair };
+  Form form_ = Form::kSparse;
+  codec::SparseMatrix sparse_;
   ChunkedMatrix chunked_;
+  PairMatrix pairs_;
   std::vector<float> dense_;
   std::vector<float> bias_;
 };
