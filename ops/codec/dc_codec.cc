@@ -956,10 +956,6 @@ Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out) {
   return Status::Ok();
 }
 
-size_t SparseMatrix::ResidentBytes() const {
-  return row_ptr.capacity() * sizeof(uint32_t) + delta.capacity() + code.capacity() + codebook.capacity() * sizeof(float);
-}
-
 uint64_t SparseMatrix::NumNonzeros() const {
   uint64_t n = 0;
   for (const uint8_t d : delta) n += d != 0;

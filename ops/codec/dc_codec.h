@@ -100,7 +100,10 @@ struct SparseMatrix {
   std::vector<float> codebook;    // centroids (<= 256)
 
   // Bytes held by the vectors above (their capacities).
-  size_t ResidentBytes() const;
+  size_t ResidentBytes() const {
+    return row_ptr.capacity() * sizeof(uint32_t) + delta.capacity() + code.capacity() +
+           codebook.capacity() * sizeof(float);
+  }
   // Number of real (non-filler) entries.
   uint64_t NumNonzeros() const;
   // Reference y = W x (y has rows elements, x has cols). Unchecked: for tests and fallbacks.

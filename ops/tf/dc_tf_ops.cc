@@ -8,7 +8,8 @@
 // Each kernel keeps a small cache of decoded blobs keyed by their content, so a model that runs the same
 // compressed weights every step pays for Huffman decoding once, while a blob that changed in place (a
 // reassigned variable) is decoded afresh. Blob bytes are untrusted: every codec error and every
-// inconsistency found by ValidateSparse becomes InvalidArgument, never a crash.
+// inconsistency found by ValidateSparseMatrix (the delegate's check, shared) becomes InvalidArgument,
+// never a crash.
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -22,7 +23,8 @@
 #include <vector>
 
 #include "dc_codec.h"
-#include "dc_sparse_compute.h"
+#include "kernels/fully_connected.h"  // the delegate's FC math (tflite_delegate/src), shared with DcSparseMatMul
+#include "thread_pool.h"
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -162,8 +164,8 @@ Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::Spar
     return errors::InvalidArgument(op, ": decoded sparse matrix is ", out->rows, "x", out->cols,
                                    " but the blob header says ", info.shape[0], "x", info.shape[1]);
   }
-  const std::string problem = ValidateSparse(*out);
-  if (!problem.empty()) return errors::InvalidArgument(op, ": corrupt blob: ", problem);
+  const delegate::Status valid = delegate::ValidateSparseMatrix(*out);
+  if (!valid.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", valid.message());
   return Status();
 }
 
@@ -176,6 +178,39 @@ Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, BlobCa
   auto build = [op](const uint8_t* d, size_t n, codec::SparseMatrix* matrix) { return BuildSparse(op, d, n, matrix); };
   return cache->Get(data, size, build, out);
 }
+
+// The delegate's in-memory form of input `index`'s blob (chunked, pairs or the delta/code walk), built once
+// per distinct blob and kept in `cache`: DcSparseMatMul runs the same loops as the TFLite delegate.
+Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op,
+                          BlobCache<delegate::FullyConnectedWeights>* cache,
+                          std::shared_ptr<const delegate::FullyConnectedWeights>* out) {
+  const uint8_t* data;
+  size_t size;
+  TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
+  auto build = [op](const uint8_t* d, size_t n, delegate::FullyConnectedWeights* weights) -> Status {
+    codec::SparseMatrix matrix;
+    TF_RETURN_IF_ERROR(BuildSparse(op, d, n, &matrix));
+    const delegate::Status st = weights->Init(std::move(matrix));
+    if (!st.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", st.message());
+    return Status();
+  };
+  return cache->Get(data, size, build, out);
+}
+
+// Splits the delegate kernels' rows over TensorFlow's intra-op threads.
+class ShardSplitter : public delegate::RowSplitter {
+ public:
+  ShardSplitter(const tensorflow::DeviceBase::CpuWorkerThreads* threads, int64_t cost_per_row)
+      : threads_(threads), cost_per_row_(cost_per_row) {}
+
+  void ForRanges(int64_t rows, int64_t, const std::function<void(int64_t, int64_t)>& fn) override {
+    tensorflow::Shard(threads_->num_threads, threads_->workers, rows, cost_per_row_, fn);
+  }
+
+ private:
+  const tensorflow::DeviceBase::CpuWorkerThreads* threads_;
+  int64_t cost_per_row_;
+};
 
 // Shape function helper: when the blob is a graph constant, its header gives the weight's shape.
 // Returns false (leaving *shape empty) when the blob is not known at graph-construction time.
@@ -248,66 +283,32 @@ class DcSparseMatMulOp : public OpKernel {
     OP_REQUIRES(ctx, x.dims() == 2,
                 errors::InvalidArgument("DcSparseMatMul: x must be rank 2 [batch, in], got shape ",
                                         x.shape().DebugString()));
-    std::shared_ptr<const codec::SparseMatrix> cached;
-    OP_REQUIRES_OK(ctx, CachedSparseInput(ctx, 1, "DcSparseMatMul", &cache_, &cached));
-    const codec::SparseMatrix& m = *cached;
+    std::shared_ptr<const delegate::FullyConnectedWeights> cached;
+    OP_REQUIRES_OK(ctx, CachedWeightsInput(ctx, 1, "DcSparseMatMul", &cache_, &cached));
+    const delegate::FullyConnectedWeights& w = *cached;
 
     const int64_t batch = x.dim_size(0), in = x.dim_size(1);
-    OP_REQUIRES(ctx, in == m.cols,
+    OP_REQUIRES(ctx, in == w.cols(),
                 errors::InvalidArgument("DcSparseMatMul: x has inner dimension ", in,
-                                        " but the blob holds W as [out=", m.rows, ", in=", m.cols,
-                                        "]; expected x of shape [batch, ", m.cols, "]"));
+                                        " but the blob holds W as [out=", w.rows(), ", in=", w.cols(),
+                                        "]; expected x of shape [batch, ", w.cols(), "]"));
     Tensor* y = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, m.rows}), &y));
-    if (batch == 0 || m.rows == 0) return;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, w.rows()}), &y));
+    if (batch == 0 || w.rows() == 0) return;
 
-    const float* xd = x.flat<float>().data();
-    float* yd = y->flat<float>().data();
-    const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    const int64_t nnz_per_row = static_cast<int64_t>(m.delta.size()) / std::max<int64_t>(m.rows, 1);
-
-    if (batch == 1) {
-      tensorflow::Shard(threads->num_threads, threads->workers, m.rows, 4 * nnz_per_row + 16,
-                        [&](int64_t begin, int64_t end) { SparseMatVecRows(m, xd, yd, begin, end); });
-      return;
-    }
-
-    // Transpose x tile by tile into [in, width] blocks so each sparse entry reads `width` contiguous
-    // floats; the sparse stream is then walked once per tile.
-    struct Tile {
-      int64_t b0, offset;
-      int width, valid;
-    };
-    std::vector<Tile> tiles;
-    int64_t total = 0;
-    for (int64_t b0 = 0; b0 < batch;) {
-      const int width = TileWidthFor(batch - b0);
-      const int valid = static_cast<int>(std::min<int64_t>(width, batch - b0));
-      tiles.push_back({b0, total, width, valid});
-      total += in * width;
-      b0 += valid;
-    }
-    Tensor xt;
-    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({std::max<int64_t>(total, 1)}), &xt));
-    float* xtd = xt.flat<float>().data();
-    tensorflow::Shard(threads->num_threads, threads->workers, static_cast<int64_t>(tiles.size()), in * 16,
-                      [&](int64_t begin, int64_t end) {
-                        for (int64_t t = begin; t < end; ++t) {
-                          TransposeTile(xd, in, tiles[t].b0, tiles[t].valid, tiles[t].width,
-                                        xtd + tiles[t].offset);
-                        }
-                      });
-    tensorflow::Shard(threads->num_threads, threads->workers, m.rows, (2 * nnz_per_row + 8) * batch,
-                      [&](int64_t begin, int64_t end) {
-                        for (const Tile& t : tiles) {
-                          SparseMatMulTile(m, xtd + t.offset, t.width, t.valid, yd + t.b0 * m.rows, m.rows,
-                                           begin, end);
-                        }
-                      });
+    Tensor scratch;
+    const int64_t scratch_floats = static_cast<int64_t>(std::max<size_t>(w.ScratchFloats(batch), 1));
+    OP_REQUIRES_OK(ctx, ctx->allocate_temp(tensorflow::DT_FLOAT, TensorShape({scratch_floats}), &scratch));
+    // Shard's cost unit is roughly one cycle: a nonzero costs a few loads per input row of the block.
+    const int64_t nnz_per_row = static_cast<int64_t>(w.nonzeros()) / std::max<int64_t>(w.rows(), 1);
+    ShardSplitter split(ctx->device()->tensorflow_cpu_worker_threads(),
+                        (2 * nnz_per_row + 8) * std::min<int64_t>(batch, delegate::kSparseBatchBlock));
+    w.Run(/*bias=*/nullptr, x.flat<float>().data(), batch, y->flat<float>().data(), delegate::Activation::kNone,
+          scratch.flat<float>().data(), &split);
   }
 
  private:
-  BlobCache<codec::SparseMatrix> cache_;
+  BlobCache<delegate::FullyConnectedWeights> cache_;
 };
 
 // ---------------------------------------------------------------------------------------------------------

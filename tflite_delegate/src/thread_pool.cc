@@ -58,4 +58,9 @@ void ThreadPool::ParallelFor(int num_tasks, const std::function<void(int)>& fn) 
   fn_ = nullptr;
 }
 
+void ThreadPool::ForRanges(int64_t rows, int64_t min_rows_per_thread,
+                           const std::function<void(int64_t, int64_t)>& fn) {
+  ParallelForRanges(rows, this, min_rows_per_thread, fn);
+}
+
 }  // namespace dc::delegate

@@ -16,7 +16,19 @@
 
 namespace dc::delegate {
 
-class ThreadPool {
+// Splits rows [0, rows) into contiguous ranges and runs fn on each, possibly in parallel; returns when all
+// are done. The kernels' math takes this rather than a ThreadPool so that other front ends (the TensorFlow
+// custom op, which shards over TensorFlow's own intra-op threads) can run the same loops.
+class RowSplitter {
+ public:
+  virtual void ForRanges(int64_t rows, int64_t min_rows_per_thread,
+                         const std::function<void(int64_t, int64_t)>& fn) = 0;
+
+ protected:
+  ~RowSplitter() = default;
+};
+
+class ThreadPool : public RowSplitter {
  public:
   // `num_threads` counts the calling thread: 1 means no worker threads at all.
   explicit ThreadPool(int num_threads);
@@ -29,6 +41,9 @@ class ThreadPool {
   // Runs fn(task) for task in [0, num_tasks), spread over the pool; returns when all are done.
   // Calls from several threads at once are serialised (TFLite invokes one interpreter at a time anyway).
   void ParallelFor(int num_tasks, const std::function<void(int)>& fn);
+
+  // RowSplitter: ParallelForRanges over this pool.
+  void ForRanges(int64_t rows, int64_t min_rows_per_thread, const std::function<void(int64_t, int64_t)>& fn) override;
 
  private:
   void WorkerLoop();

@@ -1,12 +1,13 @@
 // Test of the DcFullyConnected math (kernels/fully_connected_math.cc) against a dense double-precision
-// reference: every batch path (1, blocks of 8, ragged), every fused activation, codebook sizes that take
-// each lookup path (register permutes for <= 8/16/32 entries, gather beyond), long gaps that need fillers,
-// empty rows, and threads. Also checks that ValidateSparseMatrix rejects out-of-range matrices.
+// reference: every in-memory form (delta/code walk, chunked, pairs) and the choice FullyConnectedWeights
+// makes between them, every batch path (1, blocks of 8, ragged), every fused activation, long gaps that
+// need fillers, empty rows, and threads. Also checks that invalid matrices are rejected.
 // Built with -fsanitize=address,undefined by tests/test_delegate_kernels.py; exits nonzero on failure.
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "kernels/fully_connected.h"
@@ -122,6 +123,12 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
           "pair count %zu is not about half of %llu entries", pairs.pair.size(),
           static_cast<unsigned long long>(real_entries));
   }
+  FullyConnectedWeights weights;
+  Status weights_ok = weights.Init(c.sparse);
+  CHECK(weights_ok.ok(), "FullyConnectedWeights rejected a valid matrix: %s", weights_ok.message().c_str());
+  const std::string want_form = chunked.Pays() ? "chunked" : pair_fits ? "pair" : "walk";
+  CHECK(want_form == weights.form_name(), "FullyConnectedWeights chose %s, expected %s", weights.form_name(),
+        want_form.c_str());
   std::normal_distribution<float> normal(0.f, 2.f);
   std::vector<float> bias(rows);
   for (float& v : bias) v = normal(rng);
@@ -144,6 +151,10 @@ void RunCase(int rows, int cols, double density, int k, bool long_gaps, std::mt1
       std::vector<float> yc(static_cast<size_t>(batch) * rows, -123.f);
       ChunkedFullyConnected(chunked, bias.data(), x.data(), batch, yc.data(), act, chunk_scratch.data(), pool);
       CheckClose(yc, c, x, bias, batch, act, "chunked");
+      std::vector<float> weights_scratch(weights.ScratchFloats(batch));
+      std::vector<float> yw(static_cast<size_t>(batch) * rows, -123.f);
+      weights.Run(bias.data(), x.data(), batch, yw.data(), act, weights_scratch.data(), pool);
+      CheckClose(yw, c, x, bias, batch, act, weights.form_name());
       if (pair_fits) {
         std::vector<float> pair_scratch(PairScratchFloats(cols, batch));
         std::vector<float> yp(static_cast<size_t>(batch) * rows, -123.f);
@@ -178,6 +189,18 @@ void TestValidation(std::mt19937& rng) {
   bad = c.sparse;
   bad.delta.assign(bad.delta.size(), 0);  // fillers only: every row steps past 40 columns
   CHECK(!ValidateSparseMatrix(bad).ok(), "filler past the end accepted");
+  FullyConnectedWeights weights;
+  CHECK(!weights.Init(bad).ok(), "FullyConnectedWeights accepted an invalid matrix");
+  // A fully pruned layer: no entries, no centroids; the output is the bias.
+  SparseMatrix zero;
+  zero.rows = 3;
+  zero.cols = 5;
+  zero.row_ptr = {0, 0, 0, 0};
+  Status zero_ok = weights.Init(zero);
+  CHECK(zero_ok.ok(), "all-zero matrix rejected: %s", zero_ok.message().c_str());
+  std::vector<float> x(10, 1.f), y(6, -1.f), bias = {1.f, 2.f, 3.f}, scratch(weights.ScratchFloats(2) + 1);
+  weights.Run(bias.data(), x.data(), 2, y.data(), Activation::kNone, scratch.data(), nullptr);
+  CHECK(y[0] == 1.f && y[2] == 3.f && y[3] == 1.f && y[5] == 3.f, "all-zero matrix does not give the bias");
 }
 
 // Which matrices the pair form takes, and that an odd row's padding entry cannot turn an unused
@@ -206,11 +229,11 @@ int main() {
   std::mt19937 rng(7);
   ThreadPool single(1), threads(3);
   for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &single, &threads}) {
-    RunCase(13, 37, 0.3, 5, false, rng, pool);     // tiny, ragged: scalar tails only
-    RunCase(40, 300, 0.5, 8, false, rng, pool);    // 1 codebook register
-    RunCase(33, 500, 0.2, 16, false, rng, pool);   // 2 registers
-    RunCase(64, 1000, 0.1, 32, true, rng, pool);   // 4 registers, fillers
-    RunCase(17, 900, 0.15, 200, true, rng, pool);  // gather lookup, fillers
+    RunCase(13, 37, 0.3, 5, false, rng, pool);     // tiny, ragged: loop tails only
+    RunCase(40, 300, 0.5, 8, false, rng, pool);    // long rows: chunked form
+    RunCase(33, 500, 0.2, 16, false, rng, pool);   // chunked
+    RunCase(64, 1000, 0.1, 32, true, rng, pool);   // short rows, fillers: pair form
+    RunCase(17, 900, 0.15, 200, true, rng, pool);  // codebook too big for pairs: delta/code walk, fillers
     RunCase(9, 2000, 0.01, 3, true, rng, pool);    // very sparse: many fillers
   }
   TestValidation(rng);

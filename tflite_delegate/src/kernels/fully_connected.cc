@@ -10,6 +10,7 @@
 
 #include "kernel_registry.h"
 #include "kernels/fully_connected.h"
+#include "thread_pool.h"
 
 namespace dc::delegate {
 namespace {
@@ -59,26 +60,11 @@ class FullyConnectedKernel : public OpKernel {
       st = codec::DecodeDense(data, blob.bytes, dense_.data(), dense_.size());
       if (!st.ok()) return Status::Error(CodecError("compressed weights are corrupt", st));
     } else {
-      st = codec::DecodeSparse(data, blob.bytes, &sparse_);
+      codec::SparseMatrix sparse;
+      st = codec::DecodeSparse(data, blob.bytes, &sparse);
       if (!st.ok()) return Status::Error(CodecError("compressed weights are corrupt", st));
-      Status valid = ValidateSparseMatrix(sparse_);
-      if (!valid.ok()) return valid;
-      if (sparse_.cols < 0xFFFF) {  // the chunked form stores uint16 columns plus a zero slot
-        Status built = BuildChunkedMatrix(sparse_, &chunked_);
-        if (!built.ok()) return built;
-        if (chunked_.Pays()) {
-          sparse_ = codec::SparseMatrix();  // the chunked form replaces it: keep one copy of the weights
-          form_ = Form::kChunked;
-        } else {
-          chunked_ = ChunkedMatrix();
-        }
-      }
-      if (form_ == Form::kSparse && PairFormFits(sparse_)) {
-        Status built = BuildPairMatrix(sparse_, &pairs_);
-        if (!built.ok()) return built;
-        sparse_ = codec::SparseMatrix();
-        form_ = Form::kPair;
-      }
+      Status built = weights_.Init(std::move(sparse));
+      if (!built.ok()) return built;
     }
     dense_mode_ = config.dense;
     if (node.inputs.size() > 2 && node.inputs[2] >= 0) {
@@ -107,10 +93,7 @@ class FullyConnectedKernel : public OpKernel {
   int OutputType() const override { return kTfLiteFloat32; }
 
   size_t ScratchFloats(const std::vector<int>& in) const override {
-    const int64_t batch = NumElements(in) / input_size_;
-    if (form_ == Form::kChunked) return ChunkedScratchFloats(input_size_, batch);
-    if (form_ == Form::kPair) return PairScratchFloats(input_size_, batch);
-    return batch > 1 ? static_cast<size_t>(input_size_) * kSparseBatchBlock : 0;
+    return dense_mode_ ? 0 : weights_.ScratchFloats(NumElements(in) / input_size_);
   }
 
   void Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
@@ -120,19 +103,11 @@ class FullyConnectedKernel : public OpKernel {
     const auto* x = static_cast<const float*>(input);
     auto* y = static_cast<float*>(output);
     if (dense_mode_) DenseFullyConnected(dense_.data(), units_, input_size_, bias, x, batch, y, activation_, pool);
-    else if (form_ == Form::kChunked) ChunkedFullyConnected(chunked_, bias, x, batch, y, activation_, scratch, pool);
-    else if (form_ == Form::kPair) PairFullyConnected(pairs_, bias, x, batch, y, activation_, scratch, pool);
-    else SparseFullyConnected(sparse_, bias, x, batch, y, activation_, scratch, pool);
+    else weights_.Run(bias, x, batch, y, activation_, scratch, pool);
   }
 
   size_t ResidentBytes() const override {
-    if (dense_mode_) return dense_.capacity() * sizeof(float);
-    switch (form_) {
-      case Form::kChunked: return chunked_.ResidentBytes();
-      case Form::kPair: return pairs_.ResidentBytes();
-      case Form::kSparse: break;
-    }
-    return sparse_.ResidentBytes();
+    return dense_mode_ ? dense_.capacity() * sizeof(float) : weights_.ResidentBytes();
   }
 
  private:
@@ -146,14 +121,7 @@ class FullyConnectedKernel : public OpKernel {
   bool keep_num_dims_ = false;
   bool dense_mode_ = false;
   int units_ = 0, input_size_ = 0;
-  // The in-memory form the kernel computes on, chosen at Init: chunked for long rows (pays when padding
-  // stays small), pairs for short rows, the decoded delta/code walk for what neither takes (codebooks over
-  // 32 entries with very wide inputs).
-  enum class Form { kSparse, kChunked, kPair };
-  Form form_ = Form::kSparse;
-  codec::SparseMatrix sparse_;
-  ChunkedMatrix chunked_;
-  PairMatrix pairs_;
+  FullyConnectedWeights weights_;  // sparse mode
   std::vector<float> dense_;
   std::vector<float> bias_;
 };

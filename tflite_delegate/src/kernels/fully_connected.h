@@ -15,7 +15,7 @@
 
 namespace dc::delegate {
 
-class ThreadPool;
+class RowSplitter;
 
 // TFLite's ActivationFunctionType values that the kernel fuses.
 enum class Activation : uint8_t { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 = 3, kTanh = 4 };
@@ -37,19 +37,19 @@ inline float Activate(float v, Activation act) {
 }
 
 // Checks the invariants the fast loops rely on (row_ptr monotone and consistent, every column — fillers
-// included — inside [0, cols), every code inside the codebook, codebook of 1..256 entries), so that a
-// matrix that passes can never make a kernel read out of bounds.
+// included — inside [0, cols), every code inside the codebook, codebook of 1..256 entries or none for a
+// matrix without entries), so that a matrix that passes can never make a kernel read out of bounds.
 Status ValidateSparseMatrix(const codec::SparseMatrix& w);
 
 // y[b, r] = act(bias[r] + sum_c W[r, c] x[b, c]) for b < batch. x: batch x w.cols, y: batch x w.rows,
 // bias may be null. `scratch` must hold w.cols * min(batch, 8) floats (batch > 1 transposes x into it);
-// pool may be null (single thread). W must have passed ValidateSparseMatrix.
+// pool splits the rows over threads and may be null (single thread). W must have passed ValidateSparseMatrix.
 void SparseFullyConnected(const codec::SparseMatrix& w, const float* bias, const float* x, int64_t batch,
-                          float* y, Activation act, float* scratch, ThreadPool* pool);
+                          float* y, Activation act, float* scratch, RowSplitter* pool);
 
 // Same contract with W dense (rows x cols, C order): the `mode=dense` fallback.
 void DenseFullyConnected(const float* w, int64_t rows, int64_t cols, const float* bias, const float* x,
-                         int64_t batch, float* y, Activation act, ThreadPool* pool);
+                         int64_t batch, float* y, Activation act, RowSplitter* pool);
 
 // Scalar reference of SparseFullyConnected (no SIMD, no threads): the kernel test compares against it
 // and against a dense product.
@@ -116,7 +116,7 @@ size_t PairScratchFloats(int64_t cols, int64_t batch);
 
 // Same contract as SparseFullyConnected, on the pair form; scratch holds PairScratchFloats floats.
 void PairFullyConnected(const PairMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
-                        Activation act, float* scratch, ThreadPool* pool);
+                        Activation act, float* scratch, RowSplitter* pool);
 
 // Builds the chunked form of a matrix that passed ValidateSparseMatrix (any padding; columns < 65535).
 Status BuildChunkedMatrix(const codec::SparseMatrix& w, ChunkedMatrix* out);
@@ -126,7 +126,38 @@ size_t ChunkedScratchFloats(int64_t cols, int64_t batch);
 
 // Same contract as SparseFullyConnected, on the chunked form; scratch holds ChunkedScratchFloats floats.
 void ChunkedFullyConnected(const ChunkedMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
-                           Activation act, float* scratch, ThreadPool* pool);
+                           Activation act, float* scratch, RowSplitter* pool);
+
+// A fully-connected layer's weights in the form its kernel computes on, chosen once from the decoded matrix:
+// chunked for long rows (when its padding stays within kMaxChunkPadding), pairs for short rows, the
+// delta/code walk for what neither takes. The delegate's DcFullyConnected and the TensorFlow op
+// DcSparseMatMul both hold one of these, so both run the same loops.
+class FullyConnectedWeights {
+ public:
+  // Validates `w` (ValidateSparseMatrix) and builds the form; an error names what is wrong with `w`.
+  Status Init(codec::SparseMatrix w);
+
+  int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
+  uint64_t nonzeros() const { return nonzeros_; }
+  // "chunked", "pair" or "walk": which loops Run uses (for reports and tests).
+  const char* form_name() const;
+  // Floats of scratch Run needs for `batch` input rows.
+  size_t ScratchFloats(int64_t batch) const;
+  // Same contract as SparseFullyConnected.
+  void Run(const float* bias, const float* x, int64_t batch, float* y, Activation act, float* scratch,
+           RowSplitter* pool) const;
+  size_t ResidentBytes() const;
+
+ private:
+  enum class Form { kWalk, kChunked, kPair };
+  Form form_ = Form::kWalk;
+  int64_t rows_ = 0, cols_ = 0;
+  uint64_t nonzeros_ = 0;
+  codec::SparseMatrix walk_;
+  ChunkedMatrix chunked_;
+  PairMatrix pairs_;
+};
 
 }  // namespace dc::delegate
 

@@ -3,6 +3,7 @@
 // which compilers vectorise for their own SIMD (NEON on Android).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -23,8 +24,9 @@ using codec::SparseMatrix;
 
 // Rows are cheap: split only when every thread gets at least two.
 template <typename Fn>
-void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
-  ParallelForRanges(rows, pool, /*min_rows_per_thread=*/2, fn);
+void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
+  if (pool == nullptr) return fn(int64_t{0}, rows);
+  pool->ForRanges(rows, /*min_rows_per_thread=*/2, fn);
 }
 
 // ---- portable loops -------------------------------------------------------------------------------
@@ -123,8 +125,10 @@ void DenseRowsGeneric(const float* w, int64_t cols, const float* bias, const flo
 // ---- AVX2 loops ------------------------------------------------------------------------------------
 #if DC_HAVE_X86_DISPATCH
 
+// DC_KERAS_DISABLE_AVX2=1 forces the portable loops, so that tests cover what CPUs without AVX2 run.
 bool CpuHasAvx2Fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          std::getenv("DC_KERAS_DISABLE_AVX2") == nullptr;
   return has;
 }
 
@@ -180,7 +184,7 @@ void TransposeWithZeroSlot(const float* x, int64_t cols, int64_t b0, int64_t nb,
 // kSparseBatchBlock transposed inputs) over the rows: the driver both padded forms share.
 template <typename Batch1Fn, typename BlockFn>
 void RunWithZeroSlot(int64_t rows, int64_t cols, const float* x, int64_t batch, float* y, float* scratch,
-                     ThreadPool* pool, const Batch1Fn& rows_fn, const BlockFn& block_fn) {
+                     RowSplitter* pool, const Batch1Fn& rows_fn, const BlockFn& block_fn) {
   if (batch == 1) {
     CopyWithZeroSlot(x, cols, scratch);
     ForRowRanges(rows, pool, rows_fn);
@@ -476,7 +480,7 @@ size_t ChunkedScratchFloats(int64_t cols, int64_t batch) {
 }
 
 void ChunkedFullyConnected(const ChunkedMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
-                           Activation act, float* scratch, ThreadPool* pool) {
+                           Activation act, float* scratch, RowSplitter* pool) {
   RunWithZeroSlot(
       w.rows, w.cols, x, batch, y, scratch, pool,
       [&](int64_t r0, int64_t r1) { ChunkedRowsBatch1(w, bias, scratch, y, act, r0, r1); },
@@ -554,7 +558,7 @@ Status BuildPairMatrix(const SparseMatrix& w, PairMatrix* out) {
 size_t PairScratchFloats(int64_t cols, int64_t batch) { return ChunkedScratchFloats(cols, batch); }
 
 void PairFullyConnected(const PairMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
-                        Activation act, float* scratch, ThreadPool* pool) {
+                        Activation act, float* scratch, RowSplitter* pool) {
   RunWithZeroSlot(
       w.rows, w.cols, x, batch, y, scratch, pool,
       [&](int64_t r0, int64_t r1) { PairRowsBatch1(w, bias, scratch, y, act, r0, r1); },
@@ -571,7 +575,8 @@ Status ValidateSparseMatrix(const SparseMatrix& w) {
     return Status::Error("sparse weights: row_ptr has the wrong length or does not start at 0");
   if (w.delta.size() != w.code.size() || w.row_ptr.back() != w.delta.size())
     return Status::Error("sparse weights: delta/code lengths disagree with row_ptr");
-  if (w.codebook.empty() || w.codebook.size() > 256)
+  // An all-zero (fully pruned) layer has no entries and may have no centroids.
+  if (w.codebook.size() > 256 || (w.codebook.empty() && !w.delta.empty()))
     return Status::Error("sparse weights: codebook must have 1..256 entries, has " +
                          std::to_string(w.codebook.size()));
   for (int64_t r = 0; r < w.rows; ++r) {
@@ -590,7 +595,7 @@ Status ValidateSparseMatrix(const SparseMatrix& w) {
 }
 
 void SparseFullyConnected(const SparseMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
-                          Activation act, float* scratch, ThreadPool* pool) {
+                          Activation act, float* scratch, RowSplitter* pool) {
   const int64_t rows = w.rows, cols = w.cols;
   if (batch == 1) {
     ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) { SparseRowsBatch1(w, bias, x, y, act, r0, r1); });
@@ -611,7 +616,7 @@ void SparseFullyConnected(const SparseMatrix& w, const float* bias, const float*
 }
 
 void DenseFullyConnected(const float* w, int64_t rows, int64_t cols, const float* bias, const float* x,
-                         int64_t batch, float* y, Activation act, ThreadPool* pool) {
+                         int64_t batch, float* y, Activation act, RowSplitter* pool) {
   ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
 #if DC_HAVE_X86_DISPATCH
     if (CpuHasAvx2Fma()) return DenseRowsAvx2(w, cols, bias, x, batch, rows, y, act, r0, r1);
@@ -625,6 +630,70 @@ void SparseFullyConnectedReference(const SparseMatrix& w, const float* bias, con
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t r = 0; r < w.rows; ++r)
       y[b * w.rows + r] = Activate(SparseRowDot(w, r, x + b * w.cols) + (bias ? bias[r] : 0.f), act);
+}
+
+Status FullyConnectedWeights::Init(codec::SparseMatrix w) {
+  Status valid = ValidateSparseMatrix(w);
+  if (!valid.ok()) return valid;
+  *this = FullyConnectedWeights();
+  rows_ = w.rows;
+  cols_ = w.cols;
+  for (uint8_t d : w.delta) nonzeros_ += d != 0;
+  if (w.cols < 0xFFFF) {  // the chunked form stores uint16 columns plus a zero slot
+    Status built = BuildChunkedMatrix(w, &chunked_);
+    if (!built.ok()) return built;
+    if (chunked_.Pays()) {
+      form_ = Form::kChunked;
+      return Status();
+    }
+    chunked_ = ChunkedMatrix();
+  }
+  if (PairFormFits(w)) {
+    Status built = BuildPairMatrix(w, &pairs_);
+    if (!built.ok()) return built;
+    form_ = Form::kPair;
+    return Status();
+  }
+  walk_ = std::move(w);
+  form_ = Form::kWalk;
+  return Status();
+}
+
+const char* FullyConnectedWeights::form_name() const {
+  switch (form_) {
+    case Form::kChunked: return "chunked";
+    case Form::kPair: return "pair";
+    case Form::kWalk: break;
+  }
+  return "walk";
+}
+
+size_t FullyConnectedWeights::ScratchFloats(int64_t batch) const {
+  switch (form_) {
+    case Form::kChunked: return ChunkedScratchFloats(cols_, batch);
+    case Form::kPair: return PairScratchFloats(cols_, batch);
+    case Form::kWalk: break;
+  }
+  return batch > 1 ? static_cast<size_t>(cols_) * kSparseBatchBlock : 0;
+}
+
+void FullyConnectedWeights::Run(const float* bias, const float* x, int64_t batch, float* y, Activation act,
+                                float* scratch, RowSplitter* pool) const {
+  switch (form_) {
+    case Form::kChunked: return ChunkedFullyConnected(chunked_, bias, x, batch, y, act, scratch, pool);
+    case Form::kPair: return PairFullyConnected(pairs_, bias, x, batch, y, act, scratch, pool);
+    case Form::kWalk: break;
+  }
+  SparseFullyConnected(walk_, bias, x, batch, y, act, scratch, pool);
+}
+
+size_t FullyConnectedWeights::ResidentBytes() const {
+  switch (form_) {
+    case Form::kChunked: return chunked_.ResidentBytes();
+    case Form::kPair: return pairs_.ResidentBytes();
+    case Form::kWalk: break;
+  }
+  return walk_.ResidentBytes();
 }
 
 }  // namespace dc::delegate
