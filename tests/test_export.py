@@ -165,6 +165,19 @@ def test_unclustered_layer_stays_stock_and_still_runs(tmp_path):
     assert inspect_tflite(tmp_path / "mixed.tflite").stock == report.stock
 
 
+def test_fully_pruned_layer_runs_and_gives_its_bias(tmp_path):
+    # A layer pruned to nothing has a blob without centroids; the delegate must run it, not reject it.
+    model = keras_lenet(train=False)
+    ip2 = model.layers[1]
+    kernel, bias = ip2.get_weights()
+    ip2.set_weights([np.zeros_like(kernel), bias + 0.25])
+    report = dc_keras.export_tflite(model, tmp_path / "zero.tflite", verify=True)
+    assert "ip2" in [l.name for l in report.layers]
+    x = _inputs(3)
+    got = run_tflite(delegate.make_interpreter(tmp_path / "zero.tflite"), x)
+    assert max_rel_error(got, model(x).numpy()) <= TOLERANCE
+
+
 def test_activations_and_explicit_bits(tmp_path):
     model = keras_lenet(activations=("relu6", "tanh", "softmax"), clusters=8, train=False)
     report = dc_keras.export_tflite(model, tmp_path / "act.tflite", bits={"ip1": 6}, index_bits=4, coder="auto",
