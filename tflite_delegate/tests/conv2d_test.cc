@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "conv2d_test_util.h"
+#include "kernel_test_util.h"
 #include "kernels/conv2d.h"
 #include "kernels/neon_math.h"
 #include "thread_pool.h"

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel_test_util.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -18,54 +19,11 @@ using namespace dc::delegate;
 
 namespace {
 
-int failures = 0;
+using Case = dc_test::SharedMatrix;
 
-#define CHECK(cond, ...)                        \
-  do {                                          \
-    if (!(cond)) {                              \
-      std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::fprintf(stderr, __VA_ARGS__);        \
-      std::fprintf(stderr, "\n");               \
-      ++failures;                               \
-    }                                           \
-  } while (0)
-
-struct Case {
-  SparseMatrix sparse;
-  std::vector<float> dense;  // rows x cols
-};
-
-// Random pruned + shared matrix; `long_gaps` leaves whole stretches empty so fillers appear.
+// Random pruned + shared matrix; every 7th row stays empty, `long_gaps` leaves holes so fillers appear.
 Case MakeCase(int rows, int cols, double density, int codebook_size, bool long_gaps, std::mt19937& rng) {
-  Case c;
-  std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  std::uniform_real_distribution<double> coin(0.0, 1.0);
-  c.sparse.rows = rows;
-  c.sparse.cols = cols;
-  for (int k = 0; k < codebook_size; ++k) c.sparse.codebook.push_back(uni(rng) + (k % 2 ? 0.01f : -0.01f));
-  c.dense.assign(static_cast<size_t>(rows) * cols, 0.f);
-  c.sparse.row_ptr.push_back(0);
-  for (int r = 0; r < rows; ++r) {
-    int last = -1;
-    const bool empty_row = r % 7 == 3;
-    for (int col = 0; col < cols && !empty_row; ++col) {
-      if (long_gaps && (col / 300) % 2 == 1) continue;  // 300-column holes: gaps > 255
-      if (coin(rng) >= density) continue;
-      int gap = col - last;
-      while (gap > 255) {
-        c.sparse.delta.push_back(0);  // filler: +255
-        c.sparse.code.push_back(0);
-        gap -= 255;
-      }
-      const int code = static_cast<int>(rng() % codebook_size);
-      c.sparse.delta.push_back(static_cast<uint8_t>(gap));
-      c.sparse.code.push_back(static_cast<uint8_t>(code));
-      c.dense[static_cast<size_t>(r) * cols + col] = c.sparse.codebook[code];
-      last = col;
-    }
-    c.sparse.row_ptr.push_back(static_cast<uint32_t>(c.sparse.delta.size()));
-  }
-  return c;
+  return dc_test::RandomShared(rows, cols, density, codebook_size, long_gaps, rng, /*empty_every=*/7);
 }
 
 double Act(double v, Activation act) {
@@ -238,8 +196,8 @@ int main() {
   }
   TestValidation(rng);
   TestPairForm(rng);
-  if (failures) {
-    std::fprintf(stderr, "%d failure(s)\n", failures);
+  if (dc_test::Failures()) {
+    std::fprintf(stderr, "%d failure(s)\n", dc_test::Failures());
     return 1;
   }
   std::printf("fully_connected_test: OK\n");

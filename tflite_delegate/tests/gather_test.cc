@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <vector>
 
-#include "conv2d_test_util.h"
+#include "kernel_test_util.h"
 #include "kernels/fully_connected.h"
 #include "kernels/gather.h"
 

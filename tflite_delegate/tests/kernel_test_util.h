@@ -1,8 +1,8 @@
-// Helpers of the conv / depthwise / gather kernel tests: random pruned + weight-shared matrices in both the
-// dense and the dc::codec::SparseMatrix form, a failure counter, and closeness checks against a double
-// reference.
-#ifndef DC_DELEGATE_TESTS_CONV2D_TEST_UTIL_H_
-#define DC_DELEGATE_TESTS_CONV2D_TEST_UTIL_H_
+// Helpers of the delegate's kernel tests (FC, conv, depthwise, gather): random pruned + weight-shared
+// matrices in both the dense and the dc::codec::SparseMatrix form, a failure counter, and closeness checks
+// against a double reference.
+#ifndef DC_DELEGATE_TESTS_KERNEL_TEST_UTIL_H_
+#define DC_DELEGATE_TESTS_KERNEL_TEST_UTIL_H_
 
 #include <algorithm>
 #include <cmath>
@@ -95,4 +95,4 @@ inline bool AllClose(const std::vector<float>& got, const std::vector<float>& wa
 
 }  // namespace dc_test
 
-#endif  // DC_DELEGATE_TESTS_CONV2D_TEST_UTIL_H_
+#endif  // DC_DELEGATE_TESTS_KERNEL_TEST_UTIL_H_
