@@ -74,3 +74,23 @@ def compressible_weights(layer, protocol: str = "get_prunable_weights") -> List[
                 pairs.append((item.path.split("/")[-1], item))
         return pairs
     return [(attr, getattr(layer, attr)) for attr in weight_attributes(layer)]
+
+
+class WeightTransformWrapper(keras.layers.Wrapper):
+    """A Wrapper that changes its inner layer's weight values only (pruning masks, shared centroids).
+
+    Output shapes, output specs and Keras masks are therefore the inner layer's; the pruning and the
+    clustering wrappers both inherit these forwards from here.
+    """
+
+    def compute_output_shape(self, input_shape):
+        """Same as the inner layer's."""
+        return self.layer.compute_output_shape(input_shape)
+
+    def compute_output_spec(self, *args, **kwargs):
+        """Same as the inner layer's (which traces its call when it has no compute_output_shape)."""
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        """Delegates Keras masking (e.g. Embedding(mask_zero=True)) to the inner layer."""
+        return self.layer.compute_mask(inputs, mask)

@@ -89,7 +89,7 @@ def _shared_values(centroids, indices, number_of_clusters: int):
 
 
 @keras.saving.register_keras_serializable(package="dc_keras")
-class ClusterWeights(keras.layers.Wrapper):
+class ClusterWeights(layer_registry.WeightTransformWrapper):
     """Wraps a layer so that its compressible weights are shared through a trainable k-entry codebook.
 
     Args:
@@ -106,13 +106,7 @@ class ClusterWeights(keras.layers.Wrapper):
 
     def __init__(self, layer, number_of_clusters: int, cluster_centroids_init="linear",
                  preserve_sparsity: bool = True, seed: Optional[int] = None, **kwargs):
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(f"ClusterWeights wraps a Keras layer, got {type(layer).__name__}: {layer!r}")
-        _check_clusterable(layer)
-        if not layer_registry.is_supported(layer, _PROTOCOL):
-            raise ValueError(
-                f"layer {layer.name!r} of type {type(layer).__name__} cannot be clustered: supported are the "
-                "layer types of dc_keras.layer_registry and layers implementing get_clusterable_weights()")
+        _check_layer_to_wrap(layer, "ClusterWeights wraps a Keras layer")
         k = int(number_of_clusters)
         if not 1 <= k <= 2 ** MAX_BITS:
             raise ValueError(
@@ -250,16 +244,6 @@ class ClusterWeights(keras.layers.Wrapper):
             self.add_loss(scope.losses)
         return outputs
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
-
-    def compute_output_spec(self, *args, **kwargs):
-        # Shapes and dtypes are the wrapped layer's: sharing weights changes values only.
-        return self.layer.compute_output_spec(*args, **kwargs)
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
-
     # -- serialization ---------------------------------------------------------------------------------
 
     def get_config(self):
@@ -369,6 +353,18 @@ def _check_clusterable(layer) -> None:
             "call dc_keras.strip_pruning(model) first, then cluster the stripped model (pruned zeros are kept)")
 
 
+def _check_layer_to_wrap(layer, not_a_layer: str) -> None:
+    """ValueError for a single layer that cannot be wrapped: not a Keras layer (message starts with
+    `not_a_layer`), already clustered, still wrapped for pruning, or of a type nobody taught us to cluster."""
+    if not isinstance(layer, keras.layers.Layer):
+        raise ValueError(f"{not_a_layer}, got {type(layer).__name__}: {layer!r}")
+    _check_clusterable(layer)
+    if not layer_registry.is_supported(layer, _PROTOCOL):
+        raise ValueError(
+            f"layer {layer.name!r} of type {type(layer).__name__} cannot be clustered: supported are the "
+            "layer types of dc_keras.layer_registry and layers implementing get_clusterable_weights()")
+
+
 def cluster_weights(to_cluster, number_of_clusters=None, bits=None,
                     cluster_centroids_init=CentroidInitialization.LINEAR, preserve_sparsity: bool = True,
                     seed: Optional[int] = None):
@@ -407,13 +403,7 @@ def cluster_weights(to_cluster, number_of_clusters=None, bits=None,
                               preserve_sparsity=preserve_sparsity, seed=seed)
 
     def check_layer(layer):
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(f"cluster_weights expects Keras layers, got {type(layer).__name__}: {layer!r}")
-        _check_clusterable(layer)
-        if not layer_registry.is_supported(layer, _PROTOCOL):
-            raise ValueError(
-                f"layer {layer.name!r} of type {type(layer).__name__} cannot be clustered: supported are the "
-                "layer types of dc_keras.layer_registry and layers implementing get_clusterable_weights()")
+        _check_layer_to_wrap(layer, "cluster_weights expects Keras layers")
         if not layer.built:
             raise ValueError(f"layer {layer.name!r} is not built: build or train it before clustering "
                              "(k-means runs on its weights)")

@@ -71,7 +71,7 @@ class _MaskConstraint:
 
 
 @keras.saving.register_keras_serializable(package="dc_keras")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
     """Wraps a layer and prunes its prunable weights by magnitude on ``pruning_schedule``.
 
     Prefer :func:`prune_low_magnitude`, which wraps every supported layer of a model. Training needs the
@@ -222,18 +222,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         for loss in scope.losses:
             self.add_loss(loss)
         return outputs
-
-    def compute_output_shape(self, input_shape):
-        """Same as the inner layer's."""
-        return self.layer.compute_output_shape(input_shape)
-
-    def compute_output_spec(self, *args, **kwargs):
-        """Same as the inner layer's (which traces its call when it has no compute_output_shape)."""
-        return self.layer.compute_output_spec(*args, **kwargs)
-
-    def compute_mask(self, inputs, mask=None):
-        """Delegates Keras masking (e.g. Embedding(mask_zero=True)) to the inner layer."""
-        return self.layer.compute_mask(inputs, mask)
 
     def apply_masks(self):
         """Sets each pruned variable to ``weight * mask`` now (callbacks call it at epoch ends)."""
