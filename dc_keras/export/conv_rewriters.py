@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -216,15 +216,22 @@ def _check_float_io(subgraph, op, layer: str, op_name: str) -> Optional["Skipped
     return None
 
 
-def _bias_index(model, subgraph, op, layer: str, op_name: str, out_c: int) -> Union[int, "Skipped"]:
+def _activation_and_bias(model, subgraph, op, layer: str, op_name: str,
+                         out_c: int) -> Union[Tuple[int, int], "Skipped"]:
+    """(fused activation, bias tensor index or -1) of a conv op, or Skipped when the delegate cannot fuse the
+    activation or the bias is not a constant float32 vector of out_c values."""
+    o = op.builtinOptions
+    activation = int(o.fusedActivationFunction) if o is not None else 0
+    if activation not in ACTIVATIONS:
+        return _base().Skipped(layer, op_name, f"fused activation {activation} not supported by the delegate")
     inputs = _inputs(op)
     index = inputs[2] if len(inputs) > 2 else -1
     if index < 0:
-        return -1
+        return activation, -1
     bias = _constant_float(model, subgraph, index)
     if bias is None or bias.size != out_c:
         return _base().Skipped(layer, op_name, f"bias is not a constant float32 vector of {out_c} values")
-    return index
+    return activation, index
 
 
 def _channels(subgraph, index: int) -> Optional[int]:
@@ -261,12 +268,10 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     if _channels(subgraph, inputs[0]) != in_c:
         return base.Skipped(layer, name, "input is not NHWC with the filter's channel count (grouped conv?)")
     o = op.builtinOptions
-    activation = int(o.fusedActivationFunction) if o is not None else 0
-    if activation not in ACTIVATIONS:
-        return base.Skipped(layer, name, f"fused activation {activation} not supported by the delegate")
-    bias_index = _bias_index(model, subgraph, op, layer, name, out_c)
-    if isinstance(bias_index, base.Skipped):
-        return bias_index
+    fused = _activation_and_bias(model, subgraph, op, layer, name, out_c)
+    if isinstance(fused, base.Skipped):
+        return fused
+    activation, bias_index = fused
     blob = base.encode_weights(weights, layer, name, "conv", settings)
     if isinstance(blob, base.Skipped):
         return blob
@@ -295,12 +300,10 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
     if in_c is None or out_c % in_c:
         return base.Skipped(layer, name, f"input channels {in_c} do not divide the filter's {out_c} channels")
     o = op.builtinOptions
-    activation = int(o.fusedActivationFunction) if o is not None else 0
-    if activation not in ACTIVATIONS:
-        return base.Skipped(layer, name, f"fused activation {activation} not supported by the delegate")
-    bias_index = _bias_index(model, subgraph, op, layer, name, out_c)
-    if isinstance(bias_index, base.Skipped):
-        return bias_index
+    fused = _activation_and_bias(model, subgraph, op, layer, name, out_c)
+    if isinstance(fused, base.Skipped):
+        return fused
+    activation, bias_index = fused
     transposed = np.ascontiguousarray(weights.reshape(kh * kw, out_c).T)
     blob = base.encode_weights(transposed, layer, name, "conv", settings)
     if isinstance(blob, base.Skipped):
