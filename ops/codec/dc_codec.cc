@@ -965,30 +965,14 @@ uint64_t SparseMatrix::NumNonzeros() const {
 void SparseMatrix::MatVec(const float* x, float* y) const {
   for (int64_t r = 0; r < rows; ++r) {
     float acc = 0.0f;
-    int64_t col = -1;
-    for (uint32_t e = row_ptr[r]; e < row_ptr[r + 1]; ++e) {
-      if (delta[e] == 0) {
-        col += kSparseFillerStep;
-        continue;
-      }
-      col += delta[e];
-      acc += codebook[code[e]] * x[col];
-    }
+    ForEachEntry(r, [&](int64_t col, uint8_t c) { acc += codebook[c] * x[col]; });
     y[r] = acc;
   }
 }
 
 void SparseMatrix::ExpandRow(int64_t r, float* out) const {
   std::fill(out, out + cols, 0.0f);
-  int64_t col = -1;
-  for (uint32_t e = row_ptr[r]; e < row_ptr[r + 1]; ++e) {
-    if (delta[e] == 0) {
-      col += kSparseFillerStep;
-      continue;
-    }
-    col += delta[e];
-    out[col] = codebook[code[e]];
-  }
+  ForEachEntry(r, [&](int64_t col, uint8_t c) { out[col] = codebook[c]; });
 }
 
 }  // namespace codec

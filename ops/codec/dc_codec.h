@@ -31,6 +31,12 @@ constexpr int kMaxHuffmanBits = 12;
 // Column step of a filler entry in SparseMatrix (the in-memory form, independent of index_bits).
 constexpr int kSparseFillerStep = 255;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define DC_CODEC_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define DC_CODEC_ALWAYS_INLINE inline
+#endif
+
 // Outcome of a codec call: ok, or an error with a human-readable message.
 class Status {
  public:
@@ -106,6 +112,21 @@ struct SparseMatrix {
   }
   // Number of real (non-filler) entries.
   uint64_t NumNonzeros() const;
+  // Calls fn(col, code) for each real entry of row r in column order, stepping over fillers: the walk of
+  // the contract above, shared by every loop that reads this form entry by entry. Unchecked: r must be in
+  // [0, rows). Always inlined so that kernels' hot loops (including their AVX2 clones) keep their speed.
+  template <typename Fn>
+  DC_CODEC_ALWAYS_INLINE void ForEachEntry(int64_t r, Fn&& fn) const {
+    int64_t col = -1;
+    for (uint32_t e = row_ptr[r], end = row_ptr[r + 1]; e < end; ++e) {
+      if (delta[e] == 0) {
+        col += kSparseFillerStep;
+        continue;
+      }
+      col += delta[e];
+      fn(col, code[e]);
+    }
+  }
   // Reference y = W x (y has rows elements, x has cols). Unchecked: for tests and fallbacks.
   void MatVec(const float* x, float* y) const;
   // Writes row r densely into out[0, cols). Unchecked: r must be in [0, rows).

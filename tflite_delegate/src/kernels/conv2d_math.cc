@@ -91,20 +91,10 @@ void Im2ColPanel(const ConvGeometry& g, const float* x, int64_t p0, int nb, floa
 // Rows [r0, r1) of one panel: each nonzero weight is one 16-lane FMA on column `col` of the panel.
 __attribute__((always_inline)) inline void SparsePanelImpl(const SparseMatrix& w, const float* bias, const float* xt,
                                                            int nb, float* y, int64_t y_stride, Activation act) {
-  const uint8_t* delta = w.delta.data();
-  const uint8_t* code = w.code.data();
   const float* cb = w.codebook.data();
   for (int64_t r = 0; r < w.rows; ++r) {
     Acc16 acc = Acc16::Broadcast(bias ? bias[r] : 0.f);
-    int64_t col = -1;
-    for (uint32_t e = w.row_ptr[r], end = w.row_ptr[r + 1]; e < end; ++e) {
-      if (delta[e] == 0) {  // filler: a gap longer than 255 columns
-        col += codec::kSparseFillerStep;
-        continue;
-      }
-      col += delta[e];
-      acc.Fma(cb[code[e]], xt + col * kLanes);
-    }
+    w.ForEachEntry(r, [&](int64_t col, uint8_t code) { acc.Fma(cb[code], xt + col * kLanes); });
     float out[kLanes];
     acc.ActivateStore(act, out);
     for (int j = 0; j < nb; ++j) y[j * y_stride + r] = out[j];

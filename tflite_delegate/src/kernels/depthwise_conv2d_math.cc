@@ -50,8 +50,6 @@ inline bool Interior(const ConvGeometry& g, int iy0, int ix0) {
 void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* bias, const ConvGeometry& g,
                            const float* x, float* y, Activation act, ThreadPool* pool) {
   const int64_t out_c = w.rows;
-  const uint8_t* delta = w.delta.data();
-  const uint8_t* code = w.code.data();
   const float* cb = w.codebook.data();
   const TapOffsets offsets(g);
   const int64_t* tap_off = offsets.data();
@@ -68,33 +66,19 @@ void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* b
           for (int64_t oc = 0; oc < out_c; ++oc) {
             const float* xc = base + oc / multiplier;
             float acc = bias ? bias[oc] : 0.f;
-            int64_t t = -1;
-            for (uint32_t e = w.row_ptr[oc], end = w.row_ptr[oc + 1]; e < end; ++e) {
-              if (delta[e] == 0) {
-                t += codec::kSparseFillerStep;
-                continue;
-              }
-              t += delta[e];
-              acc += cb[code[e]] * xc[tap_off[t]];
-            }
+            w.ForEachEntry(oc, [&](int64_t t, uint8_t code) { acc += cb[code] * xc[tap_off[t]]; });
             yo[oc] = acc;
           }
         } else {  // border: check every tap against the image
           for (int64_t oc = 0; oc < out_c; ++oc) {
             const int64_t ci = oc / multiplier;
             float acc = bias ? bias[oc] : 0.f;
-            int64_t t = -1;
-            for (uint32_t e = w.row_ptr[oc], end = w.row_ptr[oc + 1]; e < end; ++e) {
-              if (delta[e] == 0) {
-                t += codec::kSparseFillerStep;
-                continue;
-              }
-              t += delta[e];
+            w.ForEachEntry(oc, [&](int64_t t, uint8_t code) {
               const int iy = iy0 + static_cast<int>(t / g.kernel_w) * g.dilation_h;
               const int ix = ix0 + static_cast<int>(t % g.kernel_w) * g.dilation_w;
-              if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) continue;
-              acc += cb[code[e]] * x[((n * g.in_h + iy) * g.in_w + ix) * g.in_c + ci];
-            }
+              if (iy < 0 || iy >= g.in_h || ix < 0 || ix >= g.in_w) return;
+              acc += cb[code] * x[((n * g.in_h + iy) * g.in_w + ix) * g.in_c + ci];
+            });
             yo[oc] = acc;
           }
         }

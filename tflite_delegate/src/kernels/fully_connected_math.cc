@@ -133,20 +133,12 @@ __attribute__((always_inline)) inline float RowDot(const PairMatrix& w, int64_t 
 
 __attribute__((always_inline)) inline void AddRowBatched(const SparseMatrix& w, int64_t r, const float* xt,
                                                          float* acc) {
-  const uint8_t* delta = w.delta.data();
-  const uint8_t* code = w.code.data();
   const float* cb = w.codebook.data();
-  int64_t col = -1;
-  for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
-    if (delta[e] == 0) {
-      col += codec::kSparseFillerStep;
-      continue;
-    }
-    col += delta[e];
-    const float v = cb[code[e]];
+  w.ForEachEntry(r, [&](int64_t col, uint8_t code) {
+    const float v = cb[code];
     const float* xc = xt + col * kSparseBatchBlock;
     for (int b = 0; b < kSparseBatchBlock; ++b) acc[b] += v * xc[b];
-  }
+  });
 }
 
 __attribute__((always_inline)) inline void AddRowBatched(const ChunkedMatrix& w, int64_t r, const float* xt,
@@ -375,8 +367,7 @@ Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
   std::vector<uint16_t> grouped;
   for (int64_t r = 0; r < w.rows; ++r) {
     std::fill(count.begin(), count.end(), 0u);
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e)
-      if (w.delta[e] != 0) ++count[w.code[e]];
+    w.ForEachEntry(r, [&](int64_t, uint8_t code) { ++count[code]; });
     uint32_t total = 0;
     for (size_t k = 0; k < ncodes; ++k) {
       m.nonzeros += count[k];
@@ -384,15 +375,7 @@ Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
       total += (count[k] + kChunkSize - 1) / kChunkSize * kChunkSize;
     }
     grouped.assign(total, static_cast<uint16_t>(w.cols));  // padding reads the zero slot
-    int64_t c = -1;
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
-      if (w.delta[e] == 0) {
-        c += codec::kSparseFillerStep;
-        continue;
-      }
-      c += w.delta[e];
-      grouped[fill[w.code[e]]++] = static_cast<uint16_t>(c);
-    }
+    w.ForEachEntry(r, [&](int64_t col, uint8_t code) { grouped[fill[code]++] = static_cast<uint16_t>(col); });
     m.col.insert(m.col.end(), grouped.begin(), grouped.end());
     for (size_t k = 0; k < ncodes; ++k)
       for (uint32_t n = 0; n < (count[k] + kChunkSize - 1) / kChunkSize; ++n) m.code.push_back(static_cast<uint8_t>(k));
@@ -451,24 +434,18 @@ Status BuildPairMatrix(const SparseMatrix& w, PairMatrix* out) {
     return col_a | col_b << cb | ((code_a << m.code_bits) | code_b) << (2 * cb);
   };
   for (int64_t r = 0; r < w.rows; ++r) {
-    int64_t c = -1;
     bool half = false;  // an entry waits for its partner
     uint32_t col_a = 0, code_a = 0;
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
-      if (w.delta[e] == 0) {
-        c += codec::kSparseFillerStep;
-        continue;
-      }
-      c += w.delta[e];
+    w.ForEachEntry(r, [&](int64_t col, uint8_t code) {
       ++m.nonzeros;
       if (!half) {
-        col_a = static_cast<uint32_t>(c);
-        code_a = w.code[e];
+        col_a = static_cast<uint32_t>(col);
+        code_a = code;
       } else {
-        m.pair.push_back(word(col_a, code_a, static_cast<uint32_t>(c), w.code[e]));
+        m.pair.push_back(word(col_a, code_a, static_cast<uint32_t>(col), code));
       }
       half = !half;
-    }
+    });
     // The partner of an odd row's last entry reads the zero slot; it reuses that entry's centroid so that a
     // non-finite centroid the row does not use cannot leak in as 0 * inf.
     if (half) m.pair.push_back(word(col_a, code_a, static_cast<uint32_t>(w.cols), code_a));
