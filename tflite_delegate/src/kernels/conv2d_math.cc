@@ -135,12 +135,19 @@ __attribute__((target("avx2,fma"))) void DensePanelAvx2(const float* w, int out_
 }
 #endif
 
-// Runs panel(index, scratch region) for every panel of the output, im2col'ing each into its own region of
-// `scratch`; with several threads, the panels of a tile are spread over the pool.
+// Runs panel_fn(xt, p0, nb) for every panel of the output: nb <= kLanes output pixels from p0 on, their
+// patches im2col'ed into xt (the panel's own region of `scratch`); with several threads, the panels of a
+// tile are spread over the pool.
 template <typename PanelFn>
-void ForEachPanel(const ConvGeometry& g, float* scratch, ThreadPool* pool, const PanelFn& panel) {
+void ForEachPanel(const ConvGeometry& g, const float* x, float* scratch, ThreadPool* pool, const PanelFn& panel_fn) {
   const int64_t pixels = g.OutPixels();
   const int64_t panels = (pixels + kLanes - 1) / kLanes;
+  auto panel = [&](int64_t index, float* xt) {
+    const int64_t p0 = index * kLanes;
+    const int nb = static_cast<int>(std::min<int64_t>(kLanes, pixels - p0));
+    Im2ColPanel(g, x, p0, nb, xt);
+    panel_fn(static_cast<const float*>(xt), p0, nb);
+  };
   const int64_t region = g.PatchSize() * kLanes;
   const int threads = pool ? pool->num_threads() : 1;
   if (threads <= 1 || panels < 2) {
@@ -200,14 +207,10 @@ size_t Conv2DScratchFloats(const ConvGeometry& g) {
 
 void SparseConv2D(const SparseMatrix& w, const float* bias, const ConvGeometry& g, const float* x, float* y,
                   Activation act, float* scratch, ThreadPool* pool) {
-  const int64_t pixels = g.OutPixels();
 #if DC_CONV_X86_DISPATCH
   const bool avx2 = UseAvx2();
 #endif
-  ForEachPanel(g, scratch, pool, [&](int64_t panel, float* xt) {
-    const int64_t p0 = panel * kLanes;
-    const int nb = static_cast<int>(std::min<int64_t>(kLanes, pixels - p0));
-    Im2ColPanel(g, x, p0, nb, xt);
+  ForEachPanel(g, x, scratch, pool, [&](const float* xt, int64_t p0, int nb) {
     float* yp = y + p0 * w.rows;
 #if DC_CONV_X86_DISPATCH
     if (avx2) return SparsePanelAvx2(w, bias, xt, nb, yp, w.rows, act);
@@ -218,14 +221,11 @@ void SparseConv2D(const SparseMatrix& w, const float* bias, const ConvGeometry& 
 
 void DenseConv2D(const float* w, int out_c, const float* bias, const ConvGeometry& g, const float* x, float* y,
                  Activation act, float* scratch, ThreadPool* pool) {
-  const int64_t pixels = g.OutPixels(), cols = g.PatchSize();
+  const int64_t cols = g.PatchSize();
 #if DC_CONV_X86_DISPATCH
   const bool avx2 = UseAvx2();
 #endif
-  ForEachPanel(g, scratch, pool, [&](int64_t panel, float* xt) {
-    const int64_t p0 = panel * kLanes;
-    const int nb = static_cast<int>(std::min<int64_t>(kLanes, pixels - p0));
-    Im2ColPanel(g, x, p0, nb, xt);
+  ForEachPanel(g, x, scratch, pool, [&](const float* xt, int64_t p0, int nb) {
     float* yp = y + p0 * out_c;
 #if DC_CONV_X86_DISPATCH
     if (avx2) return DensePanelAvx2(w, out_c, cols, bias, xt, nb, yp, act);
