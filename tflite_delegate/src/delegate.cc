@@ -136,6 +136,11 @@ struct OpInstance {
   int node_index = -1;
   OpNode node;
   bool initialized = false;
+  // Set by Prepare so that Invoke neither looks tensors up nor allocates: the input's dims, and the
+  // subset-internal storage of the input / output (null when TFLite owns that tensor).
+  std::vector<int> in_dims;
+  const float* internal_in = nullptr;
+  float* internal_out = nullptr;
 };
 
 // A tensor produced and consumed inside the subset: TFLite's arena does not allocate those (no remaining
@@ -217,29 +222,25 @@ class SubsetKernel {
       }
     }
     scratch_.resize(scratch);
+    for (OpInstance& op : ops_) {  // after the loop above: resizing internal storage moves it
+      op.in_dims = InputDims(*context, op.node.inputs[0]);
+      auto in = internal_.find(op.node.inputs[0]);
+      op.internal_in = in != internal_.end() ? in->second.storage.data() : nullptr;
+      auto out = internal_.find(op.node.outputs[0]);
+      op.internal_out = out != internal_.end() ? out->second.storage.data() : nullptr;
+    }
     return kTfLiteOk;
   }
 
   TfLiteStatus Invoke(TfLiteContext* context) {
     for (const OpInstance& op : ops_) {
-      const int in = op.node.inputs[0], out = op.node.outputs[0];
-      const void* input;
-      std::vector<int> in_dims;
-      auto it = internal_.find(in);
-      if (it != internal_.end()) {
-        input = it->second.storage.data();
-        in_dims = it->second.dims;
-      } else {
-        input = context->tensors[in].data;
-        in_dims = TensorDims(context->tensors[in]);
-      }
-      auto ot = internal_.find(out);
-      void* output = ot != internal_.end() ? static_cast<void*>(ot->second.storage.data()) : context->tensors[out].data;
+      const void* input = op.internal_in ? op.internal_in : context->tensors[op.node.inputs[0]].data;
+      void* output = op.internal_out ? op.internal_out : context->tensors[op.node.outputs[0]].data;
       if (input == nullptr || output == nullptr) {
         Report(context, std::string("dc delegate: ") + op.entry->custom_name + ": tensors are not allocated");
         return kTfLiteError;
       }
-      op.kernel->Run(input, in_dims, output, scratch_.data(), state_->pool.get());
+      op.kernel->Run(input, op.in_dims, output, scratch_.data(), state_->pool.get());
     }
     return kTfLiteOk;
   }

@@ -91,14 +91,22 @@ constexpr double kMaxChunkPadding = 1.25;
 // weights, so a pair costs two x loads and one weight load where the delta/code walk spends two centroid
 // loads and two byte loads more: 1.5x faster on a 784x300 8%-dense layer at batch 1. Odd rows end with a
 // padding entry that reads the zero slot appended to x.
+//
+// Word layout, low bits first: pair code (2 * code_bits), col_a (col_bits), col_b (the rest). The pair code
+// then needs one AND, col_a one BEXTR and col_b one shift: with BMI that is three integer ops per pair, and
+// the loop measured 26% faster than with the columns in the low bits (two shift+mask pairs plus a shift).
 struct PairMatrix {
   int64_t rows = 0, cols = 0;
   int col_bits = 0, code_bits = 0;
   std::vector<uint32_t> row_ptr;      // rows + 1 offsets, in pairs
-  std::vector<uint32_t> pair;         // col_a | col_b << col_bits | (code_a << code_bits | code_b) << 2 col_bits
+  std::vector<uint32_t> pair;         // pair_code | col_a << col_a_shift() | col_b << col_b_shift()
   std::vector<float> pair_weights;    // 2 floats per (code_a, code_b): (codebook[code_a], codebook[code_b])
   uint64_t nonzeros = 0;
   size_t ResidentBytes() const;
+  unsigned col_a_shift() const { return 2 * static_cast<unsigned>(code_bits); }
+  unsigned col_b_shift() const { return col_a_shift() + static_cast<unsigned>(col_bits); }
+  uint32_t pair_code_mask() const { return (1u << col_a_shift()) - 1; }
+  uint32_t col_mask() const { return (1u << col_bits) - 1; }
 };
 
 // Largest codebook the pair form takes: its table then holds 32 x 32 pairs (8 KB), which stays in L1.

@@ -30,9 +30,13 @@ void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
 }
 
 #if DC_HAVE_X86_DISPATCH
-// DC_KERAS_DISABLE_AVX2=1 forces the portable loops, so that tests cover what CPUs without AVX2 run.
+// The x86-64 clones may use AVX2, FMA and BMI1/2 (every AVX2 CPU, Intel since Haswell and AMD since
+// Excavator, has all four). DC_KERAS_DISABLE_AVX2=1 forces the portable loops, so that tests cover what
+// CPUs without them run.
+#define DC_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2")))
 bool CpuHasAvx2Fma() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
                           std::getenv("DC_KERAS_DISABLE_AVX2") == nullptr;
   return has;
 }
@@ -113,16 +117,15 @@ __attribute__((always_inline)) inline float RowDot(const ChunkedMatrix& w, int64
 // Pairs, portable: compilers turn the two adjacent weight loads into one (ldp on arm64). The x86-64 AVX2
 // build uses PairRowsBatch1Avx2 below instead.
 __attribute__((always_inline)) inline float RowDot(const PairMatrix& w, int64_t r, const float* xz) {
-  const uint32_t* pair = w.pair.data();
   const float* pw = w.pair_weights.data();
-  const unsigned cb = static_cast<unsigned>(w.col_bits);
-  const uint32_t mask = (1u << cb) - 1;
+  const unsigned a_shift = w.col_a_shift(), b_shift = w.col_b_shift();
+  const uint32_t code_mask = w.pair_code_mask(), col_mask = w.col_mask();
   float acc0 = 0.f, acc1 = 0.f;
-  for (uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i) {
-    const uint32_t p = pair[i];
-    const float* wt = pw + 2 * size_t{p >> (2 * cb)};
-    acc0 += xz[p & mask] * wt[0];
-    acc1 += xz[(p >> cb) & mask] * wt[1];
+  const uint32_t* const end = w.pair.data() + w.row_ptr[r + 1];
+  for (const uint32_t* p = w.pair.data() + w.row_ptr[r]; p < end; ++p) {
+    const float* wt = pw + 2 * size_t{*p & code_mask};
+    acc0 += xz[(*p >> a_shift) & col_mask] * wt[0];
+    acc1 += xz[*p >> b_shift] * wt[1];
   }
   return acc0 + acc1;
 }
@@ -157,15 +160,14 @@ __attribute__((always_inline)) inline void AddRowBatched(const ChunkedMatrix& w,
 
 __attribute__((always_inline)) inline void AddRowBatched(const PairMatrix& w, int64_t r, const float* xt,
                                                          float* acc) {
-  const uint32_t* pair = w.pair.data();
   const float* pw = w.pair_weights.data();
-  const unsigned cb = static_cast<unsigned>(w.col_bits);
-  const uint32_t mask = (1u << cb) - 1;
+  const unsigned a_shift = w.col_a_shift(), b_shift = w.col_b_shift();
+  const uint32_t code_mask = w.pair_code_mask(), col_mask = w.col_mask();
   for (uint32_t i = w.row_ptr[r]; i < w.row_ptr[r + 1]; ++i) {
-    const uint32_t p = pair[i];
-    const float wa = pw[2 * size_t{p >> (2 * cb)}], wb = pw[2 * size_t{p >> (2 * cb)} + 1];
-    const float* xa = xt + size_t{p & mask} * kSparseBatchBlock;
-    const float* xb = xt + size_t{(p >> cb) & mask} * kSparseBatchBlock;
+    const uint32_t p = w.pair[i];
+    const float wa = pw[2 * size_t{p & code_mask}], wb = pw[2 * size_t{p & code_mask} + 1];
+    const float* xa = xt + size_t{(p >> a_shift) & col_mask} * kSparseBatchBlock;
+    const float* xb = xt + size_t{p >> b_shift} * kSparseBatchBlock;
     for (int b = 0; b < kSparseBatchBlock; ++b) acc[b] += wa * xa[b] + wb * xb[b];
   }
 }
@@ -206,46 +208,59 @@ void RowsBatchedGeneric(const Weights& w, const float* bias, const float* xt, in
 
 #if DC_HAVE_X86_DISPATCH
 template <typename Weights>
-__attribute__((target("avx2,fma"))) void RowsBatch1Avx2(const Weights& w, const float* bias, const float* x,
+DC_AVX2_TARGET void RowsBatch1Avx2(const Weights& w, const float* bias, const float* x,
                                                         float* y, Activation act, int64_t r0, int64_t r1) {
   RowsBatch1Impl(w, bias, x, y, act, r0, r1);
 }
 
 // One pair = two x loads merged into one vector and one 8-byte load of both weights, multiplied in a
-// single FMA; the compiler's own version of the portable loop spends two extra loads per pair.
-__attribute__((target("avx2,fma"))) inline __m128 PairTerm(uint32_t p, const float* xz, const float* pw,
-                                                           unsigned cb, uint32_t mask, __m128 acc) {
-  const __m128 xs = _mm_insert_ps(_mm_load_ss(xz + (p & mask)), _mm_load_ss(xz + ((p >> cb) & mask)), 0x10);
+// single FMA; the compiler's own version of the portable loop spends two extra loads per pair. The fields
+// come out with AND / BEXTR / SHRX (one op each, no shift count in CL).
+struct PairFieldsAvx2 {
+  const float* xz;
+  const float* pw;
+  unsigned a_shift, col_bits, b_shift;
+  uint32_t code_mask;
+};
+
+DC_AVX2_TARGET inline __m128 PairTerm(uint32_t p, const PairFieldsAvx2& f, __m128 acc) {
+  const __m128 xs = _mm_insert_ps(_mm_load_ss(f.xz + _bextr_u32(p, f.a_shift, f.col_bits)),
+                                  _mm_load_ss(f.xz + (p >> f.b_shift)), 0x10);
   double both;
-  std::memcpy(&both, pw + 2 * size_t{p >> (2 * cb)}, sizeof both);
+  std::memcpy(&both, f.pw + 2 * size_t{p & f.code_mask}, sizeof both);
   return _mm_fmadd_ps(xs, _mm_castpd_ps(_mm_set_sd(both)), acc);
 }
 
+// Four accumulators: with two, the FMA latency chain and not the loads bounds the loop (2-3% on LeNet).
 template <>
-__attribute__((target("avx2,fma"))) void RowsBatch1Avx2<PairMatrix>(const PairMatrix& w, const float* bias,
-                                                                    const float* xz, float* y, Activation act,
-                                                                    int64_t r0, int64_t r1) {
-  const uint32_t* pair = w.pair.data();
-  const float* pw = w.pair_weights.data();
-  const unsigned cb = static_cast<unsigned>(w.col_bits);
-  const uint32_t mask = (1u << cb) - 1;
+DC_AVX2_TARGET void RowsBatch1Avx2<PairMatrix>(const PairMatrix& w, const float* bias, const float* xz, float* y,
+                                               Activation act, int64_t r0, int64_t r1) {
+  const PairFieldsAvx2 f{xz, w.pair_weights.data(), w.col_a_shift(), static_cast<unsigned>(w.col_bits),
+                         w.col_b_shift(), w.pair_code_mask()};
   for (int64_t r = r0; r < r1; ++r) {
-    __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps();
-    const uint32_t end = w.row_ptr[r + 1];
-    uint32_t i = w.row_ptr[r];
-    for (; i + 1 < end; i += 2) {
-      acc0 = PairTerm(pair[i], xz, pw, cb, mask, acc0);
-      acc1 = PairTerm(pair[i + 1], xz, pw, cb, mask, acc1);
+    __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps(), acc2 = _mm_setzero_ps(), acc3 = _mm_setzero_ps();
+    const uint32_t* p = w.pair.data() + w.row_ptr[r];
+    const uint32_t* const end = w.pair.data() + w.row_ptr[r + 1];
+    for (; p + 3 < end; p += 4) {
+      acc0 = PairTerm(p[0], f, acc0);
+      acc1 = PairTerm(p[1], f, acc1);
+      acc2 = PairTerm(p[2], f, acc2);
+      acc3 = PairTerm(p[3], f, acc3);
     }
-    if (i < end) acc0 = PairTerm(pair[i], xz, pw, cb, mask, acc0);
-    const __m128 acc = _mm_add_ps(acc0, acc1);
+    if (p + 1 < end) {
+      acc0 = PairTerm(p[0], f, acc0);
+      acc1 = PairTerm(p[1], f, acc1);
+      p += 2;
+    }
+    if (p < end) acc2 = PairTerm(p[0], f, acc2);
+    const __m128 acc = _mm_add_ps(_mm_add_ps(acc0, acc1), _mm_add_ps(acc2, acc3));
     const float dot = _mm_cvtss_f32(acc) + _mm_cvtss_f32(_mm_movehdup_ps(acc));
     y[r] = Activate(dot + (bias ? bias[r] : 0.f), act);
   }
 }
 
 template <typename Weights>
-__attribute__((target("avx2,fma"))) void RowsBatchedAvx2(const Weights& w, const float* bias, const float* xt,
+DC_AVX2_TARGET void RowsBatchedAvx2(const Weights& w, const float* bias, const float* xt,
                                                          int64_t nb, float* y, int64_t y_stride, Activation act,
                                                          int64_t r0, int64_t r1) {
   RowsBatchedImpl(w, bias, xt, nb, y, y_stride, act, r0, r1);
@@ -332,7 +347,7 @@ void DenseRowsGeneric(const float* w, int64_t cols, const float* bias, const flo
 }
 
 #if DC_HAVE_X86_DISPATCH
-__attribute__((target("avx2,fma"))) void DenseRowsAvx2(const float* w, int64_t cols, const float* bias,
+DC_AVX2_TARGET void DenseRowsAvx2(const float* w, int64_t cols, const float* bias,
                                                        const float* x, int64_t batch, int64_t rows, float* y,
                                                        Activation act, int64_t r0, int64_t r1) {
   DenseRowsImpl(w, cols, bias, x, batch, rows, y, act, r0, r1);
@@ -429,9 +444,8 @@ Status BuildPairMatrix(const SparseMatrix& w, PairMatrix* out) {
   m.row_ptr.reserve(static_cast<size_t>(w.rows) + 1);
   m.row_ptr.push_back(0);
   m.pair.reserve(w.delta.size() / 2 + static_cast<size_t>(w.rows));
-  const unsigned cb = static_cast<unsigned>(m.col_bits);
   auto word = [&](uint32_t col_a, uint32_t code_a, uint32_t col_b, uint32_t code_b) {
-    return col_a | col_b << cb | ((code_a << m.code_bits) | code_b) << (2 * cb);
+    return (code_a << m.code_bits | code_b) | col_a << m.col_a_shift() | col_b << m.col_b_shift();
   };
   for (int64_t r = 0; r < w.rows; ++r) {
     bool half = false;  // an entry waits for its partner
