@@ -1,7 +1,9 @@
 """Latency of a compressed .tflite through the dc delegate beside the usual baselines, in one run.
 
 Configurations (each on its own interpreter, same random inputs, `num_threads` threads, warm-up then N timed
-invocations; median and p90 reported):
+invocations; median and p90 reported). By default the configurations take turns in blocks of a few
+invocations, so a slow phase of a shared machine (or a phone warming up) hits all of them alike instead of
+whichever ran at that moment; `interleave=False` (dc-benchmark --nointerleave) times them one after another.
 
   dc delegate          the compressed file; dc ops on libdc_delegate.so (mode=sparse: computing on the P+Q
                        form), the remaining stock ops (pooling, reshapes) on TFLite's default CPU path
@@ -50,6 +52,7 @@ class BenchmarkResult:
     num_runs: int
     warmup_runs: int
     batch: Optional[int]
+    interleaved: bool
     rows: List[Row]
     resident_weight_bytes: Optional[int]  # the dc delegate's decoded weights (P+Q form)
     dc_nodes: Optional[int]               # TFLite nodes the dc delegate claimed
@@ -78,13 +81,19 @@ class BenchmarkResult:
                     ratio = "1.00x"
             lines_rows.append((r.name, Path(r.model).name if r.model else "-",
                                f"{r.file_bytes:,}" if r.file_bytes is not None else "-",
-                               f"{r.median_ms:.3f}" if r.median_ms is not None else "-",
-                               f"{r.p90_ms:.3f}" if r.p90_ms is not None else "-", ratio or r.note))
+                               f"{r.median_ms:.4g}" if r.median_ms is not None else "-",
+                               f"{r.p90_ms:.4g}" if r.p90_ms is not None else "-", ratio or r.note))
         widths = [max(len(str(row[i])) for row in [head, *lines_rows]) for i in range(len(head))]
         fmt = lambda row: "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
         lines = [f"{self.model}: {self.num_threads} thread(s), batch {self.batch or 'as in file'}, "
-                 f"{self.num_runs} timed runs after {self.warmup_runs} warm-up",
+                 f"{self.num_runs} timed runs after {self.warmup_runs} warm-up"
+                 f"{', configurations interleaved' if self.interleaved else ', one configuration after another'}",
                  fmt(head), fmt(["-" * w for w in widths]), *map(fmt, lines_rows)]
+        ours = next((r for r in self.rows if r.name == "dc delegate" and r.median_ms), None)
+        baselines = [r for r in self.rows if r.name != "dc delegate" and r.median_ms]
+        if ours and baselines:
+            fastest = min(baselines, key=lambda r: r.median_ms)
+            lines.append(f"dc delegate / fastest baseline ({fastest.name}): {ours.median_ms / fastest.median_ms:.3f}")
         if self.resident_weight_bytes is not None:
             lines.append(f"dc delegate: {self.dc_nodes} node(s), resident decoded weights "
                          f"{self.resident_weight_bytes:,} B")
@@ -163,15 +172,30 @@ def _prepare(interpreter, inputs: List[np.ndarray]) -> None:
         interpreter.set_tensor(d["index"], x.astype(d["dtype"], copy=False))
 
 
-def _time(interpreter, num_runs: int, warmup: int) -> tuple:
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = np.empty(num_runs)
-    for i in range(num_runs):
-        start = time.perf_counter_ns()
-        interpreter.invoke()
-        times[i] = (time.perf_counter_ns() - start) / 1e6
-    return float(np.median(times)), float(np.percentile(times, 90)), float(np.mean(times))
+# Invocations per turn when the configurations are interleaved: short enough that every configuration sees the
+# same phases of the machine, long enough that most timed calls find the caches as their own last call left them.
+INTERLEAVE_BLOCK = 10
+
+
+def _time_all(interpreters: Sequence, num_runs: int, warmup: int, interleave: bool) -> List[tuple]:
+    """(median, p90, mean) milliseconds per interpreter over `num_runs` timed invocations each."""
+    times = [np.empty(num_runs) for _ in interpreters]
+    order = [(k, 0, num_runs) for k in range(len(interpreters))]
+    if interleave:
+        order = [(k, start, min(num_runs, start + INTERLEAVE_BLOCK))
+                 for start in range(0, num_runs, INTERLEAVE_BLOCK) for k in range(len(interpreters))]
+    warmed = set()
+    for k, start, stop in order:
+        interpreter = interpreters[k]
+        if k not in warmed:
+            for _ in range(warmup):
+                interpreter.invoke()
+            warmed.add(k)
+        for i in range(start, stop):
+            t0 = time.perf_counter_ns()
+            interpreter.invoke()
+            times[k][i] = (time.perf_counter_ns() - t0) / 1e6
+    return [(float(np.median(t)), float(np.percentile(t, 90)), float(np.mean(t))) for t in times]
 
 
 def _outputs(interpreter) -> List[np.ndarray]:
@@ -179,7 +203,8 @@ def _outputs(interpreter) -> List[np.ndarray]:
 
 
 def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100, warmup_runs: int = 10,
-                  num_threads: int = 1, batch: Optional[int] = None, seed: int = 0) -> BenchmarkResult:
+                  num_threads: int = 1, batch: Optional[int] = None, seed: int = 0,
+                  interleave: bool = True) -> BenchmarkResult:
     """Times the compressed `model` through the dc delegate and the baselines (see the module docstring).
 
     Args:
@@ -189,6 +214,8 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
       num_runs / warmup_runs: timed and untimed invocations per configuration.
       num_threads: threads of the interpreter and of the dc kernels.
       batch: resize the first dimension of every input to this (None: as in the file).
+      interleave: let the configurations take turns in blocks of INTERLEAVE_BLOCK invocations (all
+        interpreters are then alive at once); False times each configuration in one stretch.
 
     Raises:
       FileNotFoundError: `model` does not exist.
@@ -207,36 +234,44 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     size = lambda p: os.path.getsize(p) if p else None  # noqa: E731
 
     dc = delegate.load(num_threads=num_threads)
-    interpreter = Interpreter(model_path=str(model), experimental_delegates=[dc], num_threads=num_threads)
-    inputs = _inputs(interpreter.get_input_details(), batch, seed)
-    _prepare(interpreter, inputs)
-    median, p90, mean = _time(interpreter, num_runs, warmup_runs)
-    rows = [Row("dc delegate", str(model), size(model), median, p90, mean)]
-    dc_outputs = _outputs(interpreter)
-    resident, nodes = delegate.resident_weight_bytes(dc), delegate.claimed_nodes(dc)
-    del interpreter
-
-    max_diff = None
-    configs = [("TFLite, no delegate", dense, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+    dc_interpreter = Interpreter(model_path=str(model), experimental_delegates=[dc], num_threads=num_threads)
+    inputs = _inputs(dc_interpreter.get_input_details(), batch, seed)
+    _prepare(dc_interpreter, inputs)
+    configs = [("dc delegate", model, dc_interpreter),
+               ("TFLite, no delegate", dense, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
                ("XNNPACK float", dense, OpResolverType.AUTO),
                ("XNNPACK int8 dyn.", int8, OpResolverType.AUTO)]
-    for name, path, resolver in configs:
+    timed = []  # (name, path, interpreter) of the configurations that run
+    for name, path, resolver_or_interpreter in configs:
         if path is None:
+            continue
+        interpreter = resolver_or_interpreter
+        if not isinstance(interpreter, Interpreter):
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
+                                      experimental_op_resolver_type=resolver_or_interpreter)
+            _prepare(interpreter, inputs)
+        timed.append((name, path, interpreter))
+
+    stats = _time_all([interpreter for _, _, interpreter in timed], num_runs, warmup_runs, interleave)
+    by_name = {name: (path, stat) for (name, path, _), stat in zip(timed, stats)}
+    rows = []
+    for name, _, _ in configs:
+        if name not in by_name:
             rows.append(Row(name, None, None, note="missing"))
             continue
-        interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
-                                  experimental_op_resolver_type=resolver)
-        _prepare(interpreter, inputs)
-        median, p90, mean = _time(interpreter, num_runs, warmup_runs)
+        path, (median, p90, mean) = by_name[name]
         rows.append(Row(name, str(path), size(path), median, p90, mean))
-        if name == "XNNPACK float":
-            outs = _outputs(interpreter)
-            if [o.shape for o in outs] == [o.shape for o in dc_outputs]:
-                max_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(outs, dc_outputs))
-        del interpreter
+
+    outputs = {name: _outputs(interpreter) for name, _, interpreter in timed}
+    max_diff = None
+    if "XNNPACK float" in outputs:
+        dense_out, dc_out = outputs["XNNPACK float"], outputs["dc delegate"]
+        if [o.shape for o in dense_out] == [o.shape for o in dc_out]:
+            max_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(dense_out, dc_out))
+    resident, nodes = delegate.resident_weight_bytes(dc), delegate.claimed_nodes(dc)
     return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
-                           batch=batch, rows=rows, resident_weight_bytes=resident, dc_nodes=nodes,
-                           max_abs_diff_vs_dense=max_diff, missing=missing)
+                           batch=batch, interleaved=interleave, rows=rows, resident_weight_bytes=resident,
+                           dc_nodes=nodes, max_abs_diff_vs_dense=max_diff, missing=missing)
 
 
 if __name__ == "__main__":

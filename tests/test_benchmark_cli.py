@@ -47,7 +47,10 @@ def test_run_benchmark_times_every_configuration(exported):
     assert result.dc_nodes == 2 and result.resident_weight_bytes > 0
     assert result.max_abs_diff_vs_dense < 1e-4  # the compressed model computes the same function
     assert result.missing == []
-    assert "vs XNNPACK float" in result.format()
+    text = result.format()
+    assert "vs XNNPACK float" in text
+    fastest = min(result.rows[1:], key=lambda r: r.median_ms)
+    assert f"dc delegate / fastest baseline ({fastest.name}): {result.rows[0].median_ms / fastest.median_ms:.3f}" in text
 
 
 def test_cli_json(exported):
@@ -80,3 +83,37 @@ def test_find_baselines_prefers_given_paths(exported, tmp_path):
     assert dense.name == benchmark.DENSE_NAME and int8.name == benchmark.INT8_NAME and not missing
     dense, int8, missing = benchmark.find_baselines(exported, dense_model=tmp_path / "x.tflite")
     assert dense is None and int8 is not None and "as given" in missing[0]
+
+
+class _RecordingInterpreter:
+    """Stands in for an Interpreter: records which configuration each invoke() belonged to."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def invoke(self):
+        self.log.append(self.name)
+
+
+def test_interleaved_timing_takes_turns_in_blocks():
+    log = []
+    fakes = [_RecordingInterpreter(n, log) for n in "abc"]
+    runs, block = 25, benchmark.INTERLEAVE_BLOCK
+    stats = benchmark._time_all(fakes, num_runs=runs, warmup=2, interleave=True)
+    assert len(stats) == 3 and all(median >= 0 and p90 >= median for median, p90, _ in stats)
+    # first turn: warm-up then a block each; the last turn is the remainder of the runs
+    want = []
+    for start in range(0, runs, block):
+        for n in "abc":
+            want += [n] * ((2 if start == 0 else 0) + min(block, runs - start))
+    assert log == want
+    log.clear()
+    benchmark._time_all(fakes, num_runs=runs, warmup=2, interleave=False)
+    assert log == ["a"] * (runs + 2) + ["b"] * (runs + 2) + ["c"] * (runs + 2)
+
+
+def test_run_benchmark_one_after_another(exported):
+    result = benchmark.run_benchmark(exported, num_runs=3, warmup_runs=0, interleave=False)
+    assert not result.interleaved and "one configuration after another" in result.format()
+    assert [r.name for r in result.rows] == ROWS and all(r.median_ms > 0 for r in result.rows)
+    assert benchmark.run_benchmark(exported, num_runs=3, warmup_runs=0).interleaved

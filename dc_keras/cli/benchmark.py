@@ -7,8 +7,9 @@
     python -m dc_keras.benchmark model.tflite       # the same
 
 Rows: dc delegate (compressed file), TFLite without delegate (dense float file, builtin kernels), XNNPACK
-float, XNNPACK int8 dynamic-range; median / p90 milliseconds over --num_runs after --warmup_runs, file sizes,
-the delegate's resident weight bytes. See dc_keras/benchmark.py.
+float, XNNPACK int8 dynamic-range; median / p90 milliseconds over --num_runs after --warmup_runs (the
+configurations interleaved in blocks of 10 invocations unless --nointerleave), file sizes, the delegate's
+resident weight bytes. See dc_keras/benchmark.py.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ flags.DEFINE_integer("warmup_runs", 10, "untimed invocations before timing", low
 flags.DEFINE_integer("num_threads", 1, "threads of every interpreter and of the dc kernels", lower_bound=1)
 flags.DEFINE_integer("batch", None, "resize the inputs' first dimension to this batch size", lower_bound=1)
 flags.DEFINE_bool("json", False, "print the result as JSON instead of a table")
+flags.DEFINE_bool("interleave", True, "configurations take turns in blocks of 10 invocations, so that a slow phase "
+                  "of the machine hits all of them; --nointerleave times one after another")
 
 
 def main(argv) -> int:
@@ -50,7 +53,7 @@ def main(argv) -> int:
     try:
         result = benchmark.run_benchmark(model, FLAGS.dense_model, FLAGS.int8_model, num_runs=FLAGS.num_runs,
                                          warmup_runs=FLAGS.warmup_runs, num_threads=FLAGS.num_threads,
-                                         batch=FLAGS.batch)
+                                         batch=FLAGS.batch, interleave=FLAGS.interleave)
     except (ValueError, RuntimeError) as error:
         print(f"dc-benchmark: {model}: {error}", file=sys.stderr)
         return 1
