@@ -167,6 +167,9 @@ void TestPairForm(std::mt19937& rng) {
   CHECK(PairFormFits(MakeCase(4, 784, 0.1, 32, false, rng).sparse), "784 inputs, 32 centroids should fit");
   CHECK(!PairFormFits(MakeCase(4, 300, 0.1, 33, false, rng).sparse), "33 centroids exceed the pair table");
   CHECK(!PairFormFits(MakeCase(2, 70000, 0.001, 4, false, rng).sparse), "70000 columns exceed 32-bit pair words");
+  CHECK(PairFormFits(MakeCase(2, 2047, 0.05, 32, false, rng).sparse), "2047 inputs, 32 centroids fill 32 bits");
+  CHECK(!PairFormFits(MakeCase(2, 2048, 0.05, 32, false, rng).sparse), "2048 inputs, 32 centroids need 34 bits");
+  CHECK(PairFormFits(MakeCase(2, 32767, 0.002, 2, false, rng).sparse), "32767 inputs, 2 centroids fill 32 bits");
   SparseMatrix w;
   w.rows = 1;
   w.cols = 10;
@@ -193,6 +196,10 @@ int main() {
     RunCase(64, 1000, 0.1, 32, true, rng, pool);   // short rows, fillers: pair form
     RunCase(17, 900, 0.15, 200, true, rng, pool);  // codebook too big for pairs: delta/code walk, fillers
     RunCase(9, 2000, 0.01, 3, true, rng, pool);    // very sparse: many fillers
+    // Pair words filled to bit 31: 2047 columns + the zero slot take 11 bits each, 32 centroids 5 each;
+    // 32767 columns take 15 bits each beside two 1-bit codes.
+    RunCase(6, 2047, 0.05, 32, true, rng, pool);
+    RunCase(4, 32767, 0.002, 2, true, rng, pool);
   }
   TestValidation(rng);
   TestPairForm(rng);
