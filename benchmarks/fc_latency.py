@@ -159,6 +159,20 @@ def _print_case(case):
     return ratio
 
 
+def _machine() -> str:
+    """CPU model, logical CPUs and load average: what a reader needs to compare figures from two runs."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return f"machine: {model}, {os.cpu_count()} logical CPUs, load average {load}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=4096, help="square FC layer size")
@@ -172,6 +186,7 @@ def main(argv=None) -> int:
     if args.runs < 1 or args.repeats < 1 or args.size < 1 or not 0.0 <= args.sparsity < 1.0:
         parser.error("--runs, --repeats and --size must be positive and --sparsity in [0, 1)")
 
+    print(_machine(), flush=True)
     rng = np.random.default_rng(0)
     cases = []
     with tempfile.TemporaryDirectory(prefix="dc_fc_latency_") as tmp:
