@@ -34,7 +34,7 @@ void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
 // Excavator, has all four). DC_KERAS_DISABLE_AVX2=1 forces the portable loops, so that tests cover what
 // CPUs without them run.
 #define DC_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2")))
-bool CpuHasAvx2Fma() {
+bool UseAvx2Clones() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                           __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
                           std::getenv("DC_KERAS_DISABLE_AVX2") == nullptr;
@@ -115,7 +115,7 @@ __attribute__((always_inline)) inline float RowDot(const ChunkedMatrix& w, int64
 }
 
 // Pairs, portable: compilers turn the two adjacent weight loads into one (ldp on arm64). The x86-64 AVX2
-// build uses PairRowsBatch1Avx2 below instead.
+// build uses RowsBatch1Avx2<PairMatrix> below instead.
 __attribute__((always_inline)) inline float RowDot(const PairMatrix& w, int64_t r, const float* xz) {
   const float* pw = w.pair_weights.data();
   const unsigned a_shift = w.col_a_shift(), b_shift = w.col_b_shift();
@@ -288,7 +288,7 @@ template <typename Weights>
 void RowsBatch1(const Weights& w, const float* bias, const float* x, float* y, Activation act, int64_t r0,
                 int64_t r1) {
 #if DC_HAVE_X86_DISPATCH
-  if (CpuHasAvx2Fma()) return RowsBatch1Avx2(w, bias, x, y, act, r0, r1);
+  if (UseAvx2Clones()) return RowsBatch1Avx2(w, bias, x, y, act, r0, r1);
 #endif
   RowsBatch1Generic(w, bias, x, y, act, r0, r1);
 }
@@ -297,7 +297,7 @@ template <typename Weights>
 void RowsBatched(const Weights& w, const float* bias, const float* xt, int64_t nb, float* y, int64_t y_stride,
                  Activation act, int64_t r0, int64_t r1) {
 #if DC_HAVE_X86_DISPATCH
-  if (CpuHasAvx2Fma()) return RowsBatchedAvx2(w, bias, xt, nb, y, y_stride, act, r0, r1);
+  if (UseAvx2Clones()) return RowsBatchedAvx2(w, bias, xt, nb, y, y_stride, act, r0, r1);
 #endif
   RowsBatchedGeneric(w, bias, xt, nb, y, y_stride, act, r0, r1);
 }
@@ -531,7 +531,7 @@ void DenseFullyConnected(const float* w, int64_t rows, int64_t cols, const float
                          int64_t batch, float* y, Activation act, RowSplitter* pool) {
   ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
 #if DC_HAVE_X86_DISPATCH
-    if (CpuHasAvx2Fma()) return DenseRowsAvx2(w, cols, bias, x, batch, rows, y, act, r0, r1);
+    if (UseAvx2Clones()) return DenseRowsAvx2(w, cols, bias, x, batch, rows, y, act, r0, r1);
 #endif
     DenseRowsGeneric(w, cols, bias, x, batch, rows, y, act, r0, r1);
   });
