@@ -237,35 +237,24 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     dc_interpreter = Interpreter(model_path=str(model), experimental_delegates=[dc], num_threads=num_threads)
     inputs = _inputs(dc_interpreter.get_input_details(), batch, seed)
     _prepare(dc_interpreter, inputs)
-    configs = [("dc delegate", model, dc_interpreter),
-               ("TFLite, no delegate", dense, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-               ("XNNPACK float", dense, OpResolverType.AUTO),
-               ("XNNPACK int8 dyn.", int8, OpResolverType.AUTO)]
-    timed = []  # (name, path, interpreter) of the configurations that run
-    for name, path, resolver_or_interpreter in configs:
-        if path is None:
-            continue
-        interpreter = resolver_or_interpreter
-        if not isinstance(interpreter, Interpreter):
-            interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
-                                      experimental_op_resolver_type=resolver_or_interpreter)
-            _prepare(interpreter, inputs)
-        timed.append((name, path, interpreter))
+    baselines = [("TFLite, no delegate", dense, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
+                 ("XNNPACK float", dense, OpResolverType.AUTO),
+                 ("XNNPACK int8 dyn.", int8, OpResolverType.AUTO)]
+    interpreters = {"dc delegate": dc_interpreter}  # the configurations that run, in row order
+    for name, path, resolver in baselines:
+        if path is not None:
+            interpreters[name] = Interpreter(model_path=str(path), num_threads=num_threads,
+                                             experimental_op_resolver_type=resolver)
+            _prepare(interpreters[name], inputs)
 
-    stats = _time_all([interpreter for _, _, interpreter in timed], num_runs, warmup_runs, interleave)
-    by_name = {name: (path, stat) for (name, path, _), stat in zip(timed, stats)}
-    rows = []
-    for name, _, _ in configs:
-        if name not in by_name:
-            rows.append(Row(name, None, None, note="missing"))
-            continue
-        path, (median, p90, mean) = by_name[name]
-        rows.append(Row(name, str(path), size(path), median, p90, mean))
+    stats = iter(_time_all(list(interpreters.values()), num_runs, warmup_runs, interleave))
+    rows = [Row(name, str(path), size(path), *next(stats)) if name in interpreters
+            else Row(name, None, None, note="missing")
+            for name, path, _ in [("dc delegate", model, None), *baselines]]
 
-    outputs = {name: _outputs(interpreter) for name, _, interpreter in timed}
     max_diff = None
-    if "XNNPACK float" in outputs:
-        dense_out, dc_out = outputs["XNNPACK float"], outputs["dc delegate"]
+    if "XNNPACK float" in interpreters:
+        dense_out, dc_out = _outputs(interpreters["XNNPACK float"]), _outputs(dc_interpreter)
         if [o.shape for o in dense_out] == [o.shape for o in dc_out]:
             max_diff = max(float(np.max(np.abs(a - b))) if a.size else 0.0 for a, b in zip(dense_out, dc_out))
     resident, nodes = delegate.resident_weight_bytes(dc), delegate.claimed_nodes(dc)
