@@ -225,8 +225,8 @@ void RowsBatchedGeneric(const Weights& w, const float* bias, const float* xt, in
 
 #if DC_HAVE_X86_DISPATCH
 template <typename Weights>
-DC_AVX2_TARGET void RowsBatch1Avx2(const Weights& w, const float* bias, const float* x,
-                                                        float* y, Activation act, int64_t r0, int64_t r1) {
+DC_AVX2_TARGET void RowsBatch1Avx2(const Weights& w, const float* bias, const float* x, float* y, Activation act,
+                                   int64_t r0, int64_t r1) {
   RowsBatch1Impl(w, bias, x, y, act, r0, r1);
 }
 
@@ -277,9 +277,8 @@ DC_AVX2_TARGET void RowsBatch1Avx2<PairMatrix>(const PairMatrix& w, const float*
 }
 
 template <typename Weights>
-DC_AVX2_TARGET void RowsBatchedAvx2(const Weights& w, const float* bias, const float* xt,
-                                                         int64_t nb, float* y, int64_t y_stride, Activation act,
-                                                         int64_t r0, int64_t r1) {
+DC_AVX2_TARGET void RowsBatchedAvx2(const Weights& w, const float* bias, const float* xt, int64_t nb, float* y,
+                                    int64_t y_stride, Activation act, int64_t r0, int64_t r1) {
   RowsBatchedImpl(w, bias, xt, nb, y, y_stride, act, r0, r1);
 }
 #endif  // DC_HAVE_X86_DISPATCH
@@ -364,12 +363,37 @@ void DenseRowsGeneric(const float* w, int64_t cols, const float* bias, const flo
 }
 
 #if DC_HAVE_X86_DISPATCH
-DC_AVX2_TARGET void DenseRowsAvx2(const float* w, int64_t cols, const float* bias,
-                                                       const float* x, int64_t batch, int64_t rows, float* y,
-                                                       Activation act, int64_t r0, int64_t r1) {
+DC_AVX2_TARGET void DenseRowsAvx2(const float* w, int64_t cols, const float* bias, const float* x, int64_t batch,
+                                  int64_t rows, float* y, Activation act, int64_t r0, int64_t r1) {
   DenseRowsImpl(w, cols, bias, x, batch, rows, y, act, r0, r1);
 }
 #endif
+
+// True when `slots` chunk entries (nonzeros plus padding) stay within kMaxChunkPadding of `nonzeros`.
+bool ChunkPaddingPays(uint64_t slots, uint64_t nonzeros) {
+  return nonzeros > 0 && static_cast<double>(slots) <= kMaxChunkPadding * static_cast<double>(nonzeros);
+}
+
+// count[k] = row r's entries with codebook index k (count has one slot per centroid).
+void CountCodes(const SparseMatrix& w, int64_t r, std::vector<uint32_t>* count) {
+  std::fill(count->begin(), count->end(), 0u);
+  w.ForEachEntry(r, [&](int64_t, uint8_t code) { ++(*count)[code]; });
+}
+
+// Entries of one centroid's group once padded to whole chunks.
+uint32_t PaddedToChunks(uint32_t entries) { return (entries + kChunkSize - 1) / kChunkSize * kChunkSize; }
+
+// Entries the chunked form of `w` would hold, padding included: one counting pass, so that Init can decide
+// without building (and then dropping) the whole form for layers that take pairs.
+uint64_t ChunkedSlots(const SparseMatrix& w) {
+  std::vector<uint32_t> count(w.codebook.size());
+  uint64_t slots = 0;
+  for (int64_t r = 0; r < w.rows; ++r) {
+    CountCodes(w, r, &count);
+    for (uint32_t n : count) slots += PaddedToChunks(n);
+  }
+  return slots;
+}
 
 }  // namespace
 
@@ -378,9 +402,7 @@ size_t ChunkedMatrix::ResidentBytes() const {
          codebook.capacity() * sizeof(float);
 }
 
-bool ChunkedMatrix::Pays() const {
-  return nonzeros > 0 && static_cast<double>(col.size()) <= kMaxChunkPadding * static_cast<double>(nonzeros);
-}
+bool ChunkedMatrix::Pays() const { return ChunkPaddingPays(col.size(), nonzeros); }
 
 Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
   if (w.cols <= 0 || w.cols >= 0xFFFF)
@@ -398,19 +420,18 @@ Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
   std::vector<uint32_t> count(ncodes), fill(ncodes);
   std::vector<uint16_t> grouped;
   for (int64_t r = 0; r < w.rows; ++r) {
-    std::fill(count.begin(), count.end(), 0u);
-    w.ForEachEntry(r, [&](int64_t, uint8_t code) { ++count[code]; });
+    CountCodes(w, r, &count);
     uint32_t total = 0;
     for (size_t k = 0; k < ncodes; ++k) {
       m.nonzeros += count[k];
       fill[k] = total;
-      total += (count[k] + kChunkSize - 1) / kChunkSize * kChunkSize;
+      total += PaddedToChunks(count[k]);
     }
     grouped.assign(total, static_cast<uint16_t>(w.cols));  // padding reads the zero slot
     w.ForEachEntry(r, [&](int64_t col, uint8_t code) { grouped[fill[code]++] = static_cast<uint16_t>(col); });
     m.col.insert(m.col.end(), grouped.begin(), grouped.end());
     for (size_t k = 0; k < ncodes; ++k)
-      for (uint32_t n = 0; n < (count[k] + kChunkSize - 1) / kChunkSize; ++n) m.code.push_back(static_cast<uint8_t>(k));
+      m.code.insert(m.code.end(), PaddedToChunks(count[k]) / kChunkSize, static_cast<uint8_t>(k));
     if (m.code.size() > UINT32_MAX) return Status::Error("sparse weights are too large for the chunked form");
     m.row_ptr.push_back(static_cast<uint32_t>(m.code.size()));
   }
@@ -551,14 +572,12 @@ Status FullyConnectedWeights::Init(codec::SparseMatrix w) {
   rows_ = w.rows;
   cols_ = w.cols;
   for (uint8_t d : w.delta) nonzeros_ += d != 0;
-  if (w.cols < 0xFFFF) {  // the chunked form stores uint16 columns plus a zero slot
+  // The chunked form stores uint16 columns plus a zero slot.
+  if (w.cols < 0xFFFF && ChunkPaddingPays(ChunkedSlots(w), nonzeros_)) {
     Status built = BuildChunkedMatrix(w, &chunked_);
     if (!built.ok()) return built;
-    if (chunked_.Pays()) {
-      form_ = Form::kChunked;
-      return Status();
-    }
-    chunked_ = ChunkedMatrix();
+    form_ = Form::kChunked;
+    return Status();
   }
   if (PairFormFits(w)) {
     Status built = BuildPairMatrix(w, &pairs_);
