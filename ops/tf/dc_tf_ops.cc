@@ -150,8 +150,8 @@ Status BlobInput(OpKernelContext* ctx, int index, const char* op, const uint8_t*
   return Status();
 }
 
-// Decodes a blob into the sparse form and proves it safe for the compute loops.
-Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
+// Decodes a blob into the sparse form and checks its shape against the header (not yet its entries).
+Status DecodeSparseBlob(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
   codec::BlobInfo info;
   codec::Status st = codec::ParseInfo(data, size, &info);
   if (!st.ok()) return CodecError(op, "invalid blob header", st);
@@ -164,6 +164,12 @@ Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::Spar
     return errors::InvalidArgument(op, ": decoded sparse matrix is ", out->rows, "x", out->cols,
                                    " but the blob header says ", info.shape[0], "x", info.shape[1]);
   }
+  return Status();
+}
+
+// Decodes a blob into the sparse form and proves it safe for the compute loops.
+Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
+  TF_RETURN_IF_ERROR(DecodeSparseBlob(op, data, size, out));
   const delegate::Status valid = delegate::ValidateSparseMatrix(*out);
   if (!valid.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", valid.message());
   return Status();
@@ -189,8 +195,8 @@ Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op,
   TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
   auto build = [op](const uint8_t* d, size_t n, delegate::FullyConnectedWeights* weights) -> Status {
     codec::SparseMatrix matrix;
-    TF_RETURN_IF_ERROR(BuildSparse(op, d, n, &matrix));
-    const delegate::Status st = weights->Init(std::move(matrix));
+    TF_RETURN_IF_ERROR(DecodeSparseBlob(op, d, n, &matrix));
+    const delegate::Status st = weights->Init(std::move(matrix));  // validates it (ValidateSparseMatrix)
     if (!st.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", st.message());
     return Status();
   };
