@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernel_test_util.h"
+#include "kernels/cpu_dispatch.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -189,7 +190,14 @@ void TestPairForm(std::mt19937& rng) {
 int main() {
   std::mt19937 rng(7);
   ThreadPool single(1), threads(3);
+#if defined(__x86_64__)
+  const bool modes[] = {true, false};  // portable loops, then the AVX2 clones if the CPU has them
+#else
+  const bool modes[] = {false};
+#endif
+  for (bool portable : modes)
   for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &single, &threads}) {
+    simd::PortableOnly() = portable;
     RunCase(13, 37, 0.3, 5, false, rng, pool);     // tiny, ragged: loop tails only
     RunCase(40, 300, 0.5, 8, false, rng, pool);    // long rows: chunked form
     RunCase(33, 500, 0.2, 16, false, rng, pool);   // chunked

@@ -30,7 +30,7 @@ constexpr int64_t kTilePanels = 8;
 #if DC_CONV_X86_DISPATCH
 bool UseAvx2() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has && !simd::PortableOnly().load(std::memory_order_relaxed);
+  return has && simd::AvxClonesAllowed();
 }
 #endif
 

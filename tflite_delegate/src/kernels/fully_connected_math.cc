@@ -3,10 +3,10 @@
 // which compilers vectorise for their own SIMD (NEON on Android).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu_dispatch.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -31,14 +31,13 @@ void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
 
 #if DC_HAVE_X86_DISPATCH
 // The x86-64 clones may use AVX2, FMA and BMI1/2 (every AVX2 CPU, Intel since Haswell and AMD since
-// Excavator, has all four). DC_KERAS_DISABLE_AVX2=1 forces the portable loops, so that tests cover what
-// CPUs without them run.
+// Excavator, has all four). simd::AvxClonesAllowed (DC_KERAS_DISABLE_AVX2=1, or the tests' hook) forces the
+// portable loops, so that tests cover what CPUs without them run.
 #define DC_AVX2_TARGET __attribute__((target("avx2,fma,bmi,bmi2")))
 bool UseAvx2Clones() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
-                          std::getenv("DC_KERAS_DISABLE_AVX2") == nullptr;
-  return has;
+                          __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+  return has && simd::AvxClonesAllowed();
 }
 #endif
 

@@ -11,12 +11,12 @@
 #define DC_DELEGATE_KERNELS_NEON_MATH_H_
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu_dispatch.h"    // PortableOnly, AvxClonesAllowed
 #include "kernels/fully_connected.h"  // Activation, Activate
 
 #if defined(__ARM_NEON)
@@ -145,13 +145,6 @@ inline void ActivateInPlace(float* y, size_t n, Activation act) {
 }
 
 #endif  // DC_KERNELS_NEON
-
-// Test hook: when true, x86-64 builds skip their AVX2 clones and run the portable loops (so that the host
-// test exercises exactly the code an ARM build without NEON would run). No effect elsewhere.
-inline std::atomic<bool>& PortableOnly() {
-  static std::atomic<bool> flag{false};
-  return flag;
-}
 
 // Which inner loops this build runs now: "neon", "avx2" or "portable".
 const char* PathName();
