@@ -267,7 +267,6 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     out_c, kh, kw, in_c = (int(d) for d in weights.shape)
     if _channels(subgraph, inputs[0]) != in_c:
         return base.Skipped(layer, name, "input is not NHWC with the filter's channel count (grouped conv?)")
-    o = op.builtinOptions
     fused = _activation_and_bias(model, subgraph, op, layer, name, out_c)
     if isinstance(fused, base.Skipped):
         return fused
@@ -276,7 +275,7 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     if isinstance(blob, base.Skipped):
         return blob
     options = Conv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
-                            in_channels=in_c, **_window_options(o))
+                            in_channels=in_c, **_window_options(op.builtinOptions))
     base.replace_op(model, subgraph, op, layer, CONV_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
                     options.pack())
     return None
@@ -299,7 +298,6 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
     # The multiplier comes from the shapes: newer converters leave the depthMultiplier option stale.
     if in_c is None or out_c % in_c:
         return base.Skipped(layer, name, f"input channels {in_c} do not divide the filter's {out_c} channels")
-    o = op.builtinOptions
     fused = _activation_and_bias(model, subgraph, op, layer, name, out_c)
     if isinstance(fused, base.Skipped):
         return fused
@@ -309,7 +307,7 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
     if isinstance(blob, base.Skipped):
         return blob
     options = DepthwiseConv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
-                                     depth_multiplier=out_c // in_c, **_window_options(o))
+                                     depth_multiplier=out_c // in_c, **_window_options(op.builtinOptions))
     base.replace_op(model, subgraph, op, layer, DEPTHWISE_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
                     options.pack())
     return None
