@@ -308,14 +308,43 @@ def check_data_fits_model(model, data) -> None:
             raise ValueError(f"data: labels name {largest} classes but model {model.name!r} has {classes} outputs")
 
 
-def _output_is_probability(model) -> bool:
-    """True when the model ends in a softmax, so the loss must not apply one again."""
+def _output_layer(model):
+    """The layer that produces `model`'s (first) output, unwrapped from dc_keras's wrappers and nested models.
+
+    Why the output tensor's history rather than `model.layers[-1]`: in a functional model the last listed
+    layer need not produce the output, and pruning/clustering wrappers hide the inner layer's activation.
+    """
     import keras
 
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(last, "activation", None)
+    layer = model
+    for _ in range(64):  # nesting depth is small; the bound only guards against a cyclic structure
+        if isinstance(layer, keras.layers.Wrapper):
+            layer = layer.layer
+            continue
+        if not isinstance(layer, keras.Model):
+            return layer
+        producer = None
+        outputs = getattr(layer, "outputs", None) or []
+        history = getattr(outputs[0], "_keras_history", None) if outputs else None
+        if history is not None:
+            producer = history[0]
+        if producer is None or producer is layer:
+            producer = layer.layers[-1] if layer.layers else None
+        if producer is None:
+            return None
+        layer = producer
+    return layer
+
+
+def _output_is_probability(model) -> bool:
+    """True when the model ends in a softmax (also inside a pruning/clustering wrapper or a nested model),
+    so the loss must not apply one again."""
+    import keras
+
+    last = _output_layer(model)
     if isinstance(last, keras.layers.Softmax):
         return True
+    activation = getattr(last, "activation", None)
     return getattr(activation, "__name__", "") == "softmax"
 
 
