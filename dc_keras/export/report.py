@@ -150,7 +150,7 @@ class ExportReport:
         if self.verification:
             v = self.verification
             lines.append(f"verified through the dc delegate: batch sizes {v['batch_sizes']}, max relative error "
-                         f"{v['max_rel_error']:.2e} (tolerance {v['tolerance']:.0e})")
+                         f"{v['max_rel_error']:.2e} (tolerance {v['tolerance']:.2e})")
         return "\n".join(lines)
 
 
