@@ -12,11 +12,22 @@ from dc_keras.clustering.report import Column, CompressionReport, count_fillers,
 def test_fillers_for_wide_gaps():
     values = np.zeros(300, np.float32)
     values[[0, 40, 41, 200]] = 1.0
-    # Gaps of 0, 39, 0 and 158 zeros; an entry skips at most 31 zeros with 5 bits, a filler stands for 32
-    # positions: 39 -> 1 filler, 158 -> 4 fillers.
-    assert count_fillers(values, 5) == 5
+    # Gaps of 0, 39, 0 and 158 zeros; with 5 bits a filler advances by 31 (FORMAT.md): 39 -> 1 filler,
+    # 158 -> 5 fillers.
+    assert count_fillers(values, 5) == 6
     assert count_fillers(values, 8) == 0
     assert count_fillers(np.zeros(10), 5) == 0
+
+
+@pytest.mark.parametrize("index_bits", [2, 5, 8])
+def test_filler_estimate_equals_what_the_codec_writes(index_bits):
+    step = (1 << index_bits) - 1
+    for zeros in (step - 1, step, step + 1, 2 * step, 2 * step + 1, (1 << index_bits), (1 << index_bits) + 1):
+        values = np.zeros(2 + zeros + 5, np.float32)
+        values[0] = 1.0
+        values[1 + zeros] = -1.0
+        entries = dc_keras.codec.parse_info(dc_keras.codec.encode(values, bits=1, index_bits=index_bits)).num_entries
+        assert count_fillers(values, index_bits) == entries - 2, (index_bits, zeros)
 
 
 def test_sparse_row_hand_computed():

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from dc_keras import layer_registry
+from dc_keras.codec.encoder import fillers_before
 from dc_keras.clustering.wrapper import MAX_BITS, ClusterWeights, _is_pruning_wrapper, bits_for_clusters
 
 __all__ = ["CompressionRow", "Column", "CompressionReport", "compression_report", "estimate_row",
@@ -220,15 +221,16 @@ def _total(rows: List[CompressionRow]) -> CompressionRow:
 def count_fillers(values: np.ndarray, index_bits: int) -> int:
     """Filler entries needed to store the nonzeros of `values` (C order) with `index_bits` relative indices.
 
-    An entry stores how many zeros precede it (0 .. 2**index_bits - 1); a run of z zeros before a nonzero
-    therefore needs z // 2**index_bits fillers, each standing for itself plus the zeros it skips. Trailing
-    zeros need none (the entry count ends the list).
+    The rule is the codec's own (`dc_keras.codec.encoder.fillers_before`: a run of z zeros before a
+    nonzero needs z // (2**index_bits - 1) fillers), so the estimate equals what the exporter writes.
+    Trailing zeros need none (the entry count ends the list).
     """
+
     positions = np.flatnonzero(np.asarray(values).reshape(-1))
     if positions.size == 0:
         return 0
     gaps = np.diff(positions, prepend=-1) - 1
-    return int(np.sum(gaps >> int(index_bits)))
+    return int(np.sum(fillers_before(gaps, index_bits)))
 
 
 def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,

@@ -39,11 +39,17 @@ def _codebook(values: np.ndarray):
     return codebook, codes.reshape(-1)
 
 
+def fillers_before(zero_runs: np.ndarray, index_bits: int) -> np.ndarray:
+    """Filler entries the sparse layout needs before a nonzero preceded by `zero_runs` zeros (FORMAT.md:
+    a filler advances by M = 2^index_bits - 1, so a run of z zeros needs z // M of them)."""
+    return np.asarray(zero_runs) // ((1 << int(index_bits)) - 1)
+
+
 def _relative_indices(positions: np.ndarray, index_bits: int) -> np.ndarray:
     """Delta stream: per nonzero, fillers (0) while the gap exceeds M = 2^index_bits - 1, then the rest."""
     step = (1 << index_bits) - 1
     gaps = np.diff(positions, prepend=-1)
-    fillers = (gaps - 1) // step
+    fillers = fillers_before(gaps - 1, index_bits)
     out = np.zeros(len(positions) + int(fillers.sum()), dtype=np.uint8)
     out[np.cumsum(fillers + 1) - 1] = gaps - fillers * step
     return out
