@@ -3,9 +3,12 @@
 Pruning and weight sharing train inside `model.fit`; the exporter writes a `.tflite` whose weights stay
 compressed (relative sparse indices + codebook indices + Huffman), run by dc_keras's C++ delegate.
 
-Public names mirror tensorflow-model-optimization's so that tfmot users switch in minutes. They are
-imported lazily: `import dc_keras` stays cheap, and a submodule's import cost (TensorFlow, native builds)
-is paid only when its names are used.
+Public names mirror tensorflow-model-optimization's so that tfmot users switch in minutes. `import
+dc_keras` imports Keras and TensorFlow: the pruning, clustering and compressed layers register themselves
+with Keras then, so `keras.models.load_model` finds them without custom_objects. TensorFlow's start-up
+notices (oneDNN, CUDA drivers, CPU features) are filtered out of stderr during that import; set
+DC_KERAS_TF_LOGS=1 to see them. Everything else (native builds, the exporter, the pipeline) is imported
+when its names are first used.
 """
 from __future__ import annotations
 
@@ -86,4 +89,7 @@ def _register_keras_objects() -> None:
                 raise
 
 
-_register_keras_objects()
+from dc_keras import _tf_notices  # noqa: E402  (after the lazy-name machinery above)
+
+with _tf_notices.filtered():
+    _register_keras_objects()
