@@ -212,3 +212,39 @@ def test_missing_tool_is_an_error_naming_the_package(monkeypatch):
     monkeypatch.setattr(arm64_stack, "QEMU", "qemu-aarch64-not-installed")
     with pytest.raises(arm64_stack.StackError, match="qemu-aarch64-not-installed.*qemu-user"):
         arm64_stack.require_tools()
+
+
+def test_host_simd_path_and_its_portable_switch():
+    import subprocess
+
+    assert delegate.simd_path() in ("avx2+fma+bmi2", "avx2+fma", "portable")
+    probe = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); lib.dc_delegate_simd_path.restype = ctypes.c_char_p; "
+             "print(lib.dc_delegate_simd_path().decode())")
+    forced = subprocess.run([sys.executable, "-c", probe, delegate.delegate_path()], capture_output=True, text=True,
+                            env={"DC_KERAS_DISABLE_AVX2": "1"}, timeout=60)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.strip() == "portable"
+
+
+def test_benchmark_cli_runs_emulated(stack, exported):
+    import subprocess
+
+    path = exported["lenet_300_100"][0]
+    run = subprocess.run([sys.executable, "-m", "dc_keras.cli.benchmark", "--arm64_emulated", "--num_runs=3",
+                          "--warmup_runs=1", str(path)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = run.stdout
+    assert "dc delegate (aarch64, qemu)" in table
+    assert "emulated (qemu) — not for comparison" in table
+    assert "dc delegate SIMD path: neon" in table
+    assert "dc delegate: 3 node(s)" in table
+
+
+def test_unreachable_mirror_is_a_fetch_error(tmp_path, monkeypatch):
+    """What the stack fixture turns into a skip: a mirror that cannot be reached (nothing listens on port 9)."""
+    keyring = str(arm64_stack.DEBIAN_KEYRING)
+    monkeypatch.setattr(arm64_stack, "host_sources",
+                        lambda: [arm64_stack.AptSource("http://127.0.0.1:9/debian", "bookworm", ("main",), keyring)])
+    with pytest.raises(arm64_stack.FetchError, match="127.0.0.1:9"):
+        arm64_stack.prepare_sysroot(tmp_path)
+    assert not any(tmp_path.glob("sysroot-*/.complete"))

@@ -454,7 +454,10 @@ def run_jobs(stack: Stack, jobs: Sequence[dict], workdir, inputs: Optional[Dict[
     if timed:
         spec["benchmark_module"] = str(_source_root() / "dc_keras" / "benchmark.py")
     (workdir / "jobs.json").write_text(json.dumps(spec, indent=1))
-    result = run_python(stack, RUNNER, [workdir / "jobs.json"], timeout=timeout)
+    try:
+        result = run_python(stack, RUNNER, [workdir / "jobs.json"], timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        raise StackError(f"the emulated aarch64 python did not finish {len(jobs)} job(s) in {timeout:.0f} s") from error
     if result.returncode != 0 or not (workdir / "report.json").is_file():
         raise StackError(f"the emulated aarch64 python failed (exit {result.returncode}):\n"
                          f"{result.stdout[-2000:]}\n{result.stderr[-6000:]}")
