@@ -248,3 +248,16 @@ def test_unreachable_mirror_is_a_fetch_error(tmp_path, monkeypatch):
     with pytest.raises(arm64_stack.FetchError, match="127.0.0.1:9"):
         arm64_stack.prepare_sysroot(tmp_path)
     assert not any(tmp_path.glob("sysroot-*/.complete"))
+
+
+def test_private_apt_config_keeps_every_path_in_its_work_dir(tmp_path):
+    import re
+
+    source = arm64_stack.AptSource("http://deb.debian.org/debian", "bookworm", ("main",), "/k.gpg")
+    text = arm64_stack._apt_config(tmp_path, [source]).read_text()
+    dirs = re.findall(r'^Dir(?:::\w+)*\s+"([^"]*)";', text, re.M)
+    assert len(dirs) >= 10 and all(d.startswith(str(tmp_path)) for d in dirs), dirs
+    assert 'APT::Architectures { "arm64"; };' in text
+    assert (tmp_path / "status").read_text() == ""
+    assert (tmp_path / "etc" / "sources.list").read_text() == (
+        "deb [arch=arm64 signed-by=/k.gpg] http://deb.debian.org/debian bookworm main\n")

@@ -219,8 +219,25 @@ def host_sources(etc_apt: Path = Path("/etc/apt"), os_release: Path = Path("/etc
             AptSource("http://deb.debian.org/debian-security", f"{codename}-security", ("main",), keyring)]
 
 
+# Host apt settings the private configuration keeps: how to reach the mirror (proxies, retries, snapshot
+# mirrors whose Release files have expired), nothing that changes what or where apt installs.
+CARRIED_APT_SETTINGS = re.compile(r"^Acquire::(https?::Proxy|ftp::Proxy|Retries|Check-Valid-Until|Check-Date)\b",
+                                  re.I)
+
+
+def _host_acquire_settings() -> str:
+    """The host's network settings for apt (see CARRIED_APT_SETTINGS), as apt.conf lines; empty if unreadable."""
+    try:
+        dump = subprocess.run(["apt-config", "dump"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return "".join(line + "\n" for line in dump.splitlines() if CARRIED_APT_SETTINGS.match(line))
+
+
 def _apt_config(work: Path, sources: Sequence[AptSource]) -> Path:
-    """A private apt configuration: arm64 only, own sources/lists/status/cache/log, no host hooks."""
+    """A private apt configuration: arm64 only, own sources/lists/status/cache/log. Dir::Etc points into
+    `work`, so the host's apt.conf.d (hooks, sources.list.d) is not read either; only its network settings
+    are carried over."""
     for sub in ("etc/sources.list.d", "etc/preferences.d", "lists/partial", "cache/archives/partial", "log"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     (work / "status").write_text("")
@@ -252,7 +269,7 @@ Dir::Log "{work}/log";
 #clear DPkg::Pre-Invoke;
 #clear DPkg::Post-Invoke;
 #clear DPkg::Pre-Install-Pkgs;
-""")
+""" + _host_acquire_settings())
     return config
 
 
