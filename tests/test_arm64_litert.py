@@ -12,7 +12,6 @@ Skips only when the arm64 packages or wheels cannot be fetched (no network); mis
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 from test_export_models import max_rel_error, prune_and_share
 
 import dc_keras
-from dc_keras import _native, delegate
+from dc_keras import benchmark, delegate
 from dc_keras.export import flatbuffer
 
 TOLERANCE = 1e-5
@@ -30,18 +29,7 @@ DC_OPS = ("DcFullyConnected", "DcConv2D", "DcDepthwiseConv2D", "DcGather")
 CONFIGS = [(mode, threads) for mode in ("sparse", "dense") for threads in (1, 2)]
 
 
-def load_arm64_stack():
-    """tflite_delegate/tools/arm64_stack.py as a module (it is a script, not part of the dc_keras package)."""
-    path = _native.SOURCE_ROOT / "tflite_delegate" / "tools" / "arm64_stack.py"
-    if "arm64_stack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("arm64_stack", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["arm64_stack"] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)
-    return sys.modules["arm64_stack"]
-
-
-arm64_stack = load_arm64_stack()
+arm64_stack = benchmark._arm64_stack()  # tflite_delegate/tools/arm64_stack.py
 
 
 # ---- models -----------------------------------------------------------------------------------------------------

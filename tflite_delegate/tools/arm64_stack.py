@@ -493,7 +493,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     if not argv:
         print(f"sysroot   {stack.sysroot}\nsite      {stack.site}\ndelegate  {stack.delegate}\n"
-              f"run       {' '.join(command(stack, Path('SCRIPT.py')))}  (env -i PYTHONPATH={stack.site})")
+              f"run       env -i PYTHONPATH={stack.site} {' '.join(command(stack, Path('SCRIPT.py')))}")
         return 0
     result = subprocess.run(command(stack, Path(argv[0]), argv[1:]), env=environment(stack))
     return result.returncode
