@@ -16,6 +16,10 @@ whichever ran at that moment; `interleave=False` (dc-benchmark --nointerleave) t
 Baseline files come from arguments or, when omitted, from dense.tflite / dense_int8.tflite beside the model;
 `write_baselines` makes both from the Keras model. Command line: dc-benchmark (dc_keras/cli/benchmark.py) or
 `python -m dc_keras.benchmark`.
+
+`run_emulated_benchmark` (dc-benchmark --arm64_emulated) times the dc model on the real aarch64 LiteRT runtime
+with the aarch64 delegate under qemu-user (tflite_delegate/tools/arm64_stack.py): it shows that the model runs
+there and which SIMD path the kernels take; its timings measure the emulator, not an ARM CPU.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 DENSE_NAME = "dense.tflite"
+EMULATED_NOTE = "emulated (qemu) — not for comparison"
 INT8_NAME = "dense_int8.tflite"
 
 
@@ -58,6 +63,8 @@ class BenchmarkResult:
     dc_nodes: Optional[int]               # TFLite nodes the dc delegate claimed
     max_abs_diff_vs_dense: Optional[float]
     missing: List[str]
+    simd_path: Optional[str] = None       # the delegate's kernels: "neon", "avx2+fma+bmi2", "portable", ...
+    emulated: bool = False                # timed under qemu-user (arm64_emulated): not comparable
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -94,6 +101,10 @@ class BenchmarkResult:
         if ours and baselines:
             fastest = min(baselines, key=lambda r: r.median_ms)
             lines.append(f"dc delegate / fastest baseline ({fastest.name}): {ours.median_ms / fastest.median_ms:.3f}")
+        if self.simd_path is not None:
+            lines.append(f"dc delegate SIMD path: {self.simd_path}")
+        if self.emulated:
+            lines.append(f"timings: {EMULATED_NOTE}")
         if self.resident_weight_bytes is not None:
             lines.append(f"dc delegate: {self.dc_nodes} node(s), resident decoded weights "
                          f"{self.resident_weight_bytes:,} B")
@@ -260,7 +271,63 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     resident, nodes = delegate.resident_weight_bytes(dc), delegate.claimed_nodes(dc)
     return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
                            batch=batch, interleaved=interleave, rows=rows, resident_weight_bytes=resident,
-                           dc_nodes=nodes, max_abs_diff_vs_dense=max_diff, missing=missing)
+                           dc_nodes=nodes, max_abs_diff_vs_dense=max_diff, missing=missing,
+                           simd_path=delegate.simd_path())
+
+
+def _arm64_stack():
+    """tflite_delegate/tools/arm64_stack.py of this source tree (a script, loaded as a module)."""
+    import importlib.util
+    import sys
+
+    from dc_keras import _native
+
+    if "arm64_stack" not in sys.modules:
+        path = _native.SOURCE_ROOT / "tflite_delegate" / "tools" / "arm64_stack.py"
+        if not path.is_file():
+            raise RuntimeError(f"{path} is missing: the arm64 emulation needs dc_keras's source tree")
+        spec = importlib.util.spec_from_file_location("arm64_stack", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["arm64_stack"] = module  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(module)
+    return sys.modules["arm64_stack"]
+
+
+def run_emulated_benchmark(model, num_runs: int = 100, warmup_runs: int = 10, num_threads: int = 1,
+                           batch: Optional[int] = None, seed: int = 0, workdir=None) -> BenchmarkResult:
+    """Runs this module's timing loop for the compressed `model` on the aarch64 LiteRT runtime with the
+    aarch64-built dc delegate, under qemu-user (the stack is prepared and cached on first use: see
+    tflite_delegate/tools/arm64_stack.py). The one row is labelled EMULATED_NOTE: qemu's timings say nothing
+    about an ARM CPU; the run proves the model executes there and reports the SIMD path (neon).
+
+    Raises:
+      FileNotFoundError: `model` does not exist.
+      ValueError: bad run counts.
+      RuntimeError: the stack could not be prepared (missing tool, no network on first use) or the emulated
+        run failed; the message says which.
+    """
+    import tempfile
+
+    model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: no such file")
+    if num_runs < 1 or warmup_runs < 0 or num_threads < 1:
+        raise ValueError("num_runs and num_threads must be >= 1 and warmup_runs >= 0")
+    stack_tools = _arm64_stack()
+    stack = stack_tools.prepare()
+    job = {"name": "dc", "model": str(model.resolve()), "use_delegate": True, "mode": "sparse",
+           "threads": num_threads, "num_runs": num_runs, "warmup_runs": warmup_runs, "batch": batch, "seed": seed}
+    with tempfile.TemporaryDirectory(prefix="dc-benchmark-arm64-", dir=workdir) as directory:
+        _, report = stack_tools.run_jobs(stack, [job], directory, timed=True)
+    result = report["jobs"]["dc"]
+    if result["error"] is not None:
+        raise RuntimeError(f"on the emulated aarch64 stack: {result['error']}")
+    row = Row("dc delegate (aarch64, qemu)", str(model), os.path.getsize(model), result["median_ms"],
+              result["p90_ms"], result["mean_ms"], note=EMULATED_NOTE)
+    return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
+                           batch=batch, interleaved=False, rows=[row],
+                           resident_weight_bytes=result["resident_weight_bytes"], dc_nodes=result["claimed_nodes"],
+                           max_abs_diff_vs_dense=None, missing=[], simd_path=report["simd_path"], emulated=True)
 
 
 if __name__ == "__main__":

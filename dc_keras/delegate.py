@@ -83,6 +83,8 @@ def _library():
     library.dc_delegate_resident_weight_bytes.argtypes = [ctypes.c_void_p]
     library.dc_delegate_claimed_nodes.restype = ctypes.c_int
     library.dc_delegate_claimed_nodes.argtypes = [ctypes.c_void_p]
+    library.dc_delegate_simd_path.restype = ctypes.c_char_p
+    library.dc_delegate_simd_path.argtypes = []
     return library
 
 
@@ -101,3 +103,9 @@ def resident_weight_bytes(delegate) -> int:
 def claimed_nodes(delegate) -> int:
     """Number of TFLite nodes the delegate runs."""
     return int(_library().dc_delegate_claimed_nodes(_pointer(delegate)))
+
+
+def simd_path() -> str:
+    """The SIMD path libdc_delegate.so's kernels take in this process: "neon" (arm builds), "avx2+fma+bmi2"
+    (x86-64 CPUs with AVX2, unless DC_KERAS_DISABLE_AVX2 is set), "avx2+fma" or "portable"."""
+    return _library().dc_delegate_simd_path().decode()

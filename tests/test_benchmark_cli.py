@@ -14,7 +14,7 @@ import pytest
 from test_export_models import prune_and_share
 
 import dc_keras
-from dc_keras import benchmark
+from dc_keras import benchmark, delegate
 
 ROWS = ["dc delegate", "TFLite, no delegate", "XNNPACK float", "XNNPACK int8 dyn."]
 
@@ -49,6 +49,8 @@ def test_run_benchmark_times_every_configuration(exported):
     assert result.missing == []
     text = result.format()
     assert "vs XNNPACK float" in text
+    assert result.simd_path == delegate.simd_path()
+    assert f"dc delegate SIMD path: {result.simd_path}" in text
     fastest = min(result.rows[1:], key=lambda r: r.median_ms)
     assert f"dc delegate / fastest baseline ({fastest.name}): {result.rows[0].median_ms / fastest.median_ms:.3f}" in text
 

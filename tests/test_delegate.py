@@ -61,7 +61,7 @@ def test_entry_points_are_exported_with_c_linkage():
                          check=True).stdout
     symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
     assert {"tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate",
-            "dc_delegate_resident_weight_bytes"} <= symbols
+            "dc_delegate_resident_weight_bytes", "dc_delegate_simd_path"} <= symbols
     # -fvisibility=hidden: nothing of our C++ internals leaks into the dynamic symbol table.
     assert not [s for s in symbols if s.startswith("_ZN2dc")]
 

@@ -5,11 +5,16 @@
     dc-benchmark model.tflite --keras_model=model.keras   # first write the missing baselines from Keras
     dc-benchmark --json model.tflite                # JSON instead of the table
     python -m dc_keras.benchmark model.tflite       # the same
+    dc-benchmark --arm64_emulated model.tflite      # the dc model on aarch64 LiteRT + delegate under qemu
 
 Rows: dc delegate (compressed file), TFLite without delegate (dense float file, builtin kernels), XNNPACK
 float, XNNPACK int8 dynamic-range; median / p90 milliseconds over --num_runs after --warmup_runs (the
 configurations interleaved in blocks of 10 invocations unless --nointerleave), file sizes, the delegate's
-resident weight bytes. See dc_keras/benchmark.py.
+resident weight bytes, the delegate's SIMD path. See dc_keras/benchmark.py.
+
+--arm64_emulated runs the dc model alone on the real aarch64 LiteRT runtime with the aarch64 delegate under
+qemu-user (tflite_delegate/tools/arm64_stack.py, prepared and cached on first use); its timings are labelled
+"emulated (qemu) — not for comparison": they prove the model runs there (SIMD path: neon), not its speed.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ flags.DEFINE_integer("batch", None, "resize the inputs' first dimension to this 
 flags.DEFINE_bool("json", False, "print the result as JSON instead of a table")
 flags.DEFINE_bool("interleave", True, "configurations take turns in blocks of 10 invocations, so that a slow phase "
                   "of the machine hits all of them; --nointerleave times one after another")
+flags.DEFINE_bool("arm64_emulated", False, "time the dc model on the aarch64 LiteRT runtime and aarch64 delegate "
+                  "under qemu-user instead (no baselines; timings not for comparison)")
 
 
 def main(argv) -> int:
@@ -51,9 +58,13 @@ def main(argv) -> int:
             for path in written.values():
                 print(f"dc-benchmark: wrote {path}", file=sys.stderr)
     try:
-        result = benchmark.run_benchmark(model, FLAGS.dense_model, FLAGS.int8_model, num_runs=FLAGS.num_runs,
-                                         warmup_runs=FLAGS.warmup_runs, num_threads=FLAGS.num_threads,
-                                         batch=FLAGS.batch, interleave=FLAGS.interleave)
+        if FLAGS.arm64_emulated:
+            result = benchmark.run_emulated_benchmark(model, num_runs=FLAGS.num_runs, warmup_runs=FLAGS.warmup_runs,
+                                                      num_threads=FLAGS.num_threads, batch=FLAGS.batch)
+        else:
+            result = benchmark.run_benchmark(model, FLAGS.dense_model, FLAGS.int8_model, num_runs=FLAGS.num_runs,
+                                             warmup_runs=FLAGS.warmup_runs, num_threads=FLAGS.num_threads,
+                                             batch=FLAGS.batch, interleave=FLAGS.interleave)
     except (ValueError, RuntimeError) as error:
         print(f"dc-benchmark: {model}: {error}", file=sys.stderr)
         return 1

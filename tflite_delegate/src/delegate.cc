@@ -14,6 +14,8 @@
 
 #include "dc_delegate/dc_delegate.h"
 #include "kernel_registry.h"
+#include "kernels/conv2d.h"
+#include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
 namespace dc::delegate {
@@ -386,6 +388,13 @@ uint64_t dc_delegate_resident_weight_bytes(const TfLiteDelegate* delegate) {
 
 int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate) {
   return delegate ? dc::delegate::StateOf(delegate)->claimed_nodes.load() : 0;
+}
+
+const char* dc_delegate_simd_path(void) {
+  // The conv loops' check (AVX2+FMA) is a subset of the FC loops' (AVX2+FMA+BMI1/2), so the FC answer refines it.
+  const char* conv = dc::delegate::simd::PathName();
+  if (std::strcmp(conv, "avx2") != 0) return conv;
+  return dc::delegate::FullyConnectedUsesAvx2() ? "avx2+fma+bmi2" : "avx2+fma";
 }
 
 }  // extern "C"

@@ -1,6 +1,6 @@
 // Public C interface of libdc_delegate.so: the two external-delegate entry points that
 // ai_edge_litert.interpreter.load_delegate and TFLite's benchmark_model (--external_delegate_path) call,
-// plus an introspection helper.
+// plus introspection helpers.
 //
 // Options (key/value strings):
 //   num_threads  threads for one kernel, >= 1 (default 1)
@@ -32,6 +32,10 @@ DC_DELEGATE_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate)
 DC_DELEGATE_EXPORT uint64_t dc_delegate_resident_weight_bytes(const TfLiteDelegate* delegate);
 // Number of TFLite nodes the delegate has claimed so far.
 DC_DELEGATE_EXPORT int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate);
+// The SIMD path the kernels of this library take in this process: "neon" (arm builds, chosen at compile
+// time), "avx2+fma+bmi2" (x86-64 AVX2 clones chosen at run time), "avx2+fma" (conv clones only) or "portable".
+// A static string; no delegate needed.
+DC_DELEGATE_EXPORT const char* dc_delegate_simd_path(void);
 
 #ifdef __cplusplus
 }  // extern "C"

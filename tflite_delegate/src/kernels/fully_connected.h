@@ -167,6 +167,10 @@ class FullyConnectedWeights {
   PairMatrix pairs_;
 };
 
+// True when this process runs the x86-64 AVX2+FMA+BMI2 clones of the FC loops (CPU has them and
+// simd::AvxClonesAllowed); false on other targets and on x86-64 CPUs without them.
+bool FullyConnectedUsesAvx2();
+
 }  // namespace dc::delegate
 
 #endif  // DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_

@@ -396,6 +396,14 @@ uint64_t ChunkedSlots(const SparseMatrix& w) {
 
 }  // namespace
 
+bool FullyConnectedUsesAvx2() {
+#if DC_HAVE_X86_DISPATCH
+  return UseAvx2Clones();
+#else
+  return false;
+#endif
+}
+
 size_t ChunkedMatrix::ResidentBytes() const {
   return row_ptr.capacity() * sizeof(uint32_t) + col.capacity() * sizeof(uint16_t) + code.capacity() +
          codebook.capacity() * sizeof(float);
