@@ -34,7 +34,14 @@ class GatherKernel : public OpKernel {
     if (index_type_ != kTfLiteInt32 && index_type_ != kTfLiteInt64)
       return Status::Error("indices must be int32 or int64");
     dense_mode_ = config.dense;
-    return kernel_util::DecodeWeights(context, node.inputs[1], {vocab_, dim_}, dense_mode_, &sparse_, &dense_);
+    // Every lookup writes whole decoded rows: one row alone must fit the decode budget.
+    const uint64_t row_bytes = sizeof(float) * static_cast<uint64_t>(dim_);
+    if (row_bytes > config.max_decoded_bytes)
+      return Status::Error("one table row of " + std::to_string(dim_) + " floats is " +
+                           kernel_util::BytesString(row_bytes) + ", over the delegate's max_decoded_bytes " +
+                           kernel_util::BytesString(config.max_decoded_bytes) + " (raise that option to allow it)");
+    return kernel_util::DecodeWeights(context, node.inputs[1], {vocab_, dim_}, dense_mode_, config.max_decoded_bytes,
+                                      &sparse_, &dense_);
   }
 
   Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
