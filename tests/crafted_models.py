@@ -115,11 +115,12 @@ def fc_bomb(units: int, inputs: int) -> bytes:
                            empty_blob([units, inputs]), [1, units])
 
 
-def gather_bomb(vocab: int, dim: int) -> bytes:
+def gather_bomb(vocab: int, dim: int, count: int = 1) -> bytes:
+    """DcGather of `count` int32 indices from an empty [vocab, dim] table."""
     from tensorflow.lite.python import schema_py_generated as schema
 
-    return single_op_model("DcGather", gather_options(vocab, dim), [1], schema.TensorType.INT32,
-                           empty_blob([vocab, dim]), [1, dim])
+    return single_op_model("DcGather", gather_options(vocab, dim), [count], schema.TensorType.INT32,
+                           empty_blob([vocab, dim]), [count, dim])
 
 
 # name -> (what, .tflite bytes builder, delegate options); see main().
@@ -128,6 +129,7 @@ TFLITE_BOMBS = {
     "conv4096": (lambda: conv_bomb(4096), {}),
     "fc65535_dense": (lambda: fc_bomb(65535, 65535), {"mode": "dense"}),
     "gather_2g": (lambda: gather_bomb(1, 2**31 - 1), {}),
+    "gather_16_rows_1g": (lambda: gather_bomb(1, 2**28, count=16), {}),
 }
 
 

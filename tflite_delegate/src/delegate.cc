@@ -374,7 +374,10 @@ TfLiteStatus ClaimNodes(TfLiteContext* context, TfLiteDelegate* delegate) {
   }
   if (claimed.empty()) return kTfLiteOk;
   TfLiteIntArray* nodes = NewIntArray(claimed);
-  if (nodes == nullptr) return kTfLiteError;
+  if (nodes == nullptr) {
+    Report(context, "dc delegate: out of memory listing the nodes to claim");
+    return kTfLiteError;
+  }
   TfLiteRegistration reg{};
   reg.init = KernelInit;
   reg.free = KernelFree;
