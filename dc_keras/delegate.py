@@ -59,7 +59,9 @@ def load(num_threads: int = 1, mode: str = "sparse", options: Optional[Dict[str,
       num_threads: threads each dc kernel uses.
       mode: "sparse" (weights decoded once to the compressed-sparse P+Q form, about 2 bytes per nonzero) or
         "dense" (decoded to float32 at Prepare).
-      options: further delegate options as strings (e.g. {"abi_check": "1"}).
+      options: further delegate options as strings, e.g. {"abi_check": "1"}, or the memory caps
+        {"max_scratch_bytes": "67108864", "max_decoded_bytes": "2147483648"} (their defaults; see
+        docs/export_and_delegate.md).
     """
     from ai_edge_litert.interpreter import load_delegate
 

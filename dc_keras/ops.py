@@ -30,6 +30,8 @@ __all__ = ["OpLibraryError", "decode", "decode_count", "embedding_lookup", "libr
 
 _OPS_DIR = _native.SOURCE_ROOT / "ops"
 _OP_NAMES = ("DcDecode", "DcSparseMatMul", "DcEmbeddingLookup")
+# Default of the ops' max_decoded_bytes attribute (codec::kDefaultMaxDecodedBytes in ops/codec/dc_codec.h).
+DEFAULT_MAX_DECODED_BYTES = 2**31
 
 
 class OpLibraryError(RuntimeError):
@@ -123,42 +125,64 @@ def _as_blob(blob) -> tf.Tensor:
     return blob
 
 
-def decode(blob, name: str | None = None) -> tf.Tensor:
-    """Dense float32 weights of `blob` (C order, shape from its header); cached per kernel."""
-    return load_library().dc_decode(_as_blob(blob), name=name)
+def _limit(max_decoded_bytes: int | None) -> dict:
+    """The max_decoded_bytes attribute to pass, or none (the op's default, DEFAULT_MAX_DECODED_BYTES)."""
+    if max_decoded_bytes is None:
+        return {}
+    if int(max_decoded_bytes) < 1:
+        raise ValueError(f"max_decoded_bytes must be >= 1, got {max_decoded_bytes}")
+    return {"max_decoded_bytes": int(max_decoded_bytes)}
 
 
-def sparse_matmul(x, blob, name: str | None = None) -> tf.Tensor:
+def decode(blob, name: str | None = None, max_decoded_bytes: int | None = None) -> tf.Tensor:
+    """Dense float32 weights of `blob` (C order, shape from its header); cached per kernel.
+
+    Args:
+      max_decoded_bytes: most bytes decoding may take (the float32 output plus the decoded symbol streams);
+        default DEFAULT_MAX_DECODED_BYTES (2 GiB).
+    Raises:
+      tf.errors.ResourceExhaustedError: the blob's header declares a tensor over max_decoded_bytes.
+      tf.errors.InvalidArgumentError: corrupt blob.
+    """
+    return load_library().dc_decode(_as_blob(blob), name=name, **_limit(max_decoded_bytes))
+
+
+def sparse_matmul(x, blob, name: str | None = None, max_decoded_bytes: int | None = None) -> tf.Tensor:
     """x @ W^T for W = the [out, in] weight stored in `blob`, computed on its sparse codebook form.
 
     Args:
       x: float32 [batch, in] (other float dtypes are cast to float32).
       blob: the compressed weight, holding W as [out, in] (TFLite fully-connected layout).
+      max_decoded_bytes: most bytes the decoded sparse form may take; default DEFAULT_MAX_DECODED_BYTES.
     Returns:
       float32 [batch, out].
     Raises:
       tf.errors.InvalidArgumentError: corrupt blob, or x's inner dimension differs from `in`.
+      tf.errors.ResourceExhaustedError: the blob decodes to more than max_decoded_bytes.
     """
     x = tf.convert_to_tensor(x)
     if x.dtype != tf.float32:
         if not x.dtype.is_floating:
             raise TypeError(f"sparse_matmul: x must be a float tensor, got {x.dtype.name}")
         x = tf.cast(x, tf.float32)
-    return load_library().dc_sparse_mat_mul(x, _as_blob(blob), name=name)
+    return load_library().dc_sparse_mat_mul(x, _as_blob(blob), name=name, **_limit(max_decoded_bytes))
 
 
-def embedding_lookup(ids, blob, name: str | None = None) -> tf.Tensor:
+def embedding_lookup(ids, blob, name: str | None = None, max_decoded_bytes: int | None = None) -> tf.Tensor:
     """Rows `ids` (int32/int64, any shape) of the compressed [vocab, dim] table in `blob`: [..., dim].
+
+    `max_decoded_bytes` bounds the decoded sparse form of the table (default DEFAULT_MAX_DECODED_BYTES).
 
     Raises:
       tf.errors.InvalidArgumentError: an id outside [0, vocab), or a corrupt blob.
+      tf.errors.ResourceExhaustedError: the table decodes to more than max_decoded_bytes.
     """
     ids = tf.convert_to_tensor(ids)
     if ids.dtype not in (tf.int32, tf.int64):
         if not ids.dtype.is_integer:
             raise TypeError(f"embedding_lookup: ids must be integers, got {ids.dtype.name}")
         ids = tf.cast(ids, tf.int64)
-    return load_library().dc_embedding_lookup(ids, _as_blob(blob), name=name)
+    return load_library().dc_embedding_lookup(ids, _as_blob(blob), name=name, **_limit(max_decoded_bytes))
 
 
 def decode_count() -> int:

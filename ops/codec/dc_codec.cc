@@ -65,6 +65,14 @@ float HalfToFloat(uint16_t h) {
   return sign ? -value : value;
 }
 
+// True for +-0.0 only. Compares bits, not floats: under denormals-are-zero (set by TensorFlow on its
+// threads) a float comparison would call a denormal zero, and decoding must not depend on the FPU mode.
+inline bool IsZero(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  return (bits & 0x7FFFFFFFu) == 0;
+}
+
 // Byte cursor over [pos, end) of a blob.
 struct ByteReader {
   const uint8_t* data;
@@ -396,7 +404,7 @@ Status Parse(const uint8_t* data, size_t size, Parsed* p) {
       std::memcpy(&v, &u, 4);
     }
     if (!std::isfinite(v)) return Status::Error("corrupt blob: codebook holds a non-finite value");
-    p->codebook[i] = v == 0.0f ? 0.0f : v;  // -0.0 reads as +0.0 so every decoder yields identical bytes
+    p->codebook[i] = IsZero(v) ? 0.0f : v;  // -0.0 reads as +0.0 so every decoder yields identical bytes
   }
   info.codebook_bytes = cb_bytes;
 
@@ -850,6 +858,30 @@ Status DecodeStreamsInto(const uint8_t* data, size_t size, uint8_t* delta, size_
   return Status::Ok();
 }
 
+namespace {
+
+// Bytes of the two symbol-stream buffers DecodeParsedStreams fills (one byte per symbol).
+uint64_t StreamBufferBytes(const BlobInfo& info) {
+  const uint64_t delta = info.dense_layout ? 0 : info.num_entries;
+  const uint64_t code = info.dense_layout ? info.num_elements : info.num_nonzeros;
+  return delta + code;
+}
+
+}  // namespace
+
+uint64_t DenseDecodeBytes(const BlobInfo& info) { return StreamBufferBytes(info) + info.num_elements * sizeof(float); }
+
+uint64_t SparseDecodeBytes(const BlobInfo& info) {
+  const uint64_t rows = info.shape.empty() ? 1 : static_cast<uint64_t>(info.shape[0]);
+  // In-memory fillers never outnumber the blob's own (their step, 255, is the largest the format has, and a
+  // gap restarted at a row's start is shorter than the blob's gap); a dense-layout blob has none, and gets
+  // at most one per 255 positions.
+  const uint64_t entries = info.dense_layout ? info.num_nonzeros + info.num_elements / kSparseFillerStep
+                                             : info.num_entries;
+  return StreamBufferBytes(info) + (rows + 1) * sizeof(uint32_t) + 2 * entries +
+         uint64_t{info.num_centroids} * sizeof(float);
+}
+
 Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len) {
   Parsed p;
   Status st = Parse(data, size, &p);
@@ -866,7 +898,7 @@ Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len)
     for (size_t i = 0; i < out_len; ++i) {
       const float v = p.codebook[code[i]];
       out[i] = v;
-      nonzero += v != 0.0f;
+      nonzero += !IsZero(v);
     }
     if (nonzero != info.num_nonzeros) {
       return Status::Error("corrupt blob: dense layout decodes " + Str(nonzero) + " nonzeros, header says " +
@@ -932,7 +964,7 @@ Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out) {
     if (info.dense_layout) {
       uint64_t nonzero = 0;
       for (uint64_t i = 0; i < info.num_elements && !overflow; ++i) {
-        if (p.codebook[code[i]] != 0.0f) {
+        if (!IsZero(p.codebook[code[i]])) {
           emit(i, code[i]);
           ++nonzero;
         }

@@ -28,6 +28,11 @@ constexpr uint64_t kMaxElements = 0xFFFFFFFFull;
 constexpr int kMaxRank = 8;
 // Longest canonical Huffman code the format allows; decoders use a 2^12-entry lookup table.
 constexpr int kMaxHuffmanBits = 12;
+// Default cap on the bytes one decode may produce (dense floats, or the sparse form and its stream
+// buffers), applied by the delegate and the TF ops before they decode; both let a caller raise it
+// (delegate option / op attribute max_decoded_bytes). Far beyond any layer this project targets, far below
+// the 2^32 - 1 elements a header may declare.
+constexpr uint64_t kDefaultMaxDecodedBytes = uint64_t{1} << 31;
 // Column step of a filler entry in SparseMatrix (the in-memory form, independent of index_bits).
 constexpr int kSparseFillerStep = 255;
 
@@ -88,7 +93,17 @@ struct BlobInfo {
 // sizes). Does not decode the symbol streams, so a blob that passes may still fail to decode.
 Status ParseInfo(const uint8_t* data, size_t size, BlobInfo* info);
 
+// Peak bytes DecodeDense allocates for a blob with header `info`, counting its float32 output (the
+// caller's) and the decoded symbol streams it keeps meanwhile. Computed from the header alone, so a caller
+// can refuse a blob whose few bytes declare gigabytes before anything is allocated.
+uint64_t DenseDecodeBytes(const BlobInfo& info);
+// Peak bytes DecodeSparse allocates for a blob with header `info`: the symbol streams plus an upper
+// bound of the SparseMatrix it builds (row offsets, entries with their 255-step fillers, codebook).
+uint64_t SparseDecodeBytes(const BlobInfo& info);
+
 // Decodes the tensor as C-order float32. out_len must equal prod(shape). Pruned positions are +0.0f.
+// Values are copied bit for bit: a denormal centroid decodes exactly whatever the FPU's flush-to-zero /
+// denormals-are-zero modes (TensorFlow sets both on its threads), and only +-0.0 counts as zero.
 Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len);
 
 // The in-memory form kernels compute on. 2-D view: rows = shape[0], cols = prod(shape[1:]) (C order);

@@ -26,6 +26,31 @@ int FromStatus(const dc::codec::Status& st, char* err, size_t err_len) {
   return st.ok() ? DC_CODEC_OK : Fail(DC_CODEC_INVALID_BLOB, st.message(), err, err_len);
 }
 
+// Copies a literal message: usable where building a std::string could itself throw.
+int FailLiteral(int code, const char* message, char* err, size_t err_len) {
+  if (err != nullptr && err_len > 0) {
+    const size_t n = std::min(std::strlen(message), err_len - 1);
+    std::memcpy(err, message, n);
+    err[n] = '\0';
+  }
+  return code;
+}
+
+// Runs `body` (returning an error code) so that no C++ exception leaves the C ABI: an allocation failure or
+// any other exception becomes DC_CODEC_INTERNAL with a message.
+template <typename Body>
+int Guarded(char* err, size_t err_len, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return FailLiteral(DC_CODEC_INTERNAL, "dc_codec: out of memory", err, err_len);
+  } catch (const std::exception& e) {
+    return FailLiteral(DC_CODEC_INTERNAL, e.what(), err, err_len);
+  } catch (...) {
+    return FailLiteral(DC_CODEC_INTERNAL, "dc_codec: unknown C++ exception", err, err_len);
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -33,8 +58,8 @@ extern "C" {
 int dc_codec_abi_version(void) { return 1; }
 
 int dc_codec_parse_info(const uint8_t* data, size_t size, dc_codec_info* out, char* err, size_t err_len) {
-  if (out == nullptr) return Fail(DC_CODEC_BAD_ARGUMENT, "null info pointer", err, err_len);
-  try {
+  if (out == nullptr) return FailLiteral(DC_CODEC_BAD_ARGUMENT, "null info pointer", err, err_len);
+  return Guarded(err, err_len, [&]() -> int {
     dc::codec::BlobInfo info;
     const dc::codec::Status st = dc::codec::ParseInfo(data, size, &info);
     if (!st.ok()) return FromStatus(st, err, err_len);
@@ -57,43 +82,37 @@ int dc_codec_parse_info(const uint8_t* data, size_t size, dc_codec_info* out, ch
     out->code_stream_bytes = info.code_stream_bytes;
     out->total_bytes = info.total_bytes;
     return DC_CODEC_OK;
-  } catch (const std::exception& e) {
-    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
-  }
+  });
 }
 
 int dc_codec_decode_dense(const uint8_t* data, size_t size, float* out, size_t out_len, char* err, size_t err_len) {
-  try {
+  return Guarded(err, err_len, [&]() -> int {
     const dc::codec::Status st = dc::codec::DecodeDense(data, size, out, out_len);
     if (!st.ok() && st.message().rfind("output has ", 0) == 0) {
       return Fail(DC_CODEC_BAD_ARGUMENT, st.message(), err, err_len);
     }
     return FromStatus(st, err, err_len);
-  } catch (const std::exception& e) {
-    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
-  }
+  });
 }
 
 int dc_codec_decode_streams(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
                             size_t code_len, char* err, size_t err_len) {
-  try {
+  return Guarded(err, err_len, [&]() -> int {
     const dc::codec::Status st = dc::codec::DecodeStreamsInto(data, size, delta, delta_len, code, code_len);
     if (!st.ok() && st.message().rfind("output has ", 0) == 0) {
       return Fail(DC_CODEC_BAD_ARGUMENT, st.message(), err, err_len);
     }
     return FromStatus(st, err, err_len);
-  } catch (const std::exception& e) {
-    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
-  }
+  });
 }
 
 int dc_codec_sparse_decode(const uint8_t* data, size_t size, void** handle, int64_t* dims, uint64_t* num_entries,
                            uint32_t* num_centroids, char* err, size_t err_len) {
   if (handle == nullptr || dims == nullptr || num_entries == nullptr || num_centroids == nullptr) {
-    return Fail(DC_CODEC_BAD_ARGUMENT, "null output pointer", err, err_len);
+    return FailLiteral(DC_CODEC_BAD_ARGUMENT, "null output pointer", err, err_len);
   }
   *handle = nullptr;
-  try {
+  return Guarded(err, err_len, [&]() -> int {
     std::unique_ptr<dc::codec::SparseMatrix> owned(new dc::codec::SparseMatrix);
     const dc::codec::Status st = dc::codec::DecodeSparse(data, size, owned.get());
     if (!st.ok()) return FromStatus(st, err, err_len);
@@ -104,9 +123,7 @@ int dc_codec_sparse_decode(const uint8_t* data, size_t size, void** handle, int6
     *num_centroids = static_cast<uint32_t>(m->codebook.size());
     *handle = m;
     return DC_CODEC_OK;
-  } catch (const std::exception& e) {
-    return Fail(DC_CODEC_INTERNAL, e.what(), err, err_len);
-  }
+  });
 }
 
 void dc_codec_sparse_copy(const void* handle, uint32_t* row_ptr, uint8_t* delta, uint8_t* code, float* codebook,

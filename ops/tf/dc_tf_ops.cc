@@ -12,12 +12,14 @@
 // never a crash.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <limits>
 #include <list>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,9 +50,11 @@ using ::tensorflow::shape_inference::ShapeHandle;
 using Status = ::tensorflow::Status;
 namespace errors = ::tensorflow::errors;
 
-// A decoded dense tensor larger than this is refused: a corrupted shape field must not make us try to
-// allocate (and zero) tens of gigabytes. 2^31 floats = 8 GiB, far beyond any layer this project targets.
-constexpr int64_t kMaxDenseElements = int64_t{1} << 31;
+// Attribute every op has: the most bytes one blob may decode to (codec::DenseDecodeBytes for DcDecode,
+// codec::SparseDecodeBytes for the others), checked from the header before anything is allocated, so that
+// a blob of a few bytes declaring billions of zeros is refused instead of allocated.
+constexpr char kMaxDecodedBytesAttr[] = "max_decoded_bytes: int = 2147483648";
+static_assert(codec::kDefaultMaxDecodedBytes == 2147483648u, "kMaxDecodedBytesAttr repeats the codec's default");
 
 // How many distinct blobs one kernel instance remembers. In a graph each node has its own kernel and
 // sees one blob; in eager mode TensorFlow shares one kernel between all calls of an op, so a model with
@@ -63,19 +67,53 @@ Status CodecError(const char* op, const char* what, const codec::Status& status)
   return errors::InvalidArgument(op, ": ", what, ": ", std::string(status.message()));
 }
 
-// Element count of `shape`, or an error if it overflows or exceeds kMaxDenseElements.
-Status CheckedNumElements(const char* op, const std::vector<int64_t>& shape, int64_t* count) {
-  int64_t n = 1;
-  for (int64_t d : shape) {
-    if (d < 0) return errors::InvalidArgument(op, ": blob header has a negative dimension ", d);
-    if (d != 0 && n > kMaxDenseElements / d) {
-      return errors::InvalidArgument(op, ": blob header declares a tensor of more than ", kMaxDenseElements,
-                                     " elements; the blob is corrupt or too large to decode densely");
-    }
-    n *= d;
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Reads the max_decoded_bytes attribute of an op under construction.
+Status ReadMaxDecodedBytes(OpKernelConstruction* ctx, int64_t* max_bytes) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("max_decoded_bytes", max_bytes));
+  if (*max_bytes < 1) {
+    return errors::InvalidArgument(ctx->def().op(), " '", ctx->def().name(), "': max_decoded_bytes must be >= 1, got ",
+                                   *max_bytes);
   }
-  *count = n;
   return Status();
+}
+
+// ResourceExhausted when decoding `info` needs `need` bytes (`form`: what it decodes to) over `max_bytes`.
+Status CheckDecodeBudget(const std::string& op, const codec::BlobInfo& info, uint64_t need, const char* form,
+                         int64_t max_bytes) {
+  if (need <= static_cast<uint64_t>(max_bytes)) return Status();
+  return errors::ResourceExhausted(op, ": the blob declares a tensor of shape ", ShapeString(info.shape),
+                                   " that decodes to ", need, " bytes of ", form, ", over max_decoded_bytes = ",
+                                   max_bytes, " (pass a larger max_decoded_bytes to allow it)");
+}
+
+// With DC_KERAS_TEST_THROW_BAD_ALLOC=1 in the environment every decode (cache miss) throws std::bad_alloc
+// as a failed allocation would: lets tests reach Compute's exception handler on demand.
+void ThrowIfTestAsksForBadAlloc() {
+  const char* value = std::getenv("DC_KERAS_TEST_THROW_BAD_ALLOC");
+  if (value != nullptr && value[0] == '1') throw std::bad_alloc();
+}
+
+// Runs a kernel's Compute so that no C++ exception escapes into TensorFlow's executor (which would abort the
+// process): std::bad_alloc becomes ResourceExhausted, anything else Internal, both naming the op and node.
+template <typename Body>
+void GuardedCompute(OpKernelContext* ctx, const OpKernel& kernel, Body&& body) noexcept {
+  try {
+    body();
+    return;
+  } catch (const std::bad_alloc&) {
+    ctx->CtxFailure(errors::ResourceExhausted(kernel.type_string(), " '", kernel.name(),
+                                              "': out of memory (std::bad_alloc) while decoding or computing"));
+  } catch (const std::exception& error) {
+    ctx->CtxFailure(errors::Internal(kernel.type_string(), " '", kernel.name(), "': C++ exception: ", error.what()));
+  } catch (...) {
+    ctx->CtxFailure(errors::Internal(kernel.type_string(), " '", kernel.name(), "': unknown C++ exception"));
+  }
 }
 
 // Remembers the decoded form of the last few blobs seen, keyed by their bytes (a stored copy compared
@@ -102,6 +140,7 @@ class BlobCache {
         return Status();
       }
     }
+    ThrowIfTestAsksForBadAlloc();
     auto entry = std::make_shared<Entry>();
     entry->blob.assign(data, data + size);
     Status status = build(data, size, &entry->payload);
@@ -150,14 +189,17 @@ Status BlobInput(OpKernelContext* ctx, int index, const char* op, const uint8_t*
   return Status();
 }
 
-// Decodes a blob into the sparse form and checks its shape against the header (not yet its entries).
-Status DecodeSparseBlob(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
+// Decodes a blob into the sparse form and checks its shape against the header (not yet its entries);
+// refuses it when the sparse form would exceed `max_bytes`.
+Status DecodeSparseBlob(const char* op, const uint8_t* data, size_t size, int64_t max_bytes,
+                        codec::SparseMatrix* out) {
   codec::BlobInfo info;
   codec::Status st = codec::ParseInfo(data, size, &info);
   if (!st.ok()) return CodecError(op, "invalid blob header", st);
   if (info.shape.size() != 2) {
     return errors::InvalidArgument(op, ": expected a rank-2 weight in the blob, got rank ", info.shape.size());
   }
+  TF_RETURN_IF_ERROR(CheckDecodeBudget(op, info, codec::SparseDecodeBytes(info), "sparse form", max_bytes));
   st = codec::DecodeSparse(data, size, out);
   if (!st.ok()) return CodecError(op, "cannot decode blob", st);
   if (out->rows != static_cast<int64_t>(info.shape[0]) || out->cols != static_cast<int64_t>(info.shape[1])) {
@@ -168,34 +210,36 @@ Status DecodeSparseBlob(const char* op, const uint8_t* data, size_t size, codec:
 }
 
 // Decodes a blob into the sparse form and proves it safe for the compute loops.
-Status BuildSparse(const char* op, const uint8_t* data, size_t size, codec::SparseMatrix* out) {
-  TF_RETURN_IF_ERROR(DecodeSparseBlob(op, data, size, out));
+Status BuildSparse(const char* op, const uint8_t* data, size_t size, int64_t max_bytes, codec::SparseMatrix* out) {
+  TF_RETURN_IF_ERROR(DecodeSparseBlob(op, data, size, max_bytes, out));
   const delegate::Status valid = delegate::ValidateSparseMatrix(*out);
   if (!valid.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", valid.message());
   return Status();
 }
 
 // The sparse form of input `index`'s blob, decoded once per distinct blob and kept in `cache`.
-Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, BlobCache<codec::SparseMatrix>* cache,
-                         std::shared_ptr<const codec::SparseMatrix>* out) {
+Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, int64_t max_bytes,
+                         BlobCache<codec::SparseMatrix>* cache, std::shared_ptr<const codec::SparseMatrix>* out) {
   const uint8_t* data;
   size_t size;
   TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
-  auto build = [op](const uint8_t* d, size_t n, codec::SparseMatrix* matrix) { return BuildSparse(op, d, n, matrix); };
+  auto build = [op, max_bytes](const uint8_t* d, size_t n, codec::SparseMatrix* matrix) {
+    return BuildSparse(op, d, n, max_bytes, matrix);
+  };
   return cache->Get(data, size, build, out);
 }
 
 // The delegate's in-memory form of input `index`'s blob (chunked, pairs or the delta/code walk), built once
 // per distinct blob and kept in `cache`: DcSparseMatMul runs the same loops as the TFLite delegate.
-Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op,
+Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op, int64_t max_bytes,
                           BlobCache<delegate::FullyConnectedWeights>* cache,
                           std::shared_ptr<const delegate::FullyConnectedWeights>* out) {
   const uint8_t* data;
   size_t size;
   TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
-  auto build = [op](const uint8_t* d, size_t n, delegate::FullyConnectedWeights* weights) -> Status {
+  auto build = [op, max_bytes](const uint8_t* d, size_t n, delegate::FullyConnectedWeights* weights) -> Status {
     codec::SparseMatrix matrix;
-    TF_RETURN_IF_ERROR(DecodeSparseBlob(op, d, n, &matrix));
+    TF_RETURN_IF_ERROR(DecodeSparseBlob(op, d, n, max_bytes, &matrix));
     const delegate::Status st = weights->Init(std::move(matrix));  // validates it (ValidateSparseMatrix)
     if (!st.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", st.message());
     return Status();
@@ -241,20 +285,28 @@ Status ConstantBlobShape(InferenceContext* c, int index, const char* op, std::ve
 
 class DcDecodeOp : public OpKernel {
  public:
-  explicit DcDecodeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit DcDecodeOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadMaxDecodedBytes(ctx, &max_decoded_bytes_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
+    GuardedCompute(ctx, *this, [&] { ComputeUnguarded(ctx); });
+  }
+
+ private:
+  void ComputeUnguarded(OpKernelContext* ctx) {
     const uint8_t* data;
     size_t size;
     OP_REQUIRES_OK(ctx, BlobInput(ctx, 0, "DcDecode", &data, &size));
     std::shared_ptr<const Tensor> dense;
-    auto build = [ctx](const uint8_t* d, size_t n, Tensor* out) -> Status {
+    auto build = [this](const uint8_t* d, size_t n, Tensor* out) -> Status {
       codec::BlobInfo info;
       codec::Status st = codec::ParseInfo(d, n, &info);
       if (!st.ok()) return CodecError("DcDecode", "invalid blob header", st);
+      TF_RETURN_IF_ERROR(CheckDecodeBudget("DcDecode '" + name() + "'", info, codec::DenseDecodeBytes(info),
+                                           "float32", max_decoded_bytes_));
       std::vector<int64_t> dims(info.shape.begin(), info.shape.end());
-      int64_t count = 0;
-      TF_RETURN_IF_ERROR(CheckedNumElements("DcDecode", dims, &count));
+      const int64_t count = static_cast<int64_t>(info.num_elements);  // <= 2^32 - 1 (the codec checks)
       TensorShape shape;
       TF_RETURN_IF_ERROR(TensorShape::BuildTensorShape(dims, &shape));
       // The cached tensor outlives this step, so it comes from the process-wide CPU allocator (as the
@@ -273,7 +325,7 @@ class DcDecodeOp : public OpKernel {
     ctx->set_output(0, *dense);
   }
 
- private:
+  int64_t max_decoded_bytes_ = 0;
   BlobCache<Tensor> cache_;
 };
 
@@ -282,15 +334,22 @@ class DcDecodeOp : public OpKernel {
 
 class DcSparseMatMulOp : public OpKernel {
  public:
-  explicit DcSparseMatMulOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit DcSparseMatMulOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadMaxDecodedBytes(ctx, &max_decoded_bytes_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
+    GuardedCompute(ctx, *this, [&] { ComputeUnguarded(ctx); });
+  }
+
+ private:
+  void ComputeUnguarded(OpKernelContext* ctx) {
     const Tensor& x = ctx->input(0);
     OP_REQUIRES(ctx, x.dims() == 2,
                 errors::InvalidArgument("DcSparseMatMul: x must be rank 2 [batch, in], got shape ",
                                         x.shape().DebugString()));
     std::shared_ptr<const delegate::FullyConnectedWeights> cached;
-    OP_REQUIRES_OK(ctx, CachedWeightsInput(ctx, 1, "DcSparseMatMul", &cache_, &cached));
+    OP_REQUIRES_OK(ctx, CachedWeightsInput(ctx, 1, "DcSparseMatMul", max_decoded_bytes_, &cache_, &cached));
     const delegate::FullyConnectedWeights& w = *cached;
 
     const int64_t batch = x.dim_size(0), in = x.dim_size(1);
@@ -313,7 +372,7 @@ class DcSparseMatMulOp : public OpKernel {
           scratch.flat<float>().data(), &split);
   }
 
- private:
+  int64_t max_decoded_bytes_ = 0;
   BlobCache<delegate::FullyConnectedWeights> cache_;
 };
 
@@ -323,12 +382,19 @@ class DcSparseMatMulOp : public OpKernel {
 template <typename Index>
 class DcEmbeddingLookupOp : public OpKernel {
  public:
-  explicit DcEmbeddingLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {}
+  explicit DcEmbeddingLookupOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ReadMaxDecodedBytes(ctx, &max_decoded_bytes_));
+  }
 
   void Compute(OpKernelContext* ctx) override {
+    GuardedCompute(ctx, *this, [&] { ComputeUnguarded(ctx); });
+  }
+
+ private:
+  void ComputeUnguarded(OpKernelContext* ctx) {
     const Tensor& ids = ctx->input(0);
     std::shared_ptr<const codec::SparseMatrix> cached;
-    OP_REQUIRES_OK(ctx, CachedSparseInput(ctx, 1, "DcEmbeddingLookup", &cache_, &cached));
+    OP_REQUIRES_OK(ctx, CachedSparseInput(ctx, 1, "DcEmbeddingLookup", max_decoded_bytes_, &cache_, &cached));
     const codec::SparseMatrix& m = *cached;
 
     const auto flat_ids = ids.flat<Index>();
@@ -356,7 +422,7 @@ class DcEmbeddingLookupOp : public OpKernel {
                       });
   }
 
- private:
+  int64_t max_decoded_bytes_ = 0;
   BlobCache<codec::SparseMatrix> cache_;
 };
 
@@ -376,6 +442,7 @@ class DcDecodeCountOp : public OpKernel {
 REGISTER_OP("DcDecode")
     .Input("blob: uint8")
     .Output("weights: float")
+    .Attr(kMaxDecodedBytesAttr)
     .SetShapeFn([](InferenceContext* c) -> Status {
       ShapeHandle unused;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 1, &unused));
@@ -400,6 +467,7 @@ REGISTER_OP("DcSparseMatMul")
     .Input("x: float")
     .Input("blob: uint8")
     .Output("y: float")
+    .Attr(kMaxDecodedBytesAttr)
     .SetShapeFn([](InferenceContext* c) -> Status {
       ShapeHandle x, unused;
       TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &x));
@@ -429,6 +497,7 @@ REGISTER_OP("DcEmbeddingLookup")
     .Input("ids: Tindices")
     .Input("blob: uint8")
     .Attr("Tindices: {int32, int64}")
+    .Attr(kMaxDecodedBytesAttr)
     .Output("embeddings: float")
     .SetShapeFn([](InferenceContext* c) -> Status {
       ShapeHandle unused;

@@ -3,10 +3,12 @@
 // runtime service is reached through TfLiteContext's function pointers (the LiteRT wheel exports none).
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -15,6 +17,7 @@
 #include "dc_delegate/dc_delegate.h"
 #include "kernel_registry.h"
 #include "kernels/conv2d.h"
+#include "kernels/conv2d_util.h"  // BytesString, ShapeString
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -23,10 +26,15 @@ namespace {
 
 constexpr const char* kDelegateKernelName = "DcDelegate";
 
+// Default of option max_scratch_bytes: the im2col panels of every real layer we know fit in a few MiB
+// (VGG's 3x3x512 patches: 2.4 MiB), while a crafted 1024x1024 filter would ask for gigabytes.
+constexpr uint64_t kDefaultMaxScratchBytes = uint64_t{64} << 20;
+
 struct Options {
   int num_threads = 1;
   KernelConfig kernel;
   bool abi_check = false;
+  uint64_t max_scratch_bytes = kDefaultMaxScratchBytes;
 };
 
 struct DelegateState {
@@ -201,7 +209,17 @@ class SubsetKernel {
         Report(context, "dc delegate: " + where + ": " + st.message());
         return kTfLiteError;
       }
-      scratch = std::max(scratch, op.kernel->ScratchFloats(InputDims(*context, op.node.inputs[0])));
+      const size_t op_scratch = op.kernel->ScratchFloats(InputDims(*context, op.node.inputs[0]));
+      if (op_scratch > state_->options.max_scratch_bytes / sizeof(float)) {
+        Report(context, "dc delegate: " + where + ": needs " +
+                            kernel_util::BytesString(uint64_t{op_scratch} * sizeof(float)) +
+                            " of scratch memory for input " + kernel_util::ShapeString(InputDims(*context, op.node.inputs[0])) +
+                            ", over the delegate's max_scratch_bytes " +
+                            kernel_util::BytesString(state_->options.max_scratch_bytes) +
+                            " (raise that option to allow it)");
+        return kTfLiteError;
+      }
+      scratch = std::max(scratch, op_scratch);
       const int out = op.node.outputs[0];
       if (external.count(out)) {
         TfLiteTensor& tensor = context->tensors[out];
@@ -260,39 +278,83 @@ class SubsetKernel {
   std::vector<float> scratch_;
 };
 
+// Reports a C++ exception caught at an entry point. Builds no std::string for std::bad_alloc: memory is
+// what just ran out.
+void ReportException(TfLiteContext* context, const char* where, const std::exception* error) {
+  if (context == nullptr) return;
+  if (dynamic_cast<const std::bad_alloc*>(error) != nullptr)
+    context->ReportError(context, "dc delegate: %s: out of memory (std::bad_alloc)\n", where);
+  else if (error != nullptr)
+    context->ReportError(context, "dc delegate: %s: internal error: %s\n", where, error->what());
+  else
+    context->ReportError(context, "dc delegate: %s: internal error (unknown C++ exception)\n", where);
+}
+
+// Runs `body` (an entry point called by the TFLite runtime through C function pointers) so that no C++
+// exception crosses that C ABI: one becomes kTfLiteError with a message.
+template <typename Body>
+TfLiteStatus Guarded(TfLiteContext* context, const char* where, Body&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::exception& error) {
+    ReportException(context, where, &error);
+  } catch (...) {
+    ReportException(context, where, nullptr);
+  }
+  return kTfLiteError;
+}
+
 // Errors in init cannot be returned; they are kept and reported by prepare.
 struct KernelHandle {
   std::unique_ptr<SubsetKernel> kernel;
   Status init_status;
 };
 
-void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
-  const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
-  auto* handle = new KernelHandle;
-  handle->kernel = std::make_unique<SubsetKernel>(StateOf(params->delegate));
-  handle->init_status = handle->kernel->Init(context, *params);
-  return handle;
-}
-
-void KernelFree(TfLiteContext*, void* buffer) { delete static_cast<KernelHandle*>(buffer); }
-
-TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
-  auto* handle = static_cast<KernelHandle*>(node->user_data);
-  if (handle == nullptr) return kTfLiteError;
-  if (!handle->init_status.ok()) {
-    Report(context, "dc delegate: " + handle->init_status.message());
-    return kTfLiteError;
+// Init has no status to return: on an exception it returns null, which Prepare reports.
+void* KernelInit(TfLiteContext* context, const char* buffer, size_t) noexcept {
+  try {
+    const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
+    auto handle = std::make_unique<KernelHandle>();
+    handle->kernel = std::make_unique<SubsetKernel>(StateOf(params->delegate));
+    handle->init_status = handle->kernel->Init(context, *params);
+    return handle.release();
+  } catch (const std::exception& error) {
+    ReportException(context, "kernel init", &error);
+  } catch (...) {
+    ReportException(context, "kernel init", nullptr);
   }
-  return handle->kernel->Prepare(context);
+  return nullptr;
 }
 
-TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
-  auto* handle = static_cast<KernelHandle*>(node->user_data);
-  if (handle == nullptr || !handle->init_status.ok()) return kTfLiteError;
-  return handle->kernel->Invoke(context);
+void KernelFree(TfLiteContext*, void* buffer) noexcept { delete static_cast<KernelHandle*>(buffer); }
+
+TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) noexcept {
+  return Guarded(context, "prepare", [&] {
+    auto* handle = static_cast<KernelHandle*>(node->user_data);
+    if (handle == nullptr) {
+      context->ReportError(context, "dc delegate: the delegate kernel failed to initialise\n");
+      return kTfLiteError;
+    }
+    if (!handle->init_status.ok()) {
+      Report(context, "dc delegate: " + handle->init_status.message());
+      return kTfLiteError;
+    }
+    return handle->kernel->Prepare(context);
+  });
 }
 
-TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
+TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) noexcept {
+  return Guarded(context, "invoke", [&] {
+    auto* handle = static_cast<KernelHandle*>(node->user_data);
+    if (handle == nullptr || !handle->init_status.ok()) {
+      context->ReportError(context, "dc delegate: invoke of a delegate kernel that failed to prepare\n");
+      return kTfLiteError;
+    }
+    return handle->kernel->Invoke(context);
+  });
+}
+
+TfLiteStatus ClaimNodes(TfLiteContext* context, TfLiteDelegate* delegate) {
   DelegateState* state = StateOf(delegate);
   if (state->options.abi_check) {
     Status st = CheckAbi(context);
@@ -314,7 +376,10 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   }
   if (claimed.empty()) return kTfLiteOk;
   TfLiteIntArray* nodes = NewIntArray(claimed);
-  if (nodes == nullptr) return kTfLiteError;
+  if (nodes == nullptr) {
+    Report(context, "dc delegate: out of memory listing the nodes to claim");
+    return kTfLiteError;
+  }
   TfLiteRegistration reg{};
   reg.init = KernelInit;
   reg.free = KernelFree;
@@ -327,6 +392,21 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   std::free(nodes);
   if (status == kTfLiteOk) state->claimed_nodes += static_cast<int>(claimed.size());
   return status;
+}
+
+TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) noexcept {
+  return Guarded(context, "delegate prepare", [&] { return ClaimNodes(context, delegate); });
+}
+
+// A byte count option: a decimal integer in [1, 2^62].
+Status ParseByteCount(const std::string& key, const std::string& value, uint64_t* out) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long bytes = std::strtoull(value.c_str(), &end, 10);
+  if (value.empty() || value[0] == '-' || *end != '\0' || errno == ERANGE || bytes < 1 || bytes > (1ull << 62))
+    return Status::Error(key + " must be a byte count in [1, 2^62], got '" + value + "'");
+  *out = bytes;
+  return Status();
 }
 
 Status ParseOptions(const char* const* keys, const char* const* values, size_t n, Options* options) {
@@ -345,8 +425,15 @@ Status ParseOptions(const char* const* keys, const char* const* values, size_t n
     } else if (key == "abi_check") {
       if (value != "0" && value != "1") return Status::Error("abi_check must be 0 or 1, got '" + value + "'");
       options->abi_check = value == "1";
+    } else if (key == "max_scratch_bytes") {
+      Status st = ParseByteCount(key, value, &options->max_scratch_bytes);
+      if (!st.ok()) return st;
+    } else if (key == "max_decoded_bytes") {
+      Status st = ParseByteCount(key, value, &options->kernel.max_decoded_bytes);
+      if (!st.ok()) return st;
     } else {
-      return Status::Error("unknown option '" + key + "' (known: num_threads, mode, abi_check)");
+      return Status::Error("unknown option '" + key +
+                           "' (known: num_threads, mode, abi_check, max_scratch_bytes, max_decoded_bytes)");
     }
   }
   return Status();
@@ -361,21 +448,30 @@ extern "C" {
 
 TfLiteDelegate* tflite_plugin_create_delegate(const char* const* option_keys, const char* const* option_values,
                                               size_t num_options, void (*report_error)(const char*)) {
-  dc::delegate::Options options;
-  dc::delegate::Status st = dc::delegate::ParseOptions(option_keys, option_values, num_options, &options);
-  if (!st.ok()) {
-    if (report_error) report_error(("dc delegate: " + st.message()).c_str());
-    return nullptr;
+  try {
+    dc::delegate::Options options;
+    dc::delegate::Status st = dc::delegate::ParseOptions(option_keys, option_values, num_options, &options);
+    if (!st.ok()) {
+      if (report_error) report_error(("dc delegate: " + st.message()).c_str());
+      return nullptr;
+    }
+    auto state = std::make_unique<DelegateState>();
+    state->options = options;
+    state->pool = std::make_unique<dc::delegate::ThreadPool>(options.num_threads);
+    state->delegate.data_ = state.get();
+    state->delegate.Prepare = dc::delegate::DelegatePrepare;
+    // Without AllowDynamicTensors the runtime prepares the original graph first and fails on our custom ops
+    // before ever calling Prepare (see the ABI notes).
+    state->delegate.flags = kTfLiteDelegateFlagsAllowDynamicTensors;
+    return &state.release()->delegate;
+  } catch (const std::bad_alloc&) {
+    if (report_error) report_error("dc delegate: out of memory creating the delegate");
+  } catch (const std::exception&) {
+    if (report_error) report_error("dc delegate: cannot create the delegate (internal error)");
+  } catch (...) {
+    if (report_error) report_error("dc delegate: cannot create the delegate (unknown C++ exception)");
   }
-  auto* state = new DelegateState;
-  state->options = options;
-  state->pool = std::make_unique<dc::delegate::ThreadPool>(options.num_threads);
-  state->delegate.data_ = state;
-  state->delegate.Prepare = dc::delegate::DelegatePrepare;
-  // Without AllowDynamicTensors the runtime prepares the original graph first and fails on our custom ops
-  // before ever calling Prepare (see the ABI notes).
-  state->delegate.flags = kTfLiteDelegateFlagsAllowDynamicTensors;
-  return &state->delegate;
+  return nullptr;
 }
 
 void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {

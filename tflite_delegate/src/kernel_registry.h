@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include "dc_codec.h"
 #include "dc_delegate/tflite_abi.h"
 #include "status.h"
 
@@ -22,6 +23,9 @@ class ThreadPool;
 // Delegate options that kernels honour.
 struct KernelConfig {
   bool dense = false;  // mode=dense: expand weights to float32 at Prepare instead of the P+Q sparse form
+  // Option max_decoded_bytes: most bytes one op's weights may decode to (codec::DenseDecodeBytes in dense
+  // mode, codec::SparseDecodeBytes otherwise; a gathered row counts as decoded floats too).
+  uint64_t max_decoded_bytes = codec::kDefaultMaxDecodedBytes;
 };
 
 // What a kernel sees of the TFLite node it runs: copies, valid after the node is gone.

@@ -208,6 +208,10 @@ int main() {
     // 32767 columns take 15 bits each beside two 1-bit codes.
     RunCase(6, 2047, 0.05, 32, true, rng, pool);
     RunCase(4, 32767, 0.002, 2, true, rng, pool);
+    // All-zero layer: every form's vectors are empty (null data()), so its row loops must not do pointer
+    // arithmetic on them.
+    RunCase(32, 64, 0.0, 8, false, rng, pool);
+    RunCase(3, 600, 0.0, 4, false, rng, pool);
   }
   TestValidation(rng);
   TestPairForm(rng);

@@ -16,6 +16,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>  // _mm_getcsr / _mm_setcsr: the FTZ and DAZ bits
+#endif
+
 #include "dc_codec.h"
 
 using dc::codec::BlobInfo;
@@ -98,6 +102,10 @@ Status DecodeBoth(const std::vector<uint8_t>& blob, std::vector<float>* dense) {
                (rebuilt.empty() || std::memcmp(rebuilt.data(), dense->data(), rebuilt.size() * sizeof(float)) == 0),
            "sparse form does not expand to the dense decode");
     EXPECT(m.ResidentBytes() >= m.delta.size() * 2 + m.row_ptr.size() * 4, "ResidentBytes too small");
+    // The header-only estimates callers check caps with must bound what decoding really holds.
+    EXPECT(dc::codec::SparseDecodeBytes(info) >= m.ResidentBytes(), "SparseDecodeBytes %llu < resident %zu",
+           static_cast<unsigned long long>(dc::codec::SparseDecodeBytes(info)), m.ResidentBytes());
+    EXPECT(dc::codec::DenseDecodeBytes(info) >= dense->size() * sizeof(float), "DenseDecodeBytes too small");
   }
   return d;
 }
@@ -184,6 +192,51 @@ void TestHandBuiltBlob() {
   float small[5];
   st = dc::codec::DecodeDense(blob.data(), blob.size(), small, 5);
   EXPECT(!st.ok() && Contains(st.message(), "output has 5 elements"), "%s", st.message().c_str());
+}
+
+// A dense-layout, raw-coded [3] tensor: codes {1, 0, 2} into centroids {0, the smallest denormal, 3}, nnz 2.
+std::vector<uint8_t> DenormalDenseBody() {
+  std::vector<uint8_t> body = {0x01, 1, 3, 0x02, 3, 2};
+  const uint32_t centroids[3] = {0, 1, 0x40400000};
+  for (uint32_t c : centroids)
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<uint8_t>(c >> (8 * i)));
+  body.push_back(0x48);  // 01 00 10 00
+  return body;
+}
+
+// Decoding must not depend on the FPU's flush-to-zero / denormals-are-zero modes, which TensorFlow sets on
+// the threads that run our ops: a denormal centroid decodes bit for bit and counts as a nonzero.
+void TestDenormalsUnderFlushToZero() {
+  const std::vector<uint8_t> blob = Assemble(DenormalDenseBody());
+#if defined(__SSE__) || defined(__x86_64__)
+  const unsigned saved = _mm_getcsr();
+  _mm_setcsr(saved | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+#endif
+  std::vector<float> dense;
+  const Status st = DecodeBoth(blob, &dense);
+#if defined(__SSE__) || defined(__x86_64__)
+  _mm_setcsr(saved);
+#endif
+  EXPECT(st.ok(), "%s", st.message().c_str());
+  uint32_t bits[3] = {7, 7, 7};
+  if (dense.size() == 3) std::memcpy(bits, dense.data(), sizeof bits);
+  EXPECT(bits[0] == 1 && bits[1] == 0 && bits[2] == 0x40400000, "decoded bits %08x %08x %08x", bits[0], bits[1],
+         bits[2]);
+}
+
+void TestDecodeBytes() {
+  BlobInfo info;
+  info.shape = {1000, 10};
+  info.num_elements = 10000;
+  info.num_nonzeros = 30;
+  info.num_entries = 40;
+  info.num_centroids = 4;
+  // Streams 40 + 30 bytes; 1001 row offsets, 2 bytes per entry, the codebook.
+  EXPECT(dc::codec::SparseDecodeBytes(info) == 70 + 1001 * 4 + 80 + 16, "sparse estimate %llu",
+         static_cast<unsigned long long>(dc::codec::SparseDecodeBytes(info)));
+  EXPECT(dc::codec::DenseDecodeBytes(info) == 70 + 40000, "dense estimate");
+  info.dense_layout = true;  // one code per position, at most one filler per 255 positions
+  EXPECT(dc::codec::SparseDecodeBytes(info) == 10000 + 1001 * 4 + 2 * (30 + 39) + 16, "dense-layout estimate");
 }
 
 void TestHeaderValidation() {
@@ -294,6 +347,8 @@ int main(int argc, char** argv) {
   TestContainerErrors();
   TestHandBuiltBlob();
   TestHeaderValidation();
+  TestDenormalsUnderFlushToZero();
+  TestDecodeBytes();
   if (argc > 1) TestVectors(argv[1]);
   std::printf("%d checks, %d failures\n", g_checks, g_failures);
   return g_failures == 0 ? 0 : 1;

@@ -38,7 +38,7 @@ class Conv2DKernel : public OpKernel {
     if (!st.ok()) return st;
     dense_mode_ = config.dense;
     st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, proto_.kernel_h, proto_.kernel_w, proto_.in_c},
-                                    dense_mode_, &sparse_, &dense_);
+                                    dense_mode_, config.max_decoded_bytes, &sparse_, &dense_);
     if (!st.ok()) return st;
     return kernel_util::ReadBias(context, node, 2, out_c_, &bias_);
   }

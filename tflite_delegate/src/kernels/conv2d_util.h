@@ -4,6 +4,7 @@
 #define DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -41,10 +42,30 @@ inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, 
   return Status();
 }
 
-// Decodes the blob of tensor `index` after checking that its shape is `expected`: to `sparse` (validated
-// for the kernels' unchecked loops), or to dense float32 in `dense` when `as_dense`.
+// "1.5 GiB (1610612736 bytes)": sizes in messages, readable and exact.
+inline std::string BytesString(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", bytes >= (uint64_t{1} << 30) ? bytes / 1073741824.0 : bytes / 1048576.0,
+                bytes >= (uint64_t{1} << 30) ? "GiB" : "MiB");
+  return std::string(buf) + " (" + std::to_string(bytes) + " bytes)";
+}
+
+// Refuses a blob whose decoded form (dense floats when `as_dense`, else the sparse form) would take more
+// than `max_bytes`: a blob of a few bytes may declare a tensor of billions of zeros.
+inline Status CheckDecodeBudget(const codec::BlobInfo& info, bool as_dense, uint64_t max_bytes) {
+  const uint64_t need = as_dense ? codec::DenseDecodeBytes(info) : codec::SparseDecodeBytes(info);
+  if (need <= max_bytes) return Status();
+  return Status::Error("compressed weights of shape " + ShapeString(info.shape) + " decode to " + BytesString(need) +
+                       (as_dense ? " of dense float32" : " of sparse form") + ", over the delegate's max_decoded_bytes " +
+                       BytesString(max_bytes) + " (raise that option to allow it)");
+}
+
+// Decodes the blob of tensor `index` after checking that its shape is `expected` and that decoding fits in
+// `max_bytes`: to `sparse` (validated for the kernels' unchecked loops), or to dense float32 in `dense` when
+// `as_dense`.
 inline Status DecodeWeights(const TfLiteContext& context, int index, const std::vector<int64_t>& expected,
-                            bool as_dense, codec::SparseMatrix* sparse, std::vector<float>* dense) {
+                            bool as_dense, uint64_t max_bytes, codec::SparseMatrix* sparse,
+                            std::vector<float>* dense) {
   const TfLiteTensor& blob = context.tensors[index];
   const auto* data = static_cast<const uint8_t*>(blob.data);
   codec::BlobInfo info;
@@ -53,6 +74,8 @@ inline Status DecodeWeights(const TfLiteContext& context, int index, const std::
   if (info.shape != expected)
     return Status::Error("compressed weights have shape " + ShapeString(info.shape) + ", options say " +
                          ShapeString(expected));
+  Status budget = CheckDecodeBudget(info, as_dense, max_bytes);
+  if (!budget.ok()) return budget;
   if (as_dense) {
     dense->resize(static_cast<size_t>(info.num_elements));
     st = codec::DecodeDense(data, blob.bytes, dense->data(), dense->size());

@@ -49,7 +49,8 @@ class DepthwiseConv2DKernel : public OpKernel {
     dense_mode_ = config.dense;
     const int taps = proto_.kernel_h * proto_.kernel_w;
     std::vector<float> transposed;
-    st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, taps}, dense_mode_, &sparse_, &transposed);
+    st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, taps}, dense_mode_,
+                                    config.max_decoded_bytes, &sparse_, &transposed);
     if (!st.ok()) return st;
     if (dense_mode_) {  // back to tap-major so the dense loop runs contiguously over channels
       dense_.resize(transposed.size());

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "kernel_registry.h"
+#include "kernels/conv2d_util.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -55,6 +56,8 @@ class FullyConnectedKernel : public OpKernel {
     if (info.shape.size() != 2 || info.shape[0] != units_ || info.shape[1] != input_size_)
       return Status::Error("compressed weights have shape " + ShapeString(info.shape) + ", options say [" +
                            std::to_string(units_) + ", " + std::to_string(input_size_) + "]");
+    Status budget = kernel_util::CheckDecodeBudget(info, config.dense, config.max_decoded_bytes);
+    if (!budget.ok()) return budget;
     if (config.dense) {
       dense_.resize(static_cast<size_t>(units_) * input_size_);
       st = codec::DecodeDense(data, blob.bytes, dense_.data(), dense_.size());

@@ -98,18 +98,22 @@ __attribute__((always_inline)) inline float ChunkSum(const uint16_t* c, const fl
 // Chunked: xz is x followed by the zero slot that padding columns read. Four accumulators: with fewer, the
 // chain of multiply-adds into one accumulator, not the loads, bounds short rows.
 __attribute__((always_inline)) inline float RowDot(const ChunkedMatrix& w, int64_t r, const float* xz) {
-  const uint16_t* col = w.col.data() + size_t{w.row_ptr[r]} * kChunkSize;
+  // Indices, not pointers compared past the row's end: the vectors of an all-zero layer are empty (null
+  // data()), and even `p + 3` beyond one-past-the-end is undefined.
+  const uint16_t* col = w.col.data();
   const float* cb = w.codebook.data();
-  const uint8_t* code = w.code.data() + w.row_ptr[r];
-  const uint8_t* const code_end = w.code.data() + w.row_ptr[r + 1];
+  const uint8_t* code = w.code.data();
+  size_t e = w.row_ptr[r];
+  const size_t end = w.row_ptr[r + 1];
   float acc0 = 0.f, acc1 = 0.f, acc2 = 0.f, acc3 = 0.f;
-  for (; code + 3 < code_end; code += 4, col += 4 * kChunkSize) {
-    acc0 += cb[code[0]] * ChunkSum(col, xz);
-    acc1 += cb[code[1]] * ChunkSum(col + kChunkSize, xz);
-    acc2 += cb[code[2]] * ChunkSum(col + 2 * kChunkSize, xz);
-    acc3 += cb[code[3]] * ChunkSum(col + 3 * kChunkSize, xz);
+  for (; e + 4 <= end; e += 4) {
+    const uint16_t* c = col + e * kChunkSize;
+    acc0 += cb[code[e]] * ChunkSum(c, xz);
+    acc1 += cb[code[e + 1]] * ChunkSum(c + kChunkSize, xz);
+    acc2 += cb[code[e + 2]] * ChunkSum(c + 2 * kChunkSize, xz);
+    acc3 += cb[code[e + 3]] * ChunkSum(c + 3 * kChunkSize, xz);
   }
-  for (; code < code_end; ++code, col += kChunkSize) acc0 += cb[code[0]] * ChunkSum(col, xz);
+  for (; e < end; ++e) acc0 += cb[code[e]] * ChunkSum(col + e * kChunkSize, xz);
   return (acc0 + acc1) + (acc2 + acc3);
 }
 
@@ -120,11 +124,12 @@ __attribute__((always_inline)) inline float RowDot(const PairMatrix& w, int64_t 
   const unsigned a_shift = w.col_a_shift(), b_shift = w.col_b_shift();
   const uint32_t code_mask = w.pair_code_mask(), col_mask = w.col_mask();
   float acc0 = 0.f, acc1 = 0.f;
-  const uint32_t* const end = w.pair.data() + w.row_ptr[r + 1];
-  for (const uint32_t* p = w.pair.data() + w.row_ptr[r]; p < end; ++p) {
-    const float* wt = pw + 2 * size_t{*p & code_mask};
-    acc0 += xz[(*p >> a_shift) & col_mask] * wt[0];
-    acc1 += xz[*p >> b_shift] * wt[1];
+  const uint32_t* pair = w.pair.data();
+  for (size_t i = w.row_ptr[r], end = w.row_ptr[r + 1]; i < end; ++i) {
+    const uint32_t p = pair[i];
+    const float* wt = pw + 2 * size_t{p & code_mask};
+    acc0 += xz[(p >> a_shift) & col_mask] * wt[0];
+    acc1 += xz[p >> b_shift] * wt[1];
   }
   return acc0 + acc1;
 }
@@ -255,20 +260,23 @@ DC_AVX2_TARGET void RowsBatch1Avx2<PairMatrix>(const PairMatrix& w, const float*
                          w.col_b_shift(), w.pair_code_mask()};
   for (int64_t r = r0; r < r1; ++r) {
     __m128 acc0 = _mm_setzero_ps(), acc1 = _mm_setzero_ps(), acc2 = _mm_setzero_ps(), acc3 = _mm_setzero_ps();
-    const uint32_t* p = w.pair.data() + w.row_ptr[r];
-    const uint32_t* const end = w.pair.data() + w.row_ptr[r + 1];
-    for (; p + 3 < end; p += 4) {
-      acc0 = PairTerm(p[0], f, acc0);
-      acc1 = PairTerm(p[1], f, acc1);
-      acc2 = PairTerm(p[2], f, acc2);
-      acc3 = PairTerm(p[3], f, acc3);
+    // Indices, not `p + 3 < end`: an all-zero layer has no pairs (null data()), and a pointer beyond
+    // one-past-the-end is undefined even when never read.
+    const uint32_t* pair = w.pair.data();
+    size_t i = w.row_ptr[r];
+    const size_t end = w.row_ptr[r + 1];
+    for (; i + 4 <= end; i += 4) {
+      acc0 = PairTerm(pair[i], f, acc0);
+      acc1 = PairTerm(pair[i + 1], f, acc1);
+      acc2 = PairTerm(pair[i + 2], f, acc2);
+      acc3 = PairTerm(pair[i + 3], f, acc3);
     }
-    if (p + 1 < end) {
-      acc0 = PairTerm(p[0], f, acc0);
-      acc1 = PairTerm(p[1], f, acc1);
-      p += 2;
+    if (i + 2 <= end) {
+      acc0 = PairTerm(pair[i], f, acc0);
+      acc1 = PairTerm(pair[i + 1], f, acc1);
+      i += 2;
     }
-    if (p < end) acc2 = PairTerm(p[0], f, acc2);
+    if (i < end) acc2 = PairTerm(pair[i], f, acc2);
     const __m128 acc = _mm_add_ps(_mm_add_ps(acc0, acc1), _mm_add_ps(acc2, acc3));
     const float dot = _mm_cvtss_f32(acc) + _mm_cvtss_f32(_mm_movehdup_ps(acc));
     y[r] = Activate(dot + (bias ? bias[r] : 0.f), act);

@@ -34,10 +34,28 @@ class GatherKernel : public OpKernel {
     if (index_type_ != kTfLiteInt32 && index_type_ != kTfLiteInt64)
       return Status::Error("indices must be int32 or int64");
     dense_mode_ = config.dense;
-    return kernel_util::DecodeWeights(context, node.inputs[1], {vocab_, dim_}, dense_mode_, &sparse_, &dense_);
+    max_decoded_bytes_ = config.max_decoded_bytes;
+    // Every lookup writes whole decoded rows: one row alone must fit the decode budget.
+    const uint64_t row_bytes = sizeof(float) * static_cast<uint64_t>(dim_);
+    if (row_bytes > config.max_decoded_bytes)
+      return Status::Error("one table row of " + std::to_string(dim_) + " floats is " +
+                           kernel_util::BytesString(row_bytes) + ", over the delegate's max_decoded_bytes " +
+                           kernel_util::BytesString(config.max_decoded_bytes) + " (raise that option to allow it)");
+    return kernel_util::DecodeWeights(context, node.inputs[1], {vocab_, dim_}, dense_mode_, config.max_decoded_bytes,
+                                      &sparse_, &dense_);
   }
 
   Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
+    // The output is decoded rows, one per index: it counts against the decode budget as a whole (TFLite's
+    // arena fails without a message on a tensor it cannot allocate).
+    const int64_t count = NumElements(in);
+    const uint64_t out_bytes = sizeof(float) * static_cast<uint64_t>(count) * static_cast<uint64_t>(dim_);
+    if (count < 0 || (count > 0 && out_bytes / count / sizeof(float) != static_cast<uint64_t>(dim_)) ||
+        out_bytes > max_decoded_bytes_)
+      return Status::Error("indices of shape " + kernel_util::ShapeString(in) + " gather " + std::to_string(count) +
+                           " rows of " + std::to_string(dim_) + " floats, " + kernel_util::BytesString(out_bytes) +
+                           ", over the delegate's max_decoded_bytes " + kernel_util::BytesString(max_decoded_bytes_) +
+                           " (raise that option to allow it)");
     *out = in;
     out->push_back(dim_);
     return Status();
@@ -67,6 +85,7 @@ class GatherKernel : public OpKernel {
 
  private:
   int vocab_ = 0, dim_ = 0;
+  uint64_t max_decoded_bytes_ = codec::kDefaultMaxDecodedBytes;
   int index_type_ = kTfLiteInt32;
   bool dense_mode_ = false;
   codec::SparseMatrix sparse_;
