@@ -28,7 +28,7 @@ class RowSplitter {
   ~RowSplitter() = default;
 };
 
-class ThreadPool : public RowSplitter {
+class ThreadPool final : public RowSplitter {
  public:
   // `num_threads` counts the calling thread: 1 means no worker threads at all.
   explicit ThreadPool(int num_threads);
