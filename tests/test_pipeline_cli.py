@@ -245,3 +245,12 @@ def test_cli_rejects_nan_test_pixels_in_one_line_within_seconds(tmp_path):
     assert "Traceback" not in run.stderr and "Epoch" not in run.stdout
     assert seconds < 120  # 50 epochs would not fit: the check came before training (it takes seconds)
     assert not (tmp_path / "out").exists()
+
+
+def test_garbage_model_file_is_a_one_line_error(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not a zip archive\n\nat all")
+    fv = _flags(f"--model={model}", f"--data={_npz(tmp_path / 'd.npz')}", f"--output_dir={tmp_path / 'out'}")
+    assert compress.compress(fv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dc-compress: error: --model {model}: cannot load it as a Keras model") and err.count("\n") == 1

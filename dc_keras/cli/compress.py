@@ -22,6 +22,8 @@ from typing import Optional
 
 from absl import app, flags
 
+from dc_keras.cli import one_line
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
     FlagValues so that importing this module never clashes with other tools' flags."""
@@ -233,7 +235,7 @@ def compress(fv: flags.FlagValues) -> int:
         if os.path.exists(output_dir) and not os.path.isdir(output_dir):
             raise InputError(f"--output_dir {fv.output_dir}: exists and is not a directory")
     except InputError as error:
-        print(f"dc-compress: error: {error}", file=sys.stderr)
+        print(f"dc-compress: error: {one_line(error)}", file=sys.stderr)
         return 1
 
     pipeline = DeepCompression(config, data, verbose=fv.verbosity_level)
