@@ -24,11 +24,12 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
 from dc_keras import limits
+# validate_data and check_data_fits_model belong to this module's API as well.
 from dc_keras.validation import check_data_fits_model, check_layer_names, check_run_inputs, validate_data
 
 PerLayer = Union[None, float, int, Dict[str, Any]]

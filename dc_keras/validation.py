@@ -93,14 +93,13 @@ def check_data_fits_model(model, data: Data) -> None:
     column per output, in the training and in the test split alike.
     """
     (x_train, y_train), (_, y_test) = data
-    input_shape = model.input_shape
-    expected = tuple(input_shape[1:]) if not isinstance(input_shape, list) else None
+    input_shape, output_shape = _shape(model, "input_shape"), _shape(model, "output_shape")
+    expected = tuple(input_shape[1:]) if isinstance(input_shape, tuple) else None
     if expected is not None:
         got = tuple(x_train.shape[1:])
         if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
             raise ValueError(f"data: examples have shape {got} but model {model.name!r} expects {expected}")
-    output_shape = model.output_shape
-    classes = output_shape[-1] if not isinstance(output_shape, list) else None
+    classes = output_shape[-1] if isinstance(output_shape, tuple) and output_shape else None
     if classes is None:
         return
     for name, y in (("y_train", y_train), ("y_test", y_test)):
@@ -112,6 +111,17 @@ def check_data_fits_model(model, data: Data) -> None:
         elif y.shape[1] != classes:
             raise ValueError(f"data: {name} one-hot rows have {y.shape[1]} columns: labels name {y.shape[1]} "
                              f"classes but model {model.name!r} has {classes} outputs")
+
+
+def _shape(model, attribute: str):
+    """model.input_shape / output_shape, or None for a model that has none yet (a subclassed model not called
+    so far): its first training step builds it, and Keras then checks what this cannot."""
+    try:
+        shape = getattr(model, attribute)
+    except (AttributeError, ValueError):
+        return None
+    return tuple(shape) if isinstance(shape, (tuple, list)) and all(
+        d is None or isinstance(d, int) for d in shape) else None
 
 
 def check_layer_names(model, config, fields: Iterable[str] = ("sparsity", "quality", "bits")) -> None:

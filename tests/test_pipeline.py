@@ -179,6 +179,21 @@ def test_check_data_fits_model_checks_test_labels_too():
         pipeline.check_data_fits_model(model, ((x, np.eye(3)[y]), (xt, np.eye(4)[yt])))
 
 
+def test_check_data_fits_model_passes_over_models_without_known_shapes():
+    class Unbuilt(keras.Model):  # a subclassed model has no input_shape until it is first called
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.fc(x)
+
+    pipeline.check_data_fits_model(Unbuilt(), pipeline.validate_data(_tiny_data()))
+    inputs = keras.Input((8,))
+    two_heads = keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(2)(inputs)])
+    pipeline.check_data_fits_model(two_heads, pipeline.validate_data(_tiny_data()))
+
+
 def test_run_rejects_bad_test_labels_before_training(tmp_path, capsys):
     (x, y), (xt, yt) = _tiny_data()
     dc = DeepCompression(_fast_config(), ((x, y), (xt, np.full_like(yt, 5))), verbose=1)
