@@ -14,8 +14,8 @@ MIN_BITS, MAX_BITS = 1, 8
 """Codebook index width a blob stores (2..256 shared values): the `bits` nibble of the format."""
 
 MIN_INDEX_BITS, MAX_INDEX_BITS = 2, 8
-"""Relative sparse index width a blob stores: 1 bit would leave only fillers (step 2^1 - 1 = 1 is the
-filler's own step, so no gap could be coded), and the delegate walks indices as bytes."""
+"""Relative sparse index width a blob stores (FORMAT.md): with 1 bit a gap of g positions costs g entries,
+and the readers hold relative indices in bytes."""
 
 MAX_CLUSTERING_BITS = 16
 """Widest codebook cluster_weights trains (Keras-side studies of accuracy against bits); files hold at most
@@ -25,11 +25,8 @@ MAX_BLOB_ELEMENTS = 2**32 - 1
 """Largest prod(shape) a blob header may declare (FORMAT.md)."""
 
 MAX_DECODED_ELEMENTS = 2**31
-"""Largest tensor the dc readers decode: the TF op refuses more (8 GiB of floats), and the delegate's ops
-take int32 dimensions from their options."""
-
-MAX_OPTION_DIMENSION = 2**31 - 1
-"""Largest dimension a dc op's custom options can state (int32 fields)."""
+"""Largest tensor dc_keras accepts for decoding: the TF op refuses more (8 GiB of floats), and dc-inspect
+calls such a layer invalid, as the delegate's mode=dense would try to allocate all of it."""
 
 
 def is_int(value: Any) -> bool:
