@@ -65,6 +65,7 @@ class BenchmarkResult:
     missing: List[str]
     simd_path: Optional[str] = None       # the delegate's kernels: "neon", "avx2+fma+bmi2", "portable", ...
     emulated: bool = False                # timed under qemu-user (arm64_emulated): not comparable
+    skipped: List[str] = dataclasses.field(default_factory=list)  # baselines found but not runnable, and why
 
     def to_dict(self) -> dict:
         out = dataclasses.asdict(self)
@@ -116,6 +117,8 @@ class BenchmarkResult:
                          "dc-compress's dense.tflite is the uncompressed baseline)")
         if self.missing:
             lines.append("missing: " + "; ".join(self.missing))
+        if self.skipped:
+            lines.append("skipped: " + "; ".join(self.skipped))
         return "\n".join(lines)
 
 
@@ -221,7 +224,8 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     Args:
       model: compressed .tflite written by dc_keras.export_tflite.
       dense_model / int8_model: baseline files; default dense.tflite / dense_int8.tflite beside `model`. A
-        missing baseline is reported in `missing`, its rows left empty.
+        missing baseline is reported in `missing`, one that TFLite cannot load or run with the compressed
+        model's inputs in `skipped` (naming the file and the error); their rows are left empty.
       num_runs / warmup_runs: timed and untimed invocations per configuration.
       num_threads: threads of the interpreter and of the dc kernels.
       batch: resize the first dimension of every input to this (None: as in the file).
@@ -230,7 +234,7 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
 
     Raises:
       FileNotFoundError: `model` does not exist.
-      ValueError: bad run counts.
+      ValueError: bad run counts, or `model` itself cannot be loaded or run (TFLite's message).
     """
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -252,15 +256,26 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
                  ("XNNPACK float", dense, OpResolverType.AUTO),
                  ("XNNPACK int8 dyn.", int8, OpResolverType.AUTO)]
     interpreters = {"dc delegate": dc_interpreter}  # the configurations that run, in row order
+    skipped = []
     for name, path, resolver in baselines:
-        if path is not None:
-            interpreters[name] = Interpreter(model_path=str(path), num_threads=num_threads,
-                                             experimental_op_resolver_type=resolver)
-            _prepare(interpreters[name], inputs)
+        if path is None:
+            continue
+        try:
+            interpreter = Interpreter(model_path=str(path), num_threads=num_threads,
+                                      experimental_op_resolver_type=resolver)
+            _prepare(interpreter, inputs)
+        except (ValueError, RuntimeError) as error:  # not a .tflite, or another model's inputs
+            what = "int8" if path == int8 else "dense float"
+            message = f"{what} baseline {path}: {' '.join(str(error).split())}"
+            if message not in skipped:  # the dense file serves two rows; say it once
+                skipped.append(message)
+            continue
+        interpreters[name] = interpreter
 
     stats = iter(_time_all(list(interpreters.values()), num_runs, warmup_runs, interleave))
     rows = [Row(name, str(path), size(path), *next(stats)) if name in interpreters
-            else Row(name, None, None, note="missing")
+            else Row(name, None if path is None else str(path), size(path),
+                     note="missing" if path is None else "skipped (cannot run)")
             for name, path, _ in [("dc delegate", model, None), *baselines]]
 
     max_diff = None
@@ -272,7 +287,7 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
                            batch=batch, interleaved=interleave, rows=rows, resident_weight_bytes=resident,
                            dc_nodes=nodes, max_abs_diff_vs_dense=max_diff, missing=missing,
-                           simd_path=delegate.simd_path())
+                           skipped=skipped, simd_path=delegate.simd_path())
 
 
 def _arm64_stack():

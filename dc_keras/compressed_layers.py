@@ -26,12 +26,11 @@ import keras
 import numpy as np
 
 from dc_keras import layer_registry
+from dc_keras.limits import MAX_BITS as _MAX_BITS
 
 __all__ = ["CompressedConv2D", "CompressedDense", "CompressedEmbedding", "compress_model"]
 
 _PACKAGE = "dc_keras"
-# Largest codebook the blob format supports (codebook indices are at most 8 bits wide).
-_MAX_BITS = 8
 
 
 def _ops():

@@ -24,9 +24,13 @@ import os
 import shutil
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
+
+from dc_keras import limits
+# validate_data and check_data_fits_model belong to this module's API as well.
+from dc_keras.validation import check_data_fits_model, check_layer_names, check_run_inputs, validate_data
 
 PerLayer = Union[None, float, int, Dict[str, Any]]
 
@@ -45,8 +49,9 @@ class CompressionConfig:
     Attributes:
       sparsity: target fraction of pruned weights per layer, in [0, 1). Exclusive with `quality`.
       quality: the paper's rule instead: prune |w| < quality * std(w) per layer (> 0).
-      bits: codebook index bits per layer (2**bits shared values); None = paper defaults; 0 skips clustering.
-      index_bits: bits of the relative sparse indices per layer; None = paper defaults.
+      bits: codebook index bits per layer (2**bits shared values), 1..8; None = paper defaults; a layer given
+        0 in a dict is not clustered (and so stays a stock op).
+      index_bits: bits of the relative sparse indices per layer, 2..8; None = paper defaults.
       epochs: dense training epochs (0 when a trained model is given).
       prune_epochs: retraining epochs summed over all pruning iterations.
       prune_iterations: pruning steps; the target is reached along a cubic ramp (bigger steps first,
@@ -88,9 +93,15 @@ class CompressionConfig:
         _check_per_layer("sparsity", self.sparsity, lambda v: _is_real(v) and 0.0 <= v < 1.0, "in [0, 1)")
         _check_per_layer("quality", self.quality, lambda v: _is_real(v) and math.isfinite(v) and v > 0,
                          "a finite number > 0")
-        _check_per_layer("bits", self.bits, lambda v: _is_int(v) and 0 <= v <= 16, "an integer in 0..16")
-        _check_per_layer("index_bits", self.index_bits, lambda v: _is_int(v) and 1 <= v <= 16,
-                         "an integer in 1..16")
+        if _is_int(self.bits) and self.bits == 0:
+            raise ValueError("CompressionConfig: bits must be " + limits.BITS_RANGE + ", got 0 (0 for every "
+                             "layer would compress nothing; {layer: 0} leaves single layers unclustered)")
+        if isinstance(self.bits, dict):
+            _check_per_layer("bits", self.bits, lambda v: (_is_int(v) and v == 0) or limits.bits_ok(v),
+                             "0 (not clustered) or " + limits.BITS_RANGE)
+        else:
+            _check_per_layer("bits", self.bits, limits.bits_ok, limits.BITS_RANGE)
+        _check_per_layer("index_bits", self.index_bits, limits.index_bits_ok, limits.INDEX_BITS_RANGE)
         for name in ("epochs", "prune_epochs", "cluster_epochs"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"CompressionConfig: {name} must be an integer >= 0, got {getattr(self, name)!r}")
@@ -247,66 +258,6 @@ class StagingDirectory:
 
 # --------------------------------------------------------------------------------------------------
 # Data and Keras helpers
-
-def validate_data(data) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
-    """Check ((x_train, y_train), (x_test, y_test)) and return it with NumPy arrays.
-
-    Raises ValueError with the offending part named: wrong nesting, mismatched lengths, non-numeric
-    dtypes, labels that are neither integer class ids nor one-hot rows, train/test sample shapes that differ.
-    """
-    try:
-        (x_train, y_train), (x_test, y_test) = data
-    except (TypeError, ValueError):
-        raise ValueError("data must be ((x_train, y_train), (x_test, y_test))") from None
-    arrays = {"x_train": np.asarray(x_train), "y_train": np.asarray(y_train),
-              "x_test": np.asarray(x_test), "y_test": np.asarray(y_test)}
-    for name, a in arrays.items():
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"data: {name} must be numeric, got dtype {a.dtype}")
-        if a.ndim == 0 or len(a) == 0:
-            raise ValueError(f"data: {name} is empty")
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if len(x) != len(y):
-            raise ValueError(f"data: x_{split} has {len(x)} examples but y_{split} has {len(y)}")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = arrays[f"y_{split}"] = y[:, 0]
-        if y.ndim == 1:
-            if y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0)):
-                raise ValueError(f"data: y_{split} must hold integer class ids (or one-hot rows), "
-                                 f"found non-integer values")
-            if y.min() < 0:
-                raise ValueError(f"data: y_{split} has negative class ids")
-        elif y.ndim != 2:
-            raise ValueError(f"data: y_{split} must have shape (n,) of class ids or (n, classes) one-hot, "
-                             f"got {y.shape}")
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise ValueError(f"data: x_train examples have shape {arrays['x_train'].shape[1:]} but x_test "
-                         f"examples {arrays['x_test'].shape[1:]}")
-    if arrays["y_train"].ndim != arrays["y_test"].ndim:
-        raise ValueError("data: y_train and y_test must both be class ids or both be one-hot")
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-
-
-def check_data_fits_model(model, data) -> None:
-    """Raise ValueError when the data's sample shape or classes do not match the model."""
-    (x_train, y_train), _ = data
-    expected = tuple(model.input_shape[1:]) if not isinstance(model.input_shape, list) else None
-    if expected is not None:
-        got = tuple(x_train.shape[1:])
-        if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
-            raise ValueError(f"data: examples have shape {got} but model {model.name!r} expects {expected}")
-    classes = model.output_shape[-1]
-    if classes is not None:
-        if y_train.ndim == 1:
-            largest = int(y_train.max()) + 1
-            mismatch = largest > classes  # class ids need not use every output
-        else:
-            largest = y_train.shape[1]
-            mismatch = largest != classes
-        if mismatch:
-            raise ValueError(f"data: labels name {largest} classes but model {model.name!r} has {classes} outputs")
-
 
 def _output_layer(model):
     """The layer that produces `model`'s (first) output, unwrapped from dc_keras's wrappers and nested models.
@@ -532,6 +483,8 @@ class DeepCompression:
             raise ValueError(
                 f"{stage}: model {model.name!r} has no compressible layers (Dense, Conv1D/2D, DepthwiseConv2D, "
                 "Conv2DTranspose, Embedding, or layers implementing get_prunable_weights())")
+        if self.data is not None:
+            check_data_fits_model(model, self.data)
         return model
 
     def _record(self, name, model, start, **details) -> StageResult:
@@ -624,7 +577,7 @@ class DeepCompression:
         from dc_keras.callbacks import UpdatePruningStep
 
         model = self._input(model, "dense_model", "prune")
-        _check_layer_names(model, self.config, ("sparsity", "quality"))
+        check_layer_names(model, self.config, ("sparsity", "quality"))
         c = self.config
         start = self._header(f"pruning: {c.prune_iterations} iterations, {c.prune_epochs} retraining epochs")
         current = copy_model(model)
@@ -658,7 +611,7 @@ class DeepCompression:
 
         model = self._input(model, "pruned_model", "cluster")
         c = self.config
-        _check_layer_names(model, c, ("bits",))
+        check_layer_names(model, c, ("bits",))
         start = self._header(f"weight sharing ({c.cluster_epochs} fine-tuning epochs, init {c.centroid_init})")
         names = [layer.name for layer in compressible_layers(model)]
         bits = {n: per_layer_value(c.bits, n) for n in names}
@@ -783,6 +736,7 @@ class DeepCompression:
         Returns `report()` (plus `metadata`).
         """
         self._require_data("run")
+        check_run_inputs(model, self.config, self.data)  # before anything trains or is written
         with StagingDirectory(output_dir) as staging:
             if skip_dense_training:
                 self.dense_model = copy_model(self._input(model, "dense_model", "run"))
@@ -823,18 +777,6 @@ def _describe(schedule) -> str:
 
 def _size(path):
     return os.path.getsize(path) if path and os.path.exists(path) else None
-
-
-def _check_layer_names(model, config: CompressionConfig, fields) -> None:
-    """Per-layer dict keys must name compressible layers of the model: typos must not pass silently."""
-    names = {layer.name for layer in compressible_layers(model)}
-    for field in fields:
-        value = getattr(config, field)
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - names)
-            if unknown:
-                raise ValueError(f"config.{field} names layers that are not compressible layers of the model: "
-                                 f"{unknown}; compressible layers are {sorted(names)}")
 
 
 def _cluster_some(model, names, bits, config):

@@ -119,3 +119,58 @@ def test_run_benchmark_one_after_another(exported):
     assert not result.interleaved and "one configuration after another" in result.format()
     assert [r.name for r in result.rows] == ROWS and all(r.median_ms > 0 for r in result.rows)
     assert benchmark.run_benchmark(exported, num_runs=3, warmup_runs=0).interleaved
+
+
+def _cli(*args):
+    import os
+
+    return subprocess.run([sys.executable, "-m", "dc_keras.cli.benchmark", "--num_runs=2", "--warmup_runs=0",
+                           *map(str, args)], capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def _ours(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("dc-benchmark")]  # not TF's log lines
+
+
+def test_garbage_baseline_is_skipped_with_its_name_not_blamed_on_the_model(exported, tmp_path):
+    model = tmp_path / "model.tflite"
+    shutil.copy(exported, model)
+    shutil.copy(exported.parent / benchmark.INT8_NAME, tmp_path / benchmark.INT8_NAME)
+    garbage = tmp_path / benchmark.DENSE_NAME
+    garbage.write_bytes(b"this is not a flatbuffer" * 8)
+    result = benchmark.run_benchmark(model, num_runs=2, warmup_runs=0)
+    assert len(result.skipped) == 1 and result.skipped[0].startswith(f"dense float baseline {garbage}: ")
+    rows = {r.name: r for r in result.rows}
+    assert rows["dc delegate"].median_ms > 0 and rows["XNNPACK int8 dyn."].median_ms > 0
+    for name in ("TFLite, no delegate", "XNNPACK float"):
+        assert rows[name].median_ms is None and rows[name].note == "skipped (cannot run)"
+    assert f"skipped: dense float baseline {garbage}" in result.format()
+
+    run = _cli(model)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr
+    warnings = _ours(run.stderr)
+    assert len(warnings) == 1 and warnings[0].startswith(f"dc-benchmark: warning: skipped the dense float baseline "
+                                                         f"{garbage}: ")
+    assert "dc delegate" in run.stdout and "skipped (cannot run)" in run.stdout
+
+
+def test_garbage_model_and_garbage_keras_model_are_one_line_errors(exported, tmp_path):
+    bad_model = tmp_path / "bad.tflite"
+    bad_model.write_bytes(b"garbage" * 10)
+    run = _cli(bad_model)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    lines = _ours(run.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"dc-benchmark: error: {bad_model}: ")
+
+    model = tmp_path / "model.tflite"
+    shutil.copy(exported, model)
+    keras_file = tmp_path / "broken.keras"
+    keras_file.write_bytes(b"not a zip archive")
+    run = _cli(f"--keras_model={keras_file}", model)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert _ours(run.stderr) and _ours(run.stderr)[0].startswith(
+        f"dc-benchmark: error: --keras_model {keras_file}: cannot load it as a Keras model: ")
+    assert len(_ours(run.stderr)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite", "broken.keras", "model.tflite"]

@@ -59,8 +59,15 @@ def test_config_save_load(tmp_path):
     ({"sparsity": {3: 0.5}}, "layer names"),
     ({"sparsity": None, "quality": 0}, "quality must be"),
     ({"bits": 17}, "bits must be"),
+    ({"bits": 9}, r"bits must be an integer in 1\.\.8.*got 9"),
+    ({"bits": 0}, r"bits must be an integer in 1\.\.8, got 0 \(0 for every layer would compress nothing"),
+    ({"bits": {"fc1": 9}}, r"bits\['fc1'\] must be 0 \(not clustered\) or an integer in 1\.\.8"),
     ({"bits": 4.5}, "bits must be"),
     ({"index_bits": 0}, "index_bits must be"),
+    ({"index_bits": 1}, r"index_bits must be an integer in 2\.\.8.*got 1"),
+    ({"index_bits": 9}, r"index_bits must be an integer in 2\.\.8.*got 9"),
+    ({"index_bits": {"fc1": 1}}, r"index_bits\['fc1'\] must be an integer in 2\.\.8"),
+    ({"sparsity": float("nan")}, r"sparsity must be in \[0, 1\)"),
     ({"epochs": -1}, "epochs must be"),
     ({"batch_size": 0}, "batch_size must be"),
     ({"prune_iterations": 4, "prune_epochs": 2}, "prune_epochs"),
@@ -129,6 +136,81 @@ def test_check_data_fits_model():
         pipeline.check_data_fits_model(model, ((x[:, :5], y), test))
     with pytest.raises(ValueError, match="5 classes"):
         pipeline.check_data_fits_model(model, ((x, np.full_like(y, 4)), test))
+
+
+
+def _with(data, split, index, value):
+    """A copy of `data` with array `index` (0 x, 1 y) of split 0 (train) / 1 (test) replaced by `value`."""
+    parts = [list(data[0]), list(data[1])]
+    parts[split][index] = value
+    return tuple(tuple(p) for p in parts)
+
+
+def _nan_at(x, example):
+    x = x.copy()
+    x[example, 2] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: _with(d, 1, 0, _nan_at(d[1][0], 7)), r"x_test holds 1 NaN value\(s\) \(the first in example 7\)"),
+    (lambda d: _with(d, 0, 0, np.where(np.arange(d[0][0].size).reshape(d[0][0].shape) == 0, np.inf, d[0][0])),
+     "x_train holds 1 infinite"),
+    (lambda d: _with(d, 1, 1, np.full(len(d[1][1]), np.nan)), "y_test holds 60 NaN"),
+    (lambda d: _with(d, 1, 0, d[1][0][:0]), "x_test is empty"),
+    (lambda d: _with(d, 0, 0, np.zeros((240, 0), np.float32)), r"x_train has shape \(240, 0\)"),
+    (lambda d: _with(d, 1, 1, np.eye(4)[d[1][1]]), "y_train and y_test must both be"),
+    (lambda d: (( d[0][0], np.eye(3)[d[0][1]]), (d[1][0], np.eye(4)[d[1][1]])), "3 classes but y_test rows 4"),
+    (lambda d: _with(d, 1, 1, d[1][1].astype(np.complex64)), "y_test must be numeric"),
+])
+def test_validate_data_rejects_non_finite_empty_and_inconsistent(mutate, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.validate_data(mutate(_tiny_data()))
+    with pytest.raises(ValueError, match=message):  # the pipeline's public entry checks the same
+        DeepCompression(_fast_config(), mutate(_tiny_data()), verbose=0)
+
+
+def test_check_data_fits_model_checks_test_labels_too():
+    model = _tiny_model()
+    (x, y), (xt, yt) = _tiny_data()
+    with pytest.raises(ValueError, match="y_test has class id 3: labels name 4 classes but model 'tiny' has 3"):
+        pipeline.check_data_fits_model(model, pipeline.validate_data(((x, y), (xt, np.full_like(yt, 3)))))
+    with pytest.raises(ValueError, match="y_test one-hot rows have 4 columns"):
+        pipeline.check_data_fits_model(model, ((x, np.eye(3)[y]), (xt, np.eye(4)[yt])))
+
+
+def test_check_data_fits_model_passes_over_models_without_known_shapes():
+    class Unbuilt(keras.Model):  # a subclassed model has no input_shape until it is first called
+        def __init__(self):
+            super().__init__()
+            self.fc = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.fc(x)
+
+    pipeline.check_data_fits_model(Unbuilt(), pipeline.validate_data(_tiny_data()))
+    inputs = keras.Input((8,))
+    two_heads = keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(2)(inputs)])
+    pipeline.check_data_fits_model(two_heads, pipeline.validate_data(_tiny_data()))
+
+
+def test_run_rejects_bad_test_labels_before_training(tmp_path, capsys):
+    (x, y), (xt, yt) = _tiny_data()
+    dc = DeepCompression(_fast_config(), ((x, y), (xt, np.full_like(yt, 5))), verbose=1)
+    with pytest.raises(ValueError, match="y_test has class id 5"):
+        dc.run(_tiny_model(), str(tmp_path / "out"))
+    assert dc.stages == {} and dc.dense_model is None  # nothing trained
+    assert "Epoch" not in capsys.readouterr().out and os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match="y_test has class id 5"):  # stage by stage as well
+        dc.train_dense(_tiny_model())
+    assert dc.dense_model is None
+
+
+def test_run_rejects_unknown_layer_names_before_training(tmp_path):
+    dc = DeepCompression(_fast_config(bits={"fc9": 4}), _tiny_data(), verbose=0)
+    with pytest.raises(ValueError, match=r"config.bits names layers .*\['fc9'\]"):
+        dc.run(_tiny_model(), str(tmp_path / "out"))
+    assert dc.stages == {}
 
 
 # ---------------------------------------------------------------------------------------------- files

@@ -179,3 +179,78 @@ def test_builtin_models_default_to_their_presets_and_flags_override_them():
     assert compress.build_config(_flags("--model=lenet5", "--sparsity=0.8"), pretrained=False).sparsity == 0.8
     # with a budget, the sensitivity analysis chooses; the config keeps the generic default until then
     assert compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False).sparsity == 0.9
+
+
+def _with_nan(n, features=16, at=(5, 3)):
+    x = np.random.default_rng(1).normal(size=(n, features)).astype(np.float32)
+    x[at] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("override, argv, message", [
+    ({"x_test": _with_nan(90)}, [], "data: x_test holds 1 NaN value(s) (the first in example 5)"),
+    ({"x_train": np.where(np.eye(300, 16, dtype=bool), np.inf, 0).astype(np.float32)}, [],
+     "data: x_train holds 16 infinite value(s)"),
+    ({"y_test": np.full(90, 7, np.int64)}, [], "y_test has class id 7: labels name 8 classes but model 'tiny' has 3"),
+    ({"y_test": np.zeros((90, 2, 2), np.int64)}, [], "y_test must have shape (n,) of class ids"),
+    ({"x_test": np.zeros((0, 16), np.float32), "y_test": np.zeros(0, np.int64)}, [], "data: x_test is empty"),
+    ({"x_test": np.zeros((90, 5), np.float32)}, [], "x_train examples have shape (16,) but x_test examples (5,)"),
+    ({}, ["--bits=9"], "--bits must be an integer in 1..8"),
+    ({}, ["--bits=0"], "--bits must be an integer in 1..8, got 0"),
+    ({}, ["--index_bits=1"], "--index_bits must be an integer in 2..8"),
+    ({}, ["--index_bits=9"], "--index_bits must be an integer in 2..8"),
+    ({}, ["--sparsity=-0.1"], "--sparsity must be in [0, 1)"),
+])
+def test_bad_input_is_rejected_before_training(tmp_path, capsys, override, argv, message):
+    data = _npz(tmp_path / "d.npz", **override)
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={data}", f"--output_dir={tmp_path / 'out'}",
+                "--epochs=2", "--prune_epochs=1", "--prune_iterations=1", "--cluster_epochs=1", *argv)
+    assert compress.compress(fv) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("dc-compress: error: ") and captured.err.count("\n") == 1
+    assert message in captured.err
+    assert "Epoch" not in captured.out and "stage" not in captured.out  # nothing trained
+    assert sorted(os.listdir(tmp_path)) == ["d.npz", "m.keras"]
+
+
+def test_config_file_naming_unknown_layers_is_rejected_before_training(tmp_path, capsys):
+    from dc_keras.pipeline import CompressionConfig
+
+    config = tmp_path / "c.json"
+    CompressionConfig(bits={"fc1": 4, "fc7": 3}).save(str(config))
+    fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={_npz(tmp_path / 'd.npz')}",
+                f"--config={config}", f"--output_dir={tmp_path / 'out'}", "--epochs=2")
+    assert compress.compress(fv) == 1
+    captured = capsys.readouterr()
+    assert "config.bits names layers that are not compressible layers of the model: ['fc7']" in captured.err
+    assert "Epoch" not in captured.out
+
+
+def test_cli_rejects_nan_test_pixels_in_one_line_within_seconds(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    data = _npz(tmp_path / "d.npz", x_test=_with_nan(90))
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "dc_keras.cli.compress", f"--model={_dense_model(tmp_path / 'm.keras')}",
+                          f"--data={data}", f"--output_dir={tmp_path / 'out'}", "--epochs=50"],
+                         capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    seconds = time.monotonic() - start
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("dc-compress")]
+    assert errors == ["dc-compress: error: data: x_test holds 1 NaN value(s) (the first in example 5); replace or "
+                      "drop those examples"]
+    assert "Traceback" not in run.stderr and "Epoch" not in run.stdout
+    assert seconds < 120  # 50 epochs would not fit: the check came before training (it takes seconds)
+    assert not (tmp_path / "out").exists()
+
+
+def test_garbage_model_file_is_a_one_line_error(tmp_path, capsys):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not a zip archive\n\nat all")
+    fv = _flags(f"--model={model}", f"--data={_npz(tmp_path / 'd.npz')}", f"--output_dir={tmp_path / 'out'}")
+    assert compress.compress(fv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"dc-compress: error: --model {model}: cannot load it as a Keras model") and err.count("\n") == 1

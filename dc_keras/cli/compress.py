@@ -22,6 +22,8 @@ from typing import Optional
 
 from absl import app, flags
 
+from dc_keras.cli import one_line
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
     FlagValues so that importing this module never clashes with other tools' flags."""
@@ -113,7 +115,7 @@ def load_data(path: Optional[str], train_examples: Optional[int] = None):
     """((x_train, y_train), (x_test, y_test)) from an .npz or Fashion-MNIST, uint8 images scaled to [0, 1]."""
     import numpy as np
 
-    from dc_keras.pipeline import validate_data
+    from dc_keras.validation import validate_data
 
     if path is None:
         import dc_keras
@@ -205,12 +207,16 @@ def build_config(fv: flags.FlagValues, pretrained: bool):
     try:
         return config.replace(**changes)
     except ValueError as error:
-        raise InputError(str(error).replace("CompressionConfig: ", "")) from None
+        message = str(error).replace("CompressionConfig: ", "")
+        if message.split(" ", 1)[0] in _FLAG_NAMES and fv[message.split(" ", 1)[0]].present:
+            message = "--" + message  # the value came from this flag
+        raise InputError(message) from None
 
 
 def compress(fv: flags.FlagValues) -> int:
     """Run dc-compress with parsed flags; returns the exit status (0 success, 1 bad input or failure)."""
-    from dc_keras.pipeline import DeepCompression, check_data_fits_model, compressible_layers
+    from dc_keras.pipeline import DeepCompression, compressible_layers
+    from dc_keras.validation import check_run_inputs
 
     try:
         if fv.budget is not None and not fv.budget >= 0:
@@ -222,14 +228,14 @@ def compress(fv: flags.FlagValues) -> int:
         config = build_config(fv, pretrained)
         data, source = load_data(fv.data, fv.train_examples)
         try:
-            check_data_fits_model(model, data)
+            check_run_inputs(model, config, data)
         except ValueError as error:
             raise InputError(str(error)) from None
         output_dir = os.path.abspath(fv.output_dir)
         if os.path.exists(output_dir) and not os.path.isdir(output_dir):
             raise InputError(f"--output_dir {fv.output_dir}: exists and is not a directory")
     except InputError as error:
-        print(f"dc-compress: error: {error}", file=sys.stderr)
+        print(f"dc-compress: error: {one_line(error)}", file=sys.stderr)
         return 1
 
     pipeline = DeepCompression(config, data, verbose=fv.verbosity_level)

@@ -5,6 +5,10 @@
 
 Everything is read from the file itself: the dc ops' blobs (their real stream sizes) and the small
 metadata entry the exporter writes (the dense file size, layers left stock).
+
+A file the dc delegate would refuse (a blob whose shape disagrees with its op's options, more weights than
+the readers decode, a corrupt blob, malformed options or metadata) is reported as invalid: one line
+"dc-inspect: error: FILE: ..." naming each such layer and why, exit status 1 (2 for a missing file).
 """
 from __future__ import annotations
 
@@ -13,11 +17,14 @@ import sys
 
 from absl import app, flags
 
+from dc_keras.cli import one_line
+
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "print the report as JSON instead of a table")
 
 
 def main(argv) -> int:
+    """absl main: inspect the one positional argument; returns the exit status."""
     if len(argv) != 2:
         raise app.UsageError("usage: dc-inspect [--json] MODEL.tflite")
     from dc_keras.export.report import inspect_tflite
@@ -26,10 +33,16 @@ def main(argv) -> int:
     try:
         report = inspect_tflite(path)
     except FileNotFoundError:
-        print(f"dc-inspect: {path}: no such file", file=sys.stderr)
+        print(f"dc-inspect: error: {path}: no such file", file=sys.stderr)
         return 2
+    except IsADirectoryError:
+        print(f"dc-inspect: error: {path}: is a directory, not a .tflite file", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"dc-inspect: error: {path}: cannot read it: {error.strerror or error}", file=sys.stderr)
+        return 1
     except ValueError as error:
-        print(f"dc-inspect: {path}: {error}", file=sys.stderr)
+        print(f"dc-inspect: error: {path}: {one_line(error)}", file=sys.stderr)
         return 1
     if FLAGS.json:
         print(json.dumps(report.to_dict(), indent=2))

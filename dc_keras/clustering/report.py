@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 import keras
 import numpy as np
 
-from dc_keras import layer_registry
+from dc_keras import layer_registry, limits
 from dc_keras.codec.encoder import fillers_before
 from dc_keras.clustering.wrapper import MAX_BITS, ClusterWeights, _is_pruning_wrapper, bits_for_clusters
 
@@ -285,9 +285,7 @@ def _index_bits_for(name: str, kind: str, index_bits) -> int:
         value = index_bits
     if value is None:
         return layer_registry.DEFAULT_INDEX_BITS[kind]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= 32:
-        raise ValueError(f"layer {name!r}: index_bits must be an integer in 1..32, got {value!r}")
-    return int(value)
+    return limits.check_index_bits(value, f"layer {name!r}: index_bits")
 
 
 def _weights_of(layer):

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from dc_keras import layer_registry
+from dc_keras.limits import MAX_CLUSTERING_BITS, MIN_BITS
 from dc_keras.clustering.centroids import CentroidInitialization, resolve_init
 from dc_keras.clustering.kmeans import cluster_array, clustered_values
 
@@ -37,7 +38,7 @@ __all__ = ["cluster_weights", "ClusterWeights", "ClusterableLayer", "CentroidIni
 logger = logging.getLogger("dc_keras.clustering")
 
 _PROTOCOL = "get_clusterable_weights"
-MIN_BITS, MAX_BITS = 1, 16
+MAX_BITS = MAX_CLUSTERING_BITS
 _PREFIX = "cluster_"
 
 

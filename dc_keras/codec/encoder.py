@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dc_keras import limits
 from dc_keras.codec import huffman, rans
 from dc_keras.codec.format import (CODER_HUFFMAN, CODER_IDS, CODER_RANS, CODER_RAW, FLAG_DENSE, FLAG_FP16,
                                    MAX_ELEMENTS, MAX_RANK, assemble, write_varint)
@@ -98,7 +99,7 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
       weights: array-like of real numbers (stored as float32) with at most 2^bits distinct nonzero values;
         exact zeros are pruned positions.
       bits: codebook index width, 1..8 (the paper: 8 for conv, 5 for FC layers).
-      index_bits: relative index width, 2..8 (the paper: 8 for conv, 5 for FC layers); gaps longer than
+      index_bits: relative index width, 2..8 (dc_keras.limits; the paper: 8 for conv, 5 for FC layers); gaps longer than
         2^index_bits - 1 cost filler entries.
       coder: entropy coder of both index streams: "huffman" (the paper's), "rans" (closer to the entropy),
         "raw" (fixed width) or "auto" (the smallest per stream).
@@ -113,10 +114,8 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
       ValueError: invalid arguments, non-finite weights, too many distinct values for `bits`, a tensor
         too large for the format, or float16 overflow.
     """
-    if not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-        raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
-    if not isinstance(index_bits, (int, np.integer)) or not 2 <= index_bits <= 8:
-        raise ValueError(f"index_bits must be an integer in 2..8, got {index_bits!r}")
+    limits.check_bits(bits)
+    limits.check_index_bits(index_bits)
     if coder not in _CODERS:
         raise ValueError(f"coder must be one of {_CODERS}, got {coder!r}")
     if codebook_dtype not in ("float32", "float16"):

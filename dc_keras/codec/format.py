@@ -11,9 +11,11 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
+from dc_keras.limits import MAX_BITS, MAX_BLOB_ELEMENTS, MAX_INDEX_BITS, MIN_BITS, MIN_INDEX_BITS
+
 MAGIC = b"DC"
 FORMAT_VERSION = 1
-MAX_ELEMENTS = 2**32 - 1
+MAX_ELEMENTS = MAX_BLOB_ELEMENTS
 MAX_RANK = 8
 MAX_HUFFMAN_BITS = 12
 MAX_HUFFMAN_LANES = 16
@@ -334,12 +336,12 @@ def parse(blob) -> ParsedBlob:
             raise CodecError(f"header value too large: tensor of shape prefix {shape} exceeds {MAX_ELEMENTS} elements")
     widths = reader.u8("widths")
     bits, index_bits = widths & 15, widths >> 4
-    if not 1 <= bits <= 8:
-        raise CodecError(f"corrupt blob: bits {bits} outside 1..8")
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise CodecError(f"corrupt blob: bits {bits} outside {MIN_BITS}..{MAX_BITS}")
     if dense and index_bits:
         raise CodecError(f"corrupt blob: index_bits {index_bits} in dense layout (must be 0)")
-    if not dense and not 2 <= index_bits <= 8:
-        raise CodecError(f"corrupt blob: index_bits {index_bits} outside 2..8")
+    if not dense and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
+        raise CodecError(f"corrupt blob: index_bits {index_bits} outside {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
     k = reader.varint("number of centroids", 1 << bits)
     nnz = reader.varint("number of nonzeros", elements)
     if dense:

@@ -13,6 +13,7 @@ from typing import List, Optional, Union
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
+from dc_keras import limits
 from dc_keras.export import flatbuffer
 from dc_keras.export import conv_rewriters
 from dc_keras.export.options import FC_CUSTOM_CODE, FullyConnectedOptions
@@ -171,20 +172,108 @@ def layer_report(name: str, op: str, blob: bytes) -> LayerReport:
         coder=f"{info.delta_coder}/{info.code_coder}")
 
 
+class InvalidModelError(ValueError):
+    """A .tflite that the dc delegate would refuse to run: a dc op whose options, blob or bias disagree."""
+
+
 def read_metadata(model: "schema.ModelT") -> dict:
+    """The exporter's metadata entry ({"format", "dense_tflite_bytes", "stock"}), {} when there is none.
+
+    Raises ValueError when the entry is there but malformed: not JSON, not an object, or fields of the
+    wrong type (so that a report never shows values read from garbage).
+    """
     for metadata in model.metadata or []:
         name = metadata.name.decode() if isinstance(metadata.name, bytes) else metadata.name
         if name == METADATA_NAME:
             try:
-                return json.loads(flatbuffer.buffer_bytes(model, metadata.buffer).decode())
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                return {}
+                entry = json.loads(flatbuffer.buffer_bytes(model, metadata.buffer).decode())
+            except (UnicodeDecodeError, json.JSONDecodeError, IndexError, TypeError) as error:
+                raise ValueError(f"the {METADATA_NAME!r} metadata entry is not readable JSON: {error}") from None
+            _check_metadata(entry)
+            return entry
     return {}
 
 
+def _check_metadata(entry) -> None:
+    what = f"the {METADATA_NAME!r} metadata entry"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(entry).__name__} {_short(entry)}")
+    dense = entry.get("dense_tflite_bytes")
+    if dense is not None and (not limits.is_int(dense) or dense < 0):
+        raise ValueError(f"{what}: dense_tflite_bytes must be a byte count, got {_short(dense)}")
+    stock = entry.get("stock", [])
+    if not isinstance(stock, list):
+        raise ValueError(f"{what}: stock must be a list of {{layer, op, reason}} objects, got {_short(stock)}")
+    for item in stock:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("layer", "op", "reason")):
+            raise ValueError(f"{what}: stock entries must be {{layer, op, reason}} objects of strings, "
+                             f"got {_short(item)}")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _expected_blob_shape(custom: str, options) -> tuple:
+    """The weight shape a dc op's options declare, which the delegate requires its blob to have."""
+    if custom == FC_CUSTOM_CODE:
+        return options.units, options.input_size
+    if custom == conv_rewriters.CONV_CUSTOM_CODE:
+        return options.out_channels, options.kernel_h, options.kernel_w, options.in_channels
+    if custom == conv_rewriters.DEPTHWISE_CUSTOM_CODE:
+        return options.out_channels, options.kernel_h * options.kernel_w
+    return options.vocab, options.dim
+
+
+# The delegate's own limit on a depthwise kernel's taps (tflite_delegate/src/kernels/depthwise_conv2d.cc).
+_MAX_DEPTHWISE_TAPS = 1 << 20
+
+
+def delegate_problem(custom: str, options, info, bias_bytes: Optional[int]) -> Optional[str]:
+    """Why the dc delegate would refuse this op (None if it would not): the checks its kernels make in
+    Init, with the codec's and the TF op's element limit.
+
+    Args:
+      custom: the op's custom code; options: its unpacked options record; info: codec.parse_info of its
+      blob; bias_bytes: size of its constant bias buffer (None when absent or not constant).
+    """
+    expected = tuple(int(d) for d in _expected_blob_shape(custom, options))
+    if any(d < 1 for d in expected):
+        return f"its options give a non-positive weight shape {list(expected)}"
+    shape = tuple(int(d) for d in info.shape)
+    if shape != expected:
+        return (f"its blob declares shape {list(shape)} ({int(info.num_elements)} weights) but its options say "
+                f"{list(expected)}")
+    if int(info.num_elements) > limits.MAX_DECODED_ELEMENTS:
+        return (f"its blob holds {int(info.num_elements)} weights, more than the {limits.MAX_DECODED_ELEMENTS} "
+                "the dc readers decode")
+    if custom == conv_rewriters.DEPTHWISE_CUSTOM_CODE and expected[1] > _MAX_DEPTHWISE_TAPS:
+        return f"its {options.kernel_h}x{options.kernel_w} kernel exceeds the delegate's {_MAX_DEPTHWISE_TAPS} taps"
+    if bias_bytes is not None and custom != conv_rewriters.GATHER_CUSTOM_CODE and bias_bytes != 4 * expected[0]:
+        return f"its bias holds {bias_bytes // 4} values, expected {expected[0]}"
+    return None
+
+
+def _bias_bytes(model, subgraph, op) -> Optional[int]:
+    inputs = list(op.inputs)
+    if len(inputs) < 3 or int(inputs[2]) < 0:
+        return None
+    data = flatbuffer.buffer_bytes(model, subgraph.tensors[int(inputs[2])].buffer)
+    return len(data) if data else None
+
+
 def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[str] = None) -> ExportReport:
-    """ExportReport of a parsed .tflite."""
-    layers, stock = [], []
+    """ExportReport of a parsed .tflite.
+
+    Raises:
+      InvalidModelError: the dc delegate would refuse a dc op of the file (options, blob header, blob shape
+        against the options, element count or bias size); the message names every such layer and why.
+      ValueError: the dc_keras metadata entry is malformed.
+    """
+    from dc_keras import codec
+
+    layers, problems = [], []
     for subgraph in model.subgraphs:
         for op in subgraph.operators or []:
             custom = flatbuffer.custom_code(model, op)
@@ -192,11 +281,20 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
                 blob_tensor = subgraph.tensors[int(op.inputs[DC_OPS[custom]])]
                 tensor_name = blob_tensor.name.decode() if isinstance(blob_tensor.name, bytes) else blob_tensor.name
                 name = tensor_name[:-len("/dc_blob")] if tensor_name.endswith("/dc_blob") else tensor_name
-                if custom == FC_CUSTOM_CODE:
-                    FullyConnectedOptions.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
-                elif custom in conv_rewriters.OPTIONS_CLASSES:
-                    conv_rewriters.OPTIONS_CLASSES[custom].unpack(np.asarray(op.customOptions, np.uint8).tobytes())
-                layers.append(layer_report(name, custom, flatbuffer.buffer_bytes(model, blob_tensor.buffer)))
+                options_class = (FullyConnectedOptions if custom == FC_CUSTOM_CODE
+                                 else conv_rewriters.OPTIONS_CLASSES[custom])
+                blob = flatbuffer.buffer_bytes(model, blob_tensor.buffer)
+                try:
+                    options = options_class.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
+                    problem = delegate_problem(custom, options, codec.parse_info(blob), _bias_bytes(model, subgraph, op))
+                except ValueError as error:  # malformed options, or a blob the codec rejects (CodecError)
+                    problem = str(error)
+                if problem is not None:
+                    problems.append(f"layer {name!r} ({custom}): {problem}")
+                    continue
+                layers.append(layer_report(name, custom, blob))
+    if problems:
+        raise InvalidModelError("the dc delegate would refuse this file: " + "; ".join(problems))
     metadata = read_metadata(model)
     stock = list(metadata.get("stock", []))
     return ExportReport(layers=layers, stock=stock, tflite_bytes=tflite_bytes,
@@ -207,7 +305,9 @@ def inspect_tflite(source: Union[str, Path, bytes]) -> ExportReport:
     """The compression report of a .tflite file (path or bytes), from the file alone.
 
     Raises:
-      ValueError: the file is not a TFLite flatbuffer, or a dc op in it has malformed options or blob.
+      OSError: the path cannot be read (FileNotFoundError, IsADirectoryError, PermissionError, ...).
+      InvalidModelError: the dc delegate would refuse a dc op of the file (see report_from_model).
+      ValueError: the file is not a TFLite flatbuffer, or its dc_keras metadata entry is malformed.
     """
     if isinstance(source, (bytes, bytearray)):
         data, path = bytes(source), None
@@ -216,4 +316,8 @@ def inspect_tflite(source: Union[str, Path, bytes]) -> ExportReport:
         data = Path(source).read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ValueError(f"{path or 'input'} is not a .tflite file (no TFL3 identifier)")
-    return report_from_model(flatbuffer.load(data), len(data), path)
+    model = flatbuffer.load(data)
+    try:
+        return report_from_model(model, len(data), path)
+    except (IndexError, TypeError, AttributeError) as error:  # tensor or buffer indices out of range, ...
+        raise ValueError(f"{path or 'input'} is a malformed .tflite: {type(error).__name__}: {error}") from None

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Mapping, Optional, Union
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from dc_keras import layer_registry
+from dc_keras import layer_registry, limits
 from dc_keras.export import flatbuffer
 from dc_keras.export.errors import ExportError
 from dc_keras.export.options import ACTIVATIONS, FC_CUSTOM_CODE, FullyConnectedOptions
@@ -34,6 +34,16 @@ class RewriteSettings:
     coder: str = "huffman"
     layout: str = "sparse"
     min_rate: float = 2.0  # compress only when the blob is at least this many times smaller than the floats
+
+    def __post_init__(self):
+        # Checked before the converter runs, so that a width no file can store fails at once.
+        for name, check in (("bits", limits.check_bits), ("index_bits", limits.check_index_bits)):
+            option = getattr(self, name)
+            if isinstance(option, Mapping):
+                for layer, value in option.items():
+                    check(value, f"{name}[{layer!r}]")
+            elif option is not None:
+                check(option, name)
 
     def resolve(self, option: BitsOption, layer: str, default: Optional[int]) -> tuple[Optional[int], bool]:
         """(value, explicitly given) of a per-layer option given as None, an int or a {layer name: int}."""
@@ -70,11 +80,11 @@ def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
     bits, bits_given = settings.resolve(settings.bits, layer, None)
     index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS[kind])
     if bits is None:
-        # Weight sharing leaves at most 256 distinct values (8-bit codes); more means the layer was not
-        # clustered and stays a stock op.
-        if distinct > 256:
-            return Skipped(layer, op_name,
-                           f"{distinct} distinct nonzero weights (not clustered: at most 256 are storable)")
+        # Weight sharing leaves at most 2^MAX_BITS distinct values; more means the layer was not clustered
+        # and stays a stock op.
+        if distinct > 1 << limits.MAX_BITS:
+            return Skipped(layer, op_name, f"{distinct} distinct nonzero weights (not clustered: at most "
+                                           f"{1 << limits.MAX_BITS} are storable)")
         bits = max(1, math.ceil(math.log2(max(distinct, 1))))
     if distinct > (1 << bits):
         raise ExportError(
