@@ -30,7 +30,7 @@ import numpy as np
 
 from dc_keras import interrupts
 from dc_keras.atomic import atomic_write, scratch_tempdir
-from dc_keras.result_dir import NotOwnedError, OutputDirError, ResultDirectory, check_output_dir
+from dc_keras.result_dir import NotOwnedError, OutputDirError, ResultDirectory  # noqa: F401 - run() raises them
 
 PerLayer = Union[None, float, int, Dict[str, Any]]
 
@@ -191,7 +191,7 @@ def ramp(iteration: int, iterations: int) -> float:
 OUTPUT_FILES = ("dense.tflite", "compressed.tflite", "report.txt", "report.json", "config.json",
                 "weight_histograms.png", "codebook_centroids.png")
 
-# Kept under their old names: the pipeline's writers are dc_keras.atomic's and dc_keras.result_dir's.
+# The old name of the result directory writer (dc_keras.result_dir.ResultDirectory).
 StagingDirectory = ResultDirectory
 
 
