@@ -15,7 +15,8 @@ only get small once a general-purpose compressor sees their zeros and repeated v
 gap dc_keras closes.
 
 Deliberately independent of dc_keras (own IDX reader, own models, tf_keras + tfmot only) so that the
-comparison stays honest whatever state our code is in. Importable: the pipeline calls
+comparison stays honest whatever state our code is in; only the finished files are written with
+dc_keras.atomic's writer. Importable: the pipeline calls
 `baseline_results(...)` and `format_table(...)` to print these figures beside its own.
 
     python benchmarks/baselines.py --model lenet300 --json /tmp/baselines.json
@@ -29,7 +30,6 @@ import lzma
 import os
 import struct
 import sys
-import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -363,17 +363,11 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
 
 
 def _atomic_write(path: str, data: bytes) -> None:
-    """Write via a temporary file in the same directory and rename, so no half-written file remains."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """dc_keras.atomic's crash-safe writer, imported only here: the files land after everything is measured,
+    so the measurement itself still never loads dc_keras."""
+    from dc_keras.atomic import atomic_write
+
+    atomic_write(path, data)
 
 
 def format_table(results: dict) -> str:

@@ -11,8 +11,10 @@
 `run()` does everything and `train_dense()`, `prune()`, `cluster()`, `export()`, `verify()` and
 `report()` can also be called alone (each takes its input model explicitly, or the previous stage's).
 
-`run(output_dir)` writes every file into a temporary sibling directory and renames it to `output_dir`
-only when all stages succeeded, so a failure never leaves a half-written result under that name.
+`run(output_dir)` writes every file into a hidden working directory and moves the result into
+`output_dir` only when all stages succeeded, so a failure or Ctrl-C never leaves a half-written result. It
+writes only into a new or empty directory or over its own earlier result (`dc_keras.result_dir`), and
+refuses anything else before training.
 """
 from __future__ import annotations
 
@@ -21,14 +23,14 @@ import json
 import math
 import numbers
 import os
-import shutil
-import tempfile
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
-from dc_keras import limits
+from dc_keras import interrupts, limits
+from dc_keras.atomic import atomic_write, scratch_tempdir
+from dc_keras.result_dir import NotOwnedError, OutputDirError, ResultDirectory  # noqa: F401 - run() raises them
 # validate_data and check_data_fits_model belong to this module's API as well.
 from dc_keras.validation import check_data_fits_model, check_layer_names, check_run_inputs, validate_data
 
@@ -144,7 +146,8 @@ class CompressionConfig:
         return cls(**data)
 
     def save(self, path: str) -> None:
-        """Write `to_json()` to `path` atomically."""
+        """Write `to_json()` to `path` atomically (creating its directory if needed)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         atomic_write(path, (self.to_json() + "\n").encode())
 
     @classmethod
@@ -193,67 +196,12 @@ def ramp(iteration: int, iterations: int) -> float:
 # --------------------------------------------------------------------------------------------------
 # Files
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# The files a run may write into its output directory (checked against files dc_keras did not write).
+OUTPUT_FILES = ("dense.tflite", "compressed.tflite", "report.txt", "report.json", "config.json",
+                "weight_histograms.png", "codebook_centroids.png")
 
-
-def atomic_write(path: str, data: bytes) -> None:
-    """Write `data` to a temporary name in the destination directory, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-class StagingDirectory:
-    """A temporary directory beside `final` that becomes `final` only on `commit()`.
-
-    Used as a context manager: leaving the block without `commit()` (an exception, Ctrl-C) removes the
-    temporary directory, so `final` is either absent, untouched, or the complete new result. An existing
-    `final` is replaced only at commit time, by two renames.
-    """
-
-    def __init__(self, final: str):
-        self.final = os.path.abspath(final)
-        parent = os.path.dirname(self.final)
-        os.makedirs(parent, exist_ok=True)
-        self.path = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(self.final)}.", suffix=".partial")
-        os.chmod(self.path, 0o777 & ~_umask())  # mkdtemp's 0700 would otherwise become the result's mode
-        self.committed = False
-
-    def commit(self) -> str:
-        old = None
-        if os.path.lexists(self.final):
-            if not os.path.isdir(self.final):
-                raise FileExistsError(f"{self.final} exists and is not a directory; not replacing it")
-            old = tempfile.mkdtemp(dir=os.path.dirname(self.final), prefix=f".{os.path.basename(self.final)}.",
-                                   suffix=".old")
-            os.rmdir(old)
-            os.rename(self.final, old)
-        os.rename(self.path, self.final)
-        self.committed = True
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.final
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if not self.committed:
-            shutil.rmtree(self.path, ignore_errors=True)
-        return False
+# The old name of the result directory writer (dc_keras.result_dir.ResultDirectory).
+StagingDirectory = ResultDirectory
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,15 +288,16 @@ def copy_model(model):
     return copy
 
 
-def tflite_from_keras(model) -> bytes:
+def tflite_from_keras(model, scratch_dir: Optional[str] = None) -> bytes:
     """Plain float32 TFLite conversion of a Keras model: the dense reference file.
 
     The same converter route as dc_keras.export_tflite, so that dense and compressed files differ only by
-    what compression did.
+    what compression did. The converter's temporary SavedModel goes under `scratch_dir` when given.
     """
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with scratch_tempdir(scratch_dir):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def tflite_accuracy(path_or_bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
@@ -436,6 +385,7 @@ class DeepCompression:
     # -- helpers -----------------------------------------------------------------------------------
 
     def _header(self, title: str) -> float:
+        interrupts.check()
         self._stage_count += 1
         if self.verbose:
             print(f"\n=== dc_keras stage {self._stage_count}: {title} ===", flush=True)
@@ -466,8 +416,8 @@ class DeepCompression:
         compile_for_classification(model, learning_rate, self._one_hot())
         if epochs:
             x, y = self._fit_data()
-            model.fit(x, y, batch_size=self.config.batch_size, epochs=epochs, callbacks=list(callbacks),
-                      verbose=self.verbose, shuffle=True)
+            model.fit(x, y, batch_size=self.config.batch_size, epochs=epochs,
+                      callbacks=[*callbacks, _interrupt_check_callback()], verbose=self.verbose, shuffle=True)
         return model
 
     def _evaluate(self, model) -> float:
@@ -488,6 +438,7 @@ class DeepCompression:
         return model
 
     def _record(self, name, model, start, **details) -> StageResult:
+        interrupts.check()
         accuracy = self._evaluate(model) if model is not None and self.data is not None else None
         result = StageResult(name, accuracy, time.perf_counter() - start, details)
         self.stages[name] = result
@@ -654,11 +605,11 @@ class DeepCompression:
         # bits=None: the exporter stores each layer with the fewest index bits that hold its shared values,
         # which is never more than the clustering bits. The exporter writes atomically itself.
         report = dc_keras.export_tflite(model, compressed_path, index_bits=self.config.index_bits, verify=verify)
-        os.chmod(compressed_path, 0o666 & ~_umask())  # like the other outputs, not the 0600 of a temp file
         self.files["compressed.tflite"] = compressed_path
+        interrupts.check()
         if dense_model is not None:
             dense_path = os.path.join(output_dir, "dense.tflite")
-            atomic_write(dense_path, tflite_from_keras(dense_model))
+            atomic_write(dense_path, tflite_from_keras(dense_model, scratch_dir=output_dir))
             self.files["dense.tflite"] = dense_path
         self.export_report = report
         self.stages["export"] = StageResult("export", None, time.perf_counter() - start,
@@ -725,19 +676,23 @@ class DeepCompression:
 
         Args:
           model: the Keras classifier to train (or, with skip_dense_training, already trained).
-          output_dir: result directory; an existing one is replaced only when the run succeeded.
+          output_dir: result directory: new, empty, or holding an earlier dc_keras result (whose files are
+            replaced only when the run succeeded; files dc_keras did not write stay). Anything else raises
+            NotOwnedError, and a directory that cannot be created or written OutputDirError, before training.
           plots: write PNG weight histograms and codebook plots (needs matplotlib; a notice otherwise).
           budget: if given, per-layer sparsities come from `sensitivity_analysis` on the validation split
             with this largest accuracy drop (absolute), replacing config.sparsity/quality.
           skip_dense_training: `model` is trained already; use it as the dense model.
           metadata: extra JSON-serialisable entries for report.json (e.g. the model and data used).
 
-        Writes dense.tflite, compressed.tflite, report.txt, report.json, config.json and the plots.
-        Returns `report()` (plus `metadata`).
+        Writes dense.tflite, compressed.tflite, report.txt, report.json, config.json, the plots and the
+        manifest .dc_keras_manifest.json. Returns `report()` (plus `metadata`). SIGINT or SIGTERM stop the
+        run with `interrupts.Interrupted` (a KeyboardInterrupt), the old result untouched, even when Python
+        swallowed the first KeyboardInterrupt (in a weakref callback or __del__).
         """
         self._require_data("run")
         check_run_inputs(model, self.config, self.data)  # before anything trains or is written
-        with StagingDirectory(output_dir) as staging:
+        with interrupts.InterruptGuard(), ResultDirectory(output_dir, OUTPUT_FILES) as staging:
             if skip_dense_training:
                 self.dense_model = copy_model(self._input(model, "dense_model", "run"))
                 self._record("dense", self.dense_model, time.perf_counter(), epochs=0)
@@ -763,8 +718,24 @@ class DeepCompression:
             if self.verbose:
                 print("\n" + format_report(report), flush=True)
             staging.commit()
+            try:
+                interrupts.check()
+            except interrupts.Interrupted as interrupt:
+                interrupt.result_complete = True  # it came during the final renames, which finished first
+                raise
         self.files = {name: os.path.join(staging.final, os.path.basename(path)) for name, path in self.files.items()}
         return report
+
+
+def _interrupt_check_callback():
+    """A Keras callback that stops training at the next batch once SIGINT/SIGTERM was recorded."""
+    import keras
+
+    class InterruptCheck(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            interrupts.check()
+
+    return InterruptCheck()
 
 
 def _describe(schedule) -> str:

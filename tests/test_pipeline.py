@@ -217,13 +217,15 @@ def test_run_rejects_unknown_layer_names_before_training(tmp_path):
 
 def test_staging_directory_commit_replaces_and_failure_leaves_nothing(tmp_path):
     final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old")
     with StagingDirectory(str(final)) as staging:
-        (open(os.path.join(staging.path, "new.txt"), "w")).write("new")
+        open(os.path.join(staging.path, "old.txt"), "w").write("old")
+        staging.commit()
+    with StagingDirectory(str(final)) as staging:
+        open(os.path.join(staging.path, "new.txt"), "w").write("new")
         assert not (final / "new.txt").exists()  # nothing visible before commit
         staging.commit()
-    assert sorted(os.listdir(final)) == ["new.txt"]
+    # the earlier result's files (listed in its manifest) are replaced by the new result's
+    assert sorted(os.listdir(final)) == [".dc_keras_manifest.json", "new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
     with pytest.raises(RuntimeError):
@@ -334,13 +336,14 @@ def test_run_failure_leaves_nothing_under_output_name(tmp_path, monkeypatch, fai
 
 def test_run_failure_keeps_previous_result(tmp_path, monkeypatch):
     out = tmp_path / "result"
-    out.mkdir()
-    (out / "report.txt").write_text("previous")
+    _mock_stages(monkeypatch, [])
+    DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+    before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     _mock_stages(monkeypatch, [], fail_at="export")
     with pytest.raises(RuntimeError):
         DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
     assert os.listdir(tmp_path) == ["result"]
-    assert (out / "report.txt").read_text() == "previous"
+    assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
 
 
 def test_run_without_matplotlib_prints_notice(tmp_path, monkeypatch, capsys):

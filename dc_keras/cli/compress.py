@@ -8,7 +8,9 @@
 Writes into --output_dir: dense.tflite, compressed.tflite, report.txt and report.json (the paper's Table 2
 per layer and in total, file sizes, accuracies), config.json (the CompressionConfig used; --config
 takes it back), and PNG plots (weight histograms before/after pruning and clustering, codebook
-centroids) when matplotlib is installed. The directory appears only when everything succeeded.
+centroids) when matplotlib is installed, and .dc_keras_manifest.json (what it wrote, so that a rerun may
+replace it). The result appears only when everything succeeded; --output_dir must be new, empty, or an
+earlier dc-compress result (checked before training). Ctrl-C / SIGTERM exit 130 / 143, old result intact.
 
 --data takes an .npz with x_train, y_train, x_test, y_test; uint8 images are scaled to [0, 1], labels
 are class ids (or one-hot rows). A --model file (.keras) is taken as trained: dense training is skipped
@@ -34,7 +36,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                         flag_values=fv)
     flags.DEFINE_string("data", None, "an .npz with x_train, y_train, x_test, y_test "
                         "(default: Fashion-MNIST from the Debian package dataset-fashion-mnist)", flag_values=fv)
-    flags.DEFINE_string("output_dir", "dc_compress_output", "result directory (replaced only on success)",
+    flags.DEFINE_string("output_dir", "dc_compress_output", "result directory: new, empty, or an earlier dc-compress "
+                        "result (its files replaced only on success)",
                         flag_values=fv)
     flags.DEFINE_string("config", None, "a config.json (CompressionConfig) to start from; other flags override it",
                         flag_values=fv)
@@ -216,6 +219,7 @@ def build_config(fv: flags.FlagValues, pretrained: bool):
 def compress(fv: flags.FlagValues) -> int:
     """Run dc-compress with parsed flags; returns the exit status (0 success, 1 bad input or failure)."""
     from dc_keras.pipeline import DeepCompression, compressible_layers
+    from dc_keras.result_dir import NotOwnedError, OutputDirError, read_manifest
     from dc_keras.validation import check_run_inputs
 
     try:
@@ -231,9 +235,7 @@ def compress(fv: flags.FlagValues) -> int:
             check_run_inputs(model, config, data)
         except ValueError as error:
             raise InputError(str(error)) from None
-        output_dir = os.path.abspath(fv.output_dir)
-        if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-            raise InputError(f"--output_dir {fv.output_dir}: exists and is not a directory")
+        output_dir = _checked_output_dir(fv.output_dir)
     except InputError as error:
         print(f"dc-compress: error: {one_line(error)}", file=sys.stderr)
         return 1
@@ -243,6 +245,13 @@ def compress(fv: flags.FlagValues) -> int:
     try:
         pipeline.run(model, output_dir, plots=fv.plots, budget=fv.budget,
                      skip_dense_training=pretrained and config.epochs == 0, metadata=metadata)
+    except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM (dc_keras.interrupts.Interrupted)
+        outcome = "the new result is complete" if getattr(interrupt, "result_complete", False) else "left as it was"
+        print(f"\ndc-compress: {interrupt or 'interrupted'}; {output_dir} {outcome}", file=sys.stderr)
+        return getattr(interrupt, "exit_status", 130)
+    except (OutputDirError, NotOwnedError) as error:  # the directory changed during the run
+        print(f"dc-compress: error: {_output_dir_message(fv.output_dir, error)}", file=sys.stderr)
+        return 1
     except ValueError as error:  # unmeetable budget, export refusing the model, bad per-layer names, ...
         print(f"dc-compress: error: {error}", file=sys.stderr)
         print(f"dc-compress: nothing written to {output_dir}", file=sys.stderr)
@@ -251,8 +260,30 @@ def compress(fv: flags.FlagValues) -> int:
         print(f"dc-compress: failed: {error}", file=sys.stderr)
         print(f"dc-compress: nothing written to {output_dir}", file=sys.stderr)
         return 1
-    print(f"\ndc-compress: wrote {output_dir}: " + ", ".join(sorted(os.listdir(output_dir))))
+    written = read_manifest(output_dir) or {}  # the result's files, not what else the directory holds
+    print(f"\ndc-compress: wrote {output_dir}: " + ", ".join(sorted(written)))
     return 0
+
+
+def _output_dir_message(flag_value: str, error) -> str:
+    from dc_keras.result_dir import OutputDirError
+
+    if isinstance(error, OutputDirError):
+        return f"cannot write to --output_dir {flag_value}: {error.reason}"
+    return f"refusing to write into --output_dir {flag_value}: {error.reason}"
+
+
+def _checked_output_dir(flag_value: str) -> str:
+    """--output_dir as an absolute path, once it is known to be writable and free of files we did not write."""
+    from dc_keras.pipeline import OUTPUT_FILES
+    from dc_keras.result_dir import NotOwnedError, OutputDirError, check_output_dir
+
+    try:
+        return check_output_dir(flag_value, OUTPUT_FILES)
+    except (OutputDirError, NotOwnedError) as error:
+        raise InputError(_output_dir_message(flag_value, error)) from None
+    except OSError as error:
+        raise InputError(f"cannot write to --output_dir {flag_value}: {error.strerror or error}") from None
 
 
 def main(argv) -> int:

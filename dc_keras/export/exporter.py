@@ -3,20 +3,21 @@
 Steps: convert with TensorFlow's TFLiteConverter (float32, no converter optimisations, so the weights in the
 file are exactly the clustered values); rewrite every op that has a rewriter (rewriters.REWRITERS) and whose
 weights pay to compress into a dc custom op carrying a dc_codec blob; drop the float buffers and tensors
-nothing uses any more; write atomically; optionally run the file through the dc delegate and compare with
-Keras.
+nothing uses any more; write to a temporary file beside the destination; optionally run that file through
+the dc delegate and compare with Keras; only then rename it over the destination.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
+from dc_keras import atomic
 from dc_keras.export import flatbuffer
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
@@ -84,20 +85,25 @@ def _layer_names(model) -> Dict[str, str]:
     return names
 
 
-def _convert(model, flavour: str) -> bytes:
+def _convert(model, flavour: str, scratch_parent) -> bytes:
     """Float32 .tflite of `model`. from_keras_model works for tf_keras and (TF >= 2.16) for Keras 3; when it
-    fails for Keras 3 the model goes through a SavedModel export (Keras 3's supported route)."""
+    fails for Keras 3 the model goes through a SavedModel export (Keras 3's supported route).
+
+    Both routes save a temporary SavedModel; it goes into a scratch directory under `scratch_parent` (the
+    destination's directory), so that a killed run leaves nothing in the system temp directory.
+    """
     import tensorflow as tf
 
-    try:
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    except Exception as first_error:  # noqa: BLE001 - any converter failure gets the fallback
-        if flavour != "keras":
-            raise ExportError(f"TFLite conversion failed: {first_error}") from first_error
-        with tempfile.TemporaryDirectory(prefix="dc_keras_export_") as tmp:
+    with atomic.scratch_tempdir(scratch_parent) as scratch:
+        try:
+            return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        except Exception as first_error:  # noqa: BLE001 - any converter failure gets the fallback
+            if flavour != "keras":
+                raise ExportError(f"TFLite conversion failed: {first_error}") from first_error
+            saved_model = os.path.join(scratch, "saved_model")
             try:
-                model.export(tmp, format="tf_saved_model", verbose=False)
-                return tf.lite.TFLiteConverter.from_saved_model(tmp).convert()
+                model.export(saved_model, format="tf_saved_model", verbose=False)
+                return tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
             except Exception as error:  # noqa: BLE001
                 raise ExportError(f"TFLite conversion failed: {first_error}; through SavedModel: {error}") from error
 
@@ -129,7 +135,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
     Args:
       model: a stripped (strip_pruning + strip_clustering) Keras 3 model, or a tf_keras model stripped with
         tfmot. Layers whose weights have at most 2^bits distinct nonzero values become dc ops.
-      path: output .tflite (written atomically: temporary file, then rename).
+      path: output .tflite (written atomically: temporary file, verified if asked, then rename; a failed export
+        leaves an existing file untouched). New files get the umask's permissions.
       bits: codebook index width: None (per layer, the fewest bits that hold its distinct values), an int, or
         {keras layer name: int}. A layer with more distinct values than an explicit 2^bits is an error.
       index_bits: relative index width (None: layer_registry's default, 5 for FC as in the paper), int or dict.
@@ -161,7 +168,12 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
         raise ExportError("the model has no defined inputs: build it (call it once, or give keras.Input) first")
     settings = RewriteSettings(bits=bits, index_bits=index_bits, coder=coder, layout=layout, min_rate=min_rate)
 
-    dense = _convert(model, flavour)
+    destination = Path(path).absolute()
+    dense_destination = Path(dense_path).absolute() if dense_path is not None else None
+    for target in (destination, dense_destination):
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+    dense = _convert(model, flavour, destination.parent)
     names = _layer_names(model)
     tflite_model = flatbuffer.load(dense)
     skipped = []
@@ -194,13 +206,22 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
     _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped})
     data = flatbuffer.serialize(tflite_model)
-    flatbuffer.write_atomic(path, data)
-    if dense_path is not None:
-        flatbuffer.write_atomic(dense_path, dense)
 
-    report = report_from_model(flatbuffer.load(data), len(data), str(path))
-    if verify:
-        report.verification = _verify(model, data, sample_inputs, tolerance, verify_batch_sizes, dense=dense)
+    # Both files are complete on disk (temporary names) and the compressed one verified from there before
+    # either replaces anything: a failed export leaves existing files as they were.
+    with atomic.AtomicFile(destination) as compressed_file, contextlib.ExitStack() as stack:
+        compressed_file.write(data)
+        dense_file = None
+        if dense_destination is not None:
+            dense_file = stack.enter_context(atomic.AtomicFile(dense_destination))
+            dense_file.write(dense)
+        report = report_from_model(flatbuffer.load(data), len(data), str(path))
+        if verify:
+            report.verification = _verify(model, compressed_file.temp_path, sample_inputs, tolerance,
+                                          verify_batch_sizes, dense=dense)
+        compressed_file.commit()
+        if dense_file is not None:
+            dense_file.commit()
     return report
 
 
@@ -265,16 +286,20 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
                  / max(float(np.max(np.abs(want))), 1e-30))
 
 
-def _verify(model, data: bytes, sample_inputs, tolerance: Optional[float], batch_sizes: Sequence[int],
+def _verify(model, tflite, sample_inputs, tolerance: Optional[float], batch_sizes: Sequence[int],
             dense: Optional[bytes] = None) -> dict:
-    """Runs `data` through the dc delegate and compares it with Keras on the same inputs.
+    """Runs `tflite` (bytes, or the path of the file as written) through the dc delegate and compares it with
+    Keras on the same inputs.
 
     With `tolerance` None the allowed relative error is VERIFY_TOLERANCE_MARGIN times the stock float
     `dense` .tflite's own deviation from Keras on those inputs, and at least VERIFY_TOLERANCE_FLOOR.
     """
     from dc_keras import delegate
 
-    interpreter = delegate.make_interpreter(model_content=data)
+    if isinstance(tflite, (bytes, bytearray)):
+        interpreter = delegate.make_interpreter(model_content=bytes(tflite))
+    else:
+        interpreter = delegate.make_interpreter(model_path=tflite)
     inputs = interpreter.get_input_details()
     outputs = interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:

@@ -7,15 +7,15 @@ alignment; kernels and XNNPACK read constant data in place, so a float bias must
 """
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
+
+from dc_keras import atomic
 
 _BUFFER_ALIGNMENT = 16
 
@@ -61,21 +61,11 @@ def serialize(model: "schema.ModelT") -> bytes:
 
 
 def write_atomic(path, data: bytes) -> Path:
-    """Writes `data` to `path` through a temporary file in the same directory and a rename, so that a reader
-    never sees a half-written model and a failed write leaves the old file intact."""
+    """Writes `data` to `path` atomically and durably (dc_keras.atomic.atomic_write), creating the directory;
+    a reader never sees a half-written model and a failed write leaves the old file intact."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.atomic_write(path, data)
 
 
 def buffer_bytes(model: "schema.ModelT", index: int) -> bytes:
