@@ -26,7 +26,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from dc_keras.cli import one_line
+from dc_keras.cli import one_line, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dense_model", None, "dense float .tflite of the same model (default: dense.tflite beside it)")
@@ -101,7 +101,7 @@ def main(argv) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Optional
 
 from absl import app, flags
 
-from dc_keras.cli import one_line
+from dc_keras.cli import keras_verbosity, one_line, run_tool
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
@@ -59,7 +59,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_integer("train_examples", None, "use only the first N training examples (quick runs)",
                          flag_values=fv)
     flags.DEFINE_bool("plots", True, "write PNG plots (needs matplotlib)", flag_values=fv)
-    flags.DEFINE_integer("verbosity_level", 1, "0 quiet, 1 progress bars, 2 one line per epoch", flag_values=fv)
+    flags.DEFINE_integer("verbosity_level", None, "0 quiet, 1 progress bars, 2 one line per epoch (default: 1 on a "
+                         "terminal, 2 when stdout is a file or pipe)", lower_bound=0, upper_bound=2, flag_values=fv)
     return flag_values
 
 
@@ -240,7 +241,7 @@ def compress(fv: flags.FlagValues) -> int:
         print(f"dc-compress: error: {one_line(error)}", file=sys.stderr)
         return 1
 
-    pipeline = DeepCompression(config, data, verbose=fv.verbosity_level)
+    pipeline = DeepCompression(config, data, verbose=keras_verbosity(fv.verbosity_level))
     metadata = {"model": fv.model, "data": source, "budget": fv.budget}
     try:
         pipeline.run(model, output_dir, plots=fv.plots, budget=fv.budget,
@@ -296,14 +297,7 @@ def main(argv) -> int:
 def run() -> None:
     """Console-script entry point (setup.cfg: dc-compress = dc_keras.cli.compress:run)."""
     define_flags(flags.FLAGS)
-    # absl's --help lists the key flags of the main module (the console-script wrapper, sys.argv[0]) and
-    # prints its docstring: make both ours.
-    main_module = sys.modules.get("__main__")
-    if main_module is not None and not getattr(main_module, "__doc__", None):
-        main_module.__doc__ = __doc__
-    for name in _FLAG_NAMES:
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
-    app.run(main)
+    run_tool(main, __name__)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from dc_keras.cli import one_line
+from dc_keras.cli import one_line, run_tool
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("json", False, "print the report as JSON instead of a table")
@@ -54,7 +54,7 @@ def main(argv) -> int:
 
 def run() -> None:
     """Console-script entry point."""
-    app.run(main)
+    run_tool(main, __name__)
 
 
 if __name__ == "__main__":
