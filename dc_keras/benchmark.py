@@ -142,19 +142,14 @@ def write_baselines(keras_model, directory, dense: bool = True, int8: bool = Tru
     """Writes the comparison files of `keras_model` beside a compressed model: dense.tflite (the converter's
     float32 output, what export_tflite's dense_path gives) and dense_int8.tflite (dynamic-range quantization:
     int8 weights, float activations; TFLiteConverter with Optimize.DEFAULT and no representative dataset)."""
-    import tensorflow as tf
-
     from dc_keras.export import flatbuffer
+    from dc_keras.pipeline import tflite_from_keras
 
     directory = Path(directory)
     written = {}
-    for wanted, name, optimize in ((dense, DENSE_NAME, False), (int8, INT8_NAME, True)):
-        if not wanted:
-            continue
-        converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-        if optimize:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        written[name] = flatbuffer.write_atomic(directory / name, converter.convert())
+    for wanted, name, int8_weights in ((dense, DENSE_NAME, False), (int8, INT8_NAME, True)):
+        if wanted:
+            written[name] = flatbuffer.write_atomic(directory / name, tflite_from_keras(keras_model, int8=int8_weights))
     return written
 
 

@@ -197,8 +197,8 @@ def ramp(iteration: int, iterations: int) -> float:
 # Files
 
 # The files a run may write into its output directory (checked against files dc_keras did not write).
-OUTPUT_FILES = ("dense.tflite", "compressed.tflite", "report.txt", "report.json", "config.json",
-                "weight_histograms.png", "codebook_centroids.png")
+OUTPUT_FILES = ("dense.tflite", "dense_int8.tflite", "compressed.tflite", "report.txt", "report.json",
+                "config.json", "weight_histograms.png", "codebook_centroids.png")
 
 # The old name of the result directory writer (dc_keras.result_dir.ResultDirectory).
 StagingDirectory = ResultDirectory
@@ -288,16 +288,21 @@ def copy_model(model):
     return copy
 
 
-def tflite_from_keras(model, scratch_dir: Optional[str] = None) -> bytes:
-    """Plain float32 TFLite conversion of a Keras model: the dense reference file.
+def tflite_from_keras(model, scratch_dir: Optional[str] = None, int8: bool = False) -> bytes:
+    """Stock TFLite conversion of a Keras model: the dense reference files.
 
     The same converter route as dc_keras.export_tflite, so that dense and compressed files differ only by
-    what compression did. The converter's temporary SavedModel goes under `scratch_dir` when given.
+    what compression did. int8=True gives dynamic-range quantization (int8 weights, float activations:
+    Optimize.DEFAULT without a representative dataset), the strongest stock baseline for speed and size.
+    The converter's temporary SavedModel goes under `scratch_dir` when given.
     """
     import tensorflow as tf
 
     with scratch_tempdir(scratch_dir):
-        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if int8:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()
 
 
 def tflite_accuracy(path_or_bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
@@ -591,7 +596,8 @@ class DeepCompression:
         return stripped
 
     def export(self, output_dir: str, model=None, dense_model=None, verify: bool = True):
-        """Write compressed.tflite (dc_keras.export_tflite) and dense.tflite into `output_dir`.
+        """Write compressed.tflite (dc_keras.export_tflite), and the stock baselines dense.tflite (float32) and
+        dense_int8.tflite (dynamic-range int8, what dc-benchmark compares against) into `output_dir`.
 
         Each file is written under a temporary name and renamed. Returns the exporter's report.
         """
@@ -611,6 +617,10 @@ class DeepCompression:
             dense_path = os.path.join(output_dir, "dense.tflite")
             atomic_write(dense_path, tflite_from_keras(dense_model, scratch_dir=output_dir))
             self.files["dense.tflite"] = dense_path
+            interrupts.check()
+            int8_path = os.path.join(output_dir, "dense_int8.tflite")
+            atomic_write(int8_path, tflite_from_keras(dense_model, scratch_dir=output_dir, int8=True))
+            self.files["dense_int8.tflite"] = int8_path
         self.export_report = report
         self.stages["export"] = StageResult("export", None, time.perf_counter() - start,
                                             {"files": {k: os.path.basename(v) for k, v in self.files.items()}})
@@ -653,13 +663,15 @@ class DeepCompression:
         dense_bytes = self.verification.get("dense.tflite", {}).get("bytes") or _size(self.files.get("dense.tflite"))
         compressed_bytes = (self.verification.get("compressed.tflite", {}).get("bytes")
                             or _size(self.files.get("compressed.tflite")))
+        int8_bytes = _size(self.files.get("dense_int8.tflite"))
         result = {
             "config": dataclasses.asdict(self.config),
             "table2": rows,
             "stock_layers": list(self.export_report.stock) if self.export_report is not None else [],
             "export_verification": (self.export_report.verification
                                     if self.export_report is not None else None),
-            "files": {"dense.tflite": dense_bytes, "compressed.tflite": compressed_bytes,
+            "files": {"dense.tflite": dense_bytes, "dense_int8.tflite": int8_bytes,
+                      "compressed.tflite": compressed_bytes,
                       "ratio": (dense_bytes / compressed_bytes) if dense_bytes and compressed_bytes else None},
             "accuracy": {name: stage.accuracy for name, stage in self.stages.items()
                          if name in ("dense", "pruned", "clustered")},
@@ -820,7 +832,9 @@ def format_report(report: Dict[str, Any]) -> str:
         lines.append(f"left stock: {stock.get('layer')} ({stock.get('op')}): {stock.get('reason')}")
     files = report["files"]
     lines.append("")
-    lines.append(f"dense.tflite {fmt(files['dense.tflite'], 'd')} bytes, compressed.tflite "
+    int8 = (f", dense_int8.tflite {fmt(files['dense_int8.tflite'], 'd')} bytes"
+            if files.get("dense_int8.tflite") else "")
+    lines.append(f"dense.tflite {fmt(files['dense.tflite'], 'd')} bytes{int8}, compressed.tflite "
                  f"{fmt(files['compressed.tflite'], 'd')} bytes, ratio {fmt(files['ratio'], '.1f')}x")
     accuracy = ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items() if v is not None)
     lines.append(f"Keras test accuracy: {accuracy}")

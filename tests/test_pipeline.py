@@ -312,7 +312,7 @@ def test_run_calls_stages_in_order_and_writes_all_outputs(tmp_path, monkeypatch)
     assert CompressionConfig.load(str(out / "config.json")) == config
     saved = json.loads((out / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
-    assert saved["files"] == {"dense.tflite": 100, "compressed.tflite": 10, "ratio": 10.0}
+    assert saved["files"] == {"dense.tflite": 100, "dense_int8.tflite": None, "compressed.tflite": 10, "ratio": 10.0}
     assert [row["layer"] for row in saved["table2"]] == ["fc1", "total"]
     assert saved["stock_layers"][0]["layer"] == "conv1"
     text = (out / "report.txt").read_text()

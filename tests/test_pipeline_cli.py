@@ -139,9 +139,13 @@ def test_end_to_end_on_tiny_model(tmp_path, capsys):
                 f"--output_dir={out}", "--epochs=3", "--sparsity=0.8", "--bits=4", *FAST)
     assert compress.compress(fv) == 0
     files = set(os.listdir(out))
-    assert {"dense.tflite", "compressed.tflite", "report.txt", "report.json", "config.json"} <= files
+    assert {"dense.tflite", "dense_int8.tflite", "compressed.tflite", "report.txt", "report.json",
+            "config.json"} <= files
     assert {"weight_histograms.png", "codebook_centroids.png"} <= files
     report = json.loads((out / "report.json").read_text())
+    # the int8 baseline dc-benchmark compares against (int8 weights: smaller than the float file)
+    assert report["files"]["dense_int8.tflite"] < report["files"]["dense.tflite"]
+    assert report["tflite_accuracy"]["dense_int8.tflite"] == pytest.approx(report["accuracy"]["dense"], abs=0.05)
     assert report["model"].endswith("m.keras") and report["data"].endswith("d.npz")
     assert report["config"]["sparsity"] == 0.8 and report["config"]["bits"] == 4
     rows = {row["layer"]: row for row in report["table2"]}
