@@ -5,7 +5,8 @@
     dc-compress --model my_model.keras --data my_data.npz --budget 0.01
     dc-compress --epochs 2 --prune_epochs 3 --cluster_epochs 1 --train_examples 5000   # a quick try
 
-Writes into --output_dir: dense.tflite, compressed.tflite, report.txt and report.json (the paper's Table 2
+Writes into --output_dir: dense.tflite and dense_int8.tflite (the stock float and int8 baselines that
+dc-benchmark compares against), compressed.tflite, report.txt and report.json (the paper's Table 2
 per layer and in total, file sizes, accuracies), config.json (the CompressionConfig used; --config
 takes it back), and PNG plots (weight histograms before/after pruning and clustering, codebook
 centroids) when matplotlib is installed, and .dc_keras_manifest.json (what it wrote, so that a rerun may
