@@ -171,6 +171,55 @@ def test_corpus_is_clean_under_asan_and_ubsan(target, tmp_path):
         assert set(re.findall(r"form: (\w+)", result.stderr)) == {"dense", "chunked", "pair", "walk"}
 
 
+def _exported_blobs(tmp_path) -> list:
+    """The dc ops' blobs of LeNet-300-100 and LeNet-5 (the suite's end-to-end models), pruned and shared as
+    test_export_models does, exported with the layouts and coders the suite uses."""
+    import keras
+
+    import dc_keras
+    from dc_keras.export import flatbuffer
+    from dc_keras.models import lenet5, lenet_300_100
+    from test_export_models import prune_and_share
+
+    blobs = []
+    for build, coder, layout in ((lenet_300_100, "huffman", "sparse"), (lenet5, "rans", "auto")):
+        keras.utils.set_random_seed(5)
+        model = build()
+        for layer in model.layers:
+            weights = layer.get_weights()
+            if weights and weights[0].ndim >= 2:
+                weights[0] = prune_and_share(weights[0], 0.8, 16)
+                layer.set_weights(weights)
+        path = tmp_path / f"{model.name}.tflite"
+        dc_keras.export_tflite(model, path, coder=coder, layout=layout, min_rate=0.0)
+        tflite = flatbuffer.load(path.read_bytes())
+        for subgraph in tflite.subgraphs:
+            for op in subgraph.operators:
+                if (flatbuffer.custom_code(tflite, op) or "").startswith("Dc"):
+                    blobs.append(flatbuffer.buffer_bytes(tflite, subgraph.tensors[int(op.inputs[1])].buffer))
+    return blobs
+
+
+@skip_without_libfuzzer
+def test_exported_model_blobs_are_clean_under_asan_and_ubsan(tmp_path):
+    """Every blob of the exported LeNets through both targets: the decoders, and the FC weights (a conv blob
+    [out, kh, kw, in] is an [out, kh*kw*in] matrix to them) in every mode, thread count and loop set."""
+    blobs = _exported_blobs(tmp_path)
+    assert len(blobs) == 3 + 4
+    decode_dir, fc_dir = tmp_path / "decode", tmp_path / "fully_connected"
+    decode_dir.mkdir()
+    fc_dir.mkdir()
+    for index, blob in enumerate(blobs):
+        (decode_dir / f"blob{index}").write_bytes(blob)
+        for options in (0b0000000, 0b0000001, 0b1000000, 0b0000100, 0b0100010):
+            (fc_dir / f"blob{index}-{options}").write_bytes(bytes([options, index]) + blob)
+    for target, folder in (("fuzz_decode", decode_dir), ("fuzz_fully_connected", fc_dir)):
+        inputs = sorted(folder.iterdir())
+        result = _run_fuzzer(build_fuzzer(target), inputs, timeout=240)
+        assert result.returncode == 0, result.stderr[-6000:]
+        assert len(re.findall(r"Executed .* in \d+ ms", result.stderr)) == len(inputs)
+
+
 @skip_without_libfuzzer
 @pytest.mark.xfail(strict=True, reason="RowsBatch1Avx2<PairMatrix> offsets a null pointer for a layer without "
                                        "nonzeros (UBSan); the kernel fix comes from branch cpp-limits. Once "
