@@ -34,7 +34,6 @@ import os
 import queue
 import re
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -82,6 +81,7 @@ TFLITE_EDITS = ["none", "options_magic", "options_version", "options_truncated",
 
 
 def tflite_cases(quick: bool) -> list:
+    """(name, payload) of the tflite edit class: every dc op x edit x delegate mode."""
     cases = []
     for op in DC_OPS:
         edits = ["none", "options_magic", "blob_truncated_half"] if quick else TFLITE_EDITS
@@ -253,6 +253,7 @@ class Wrong(Exception):
 # ----------------------------------------------------------------------------- class: codec blobs
 
 def run_codec_case(payload: dict, workdir: Path) -> str:
+    """One mutated blob through the numpy reference and the native decoders; they must agree."""
     import numpy as np
     from dc_keras import codec
     from dc_keras.codec import native
@@ -423,6 +424,8 @@ def _edit_model(data: bytes, op_name: str, edit: str) -> bytes:
 
 
 def run_tflite_case(payload: dict, workdir: Path) -> str:
+    """An exported model with one dc op edited, loaded and run through the delegate; an unedited model
+    must match Keras, an edited one must be refused."""
     import numpy as np
     from dc_keras import delegate
 
@@ -457,6 +460,7 @@ class ClearError(Exception):
 # ----------------------------------------------------------------------------------- class: tf ops
 
 def run_tf_op_case(payload: dict, workdir: Path) -> str:
+    """One dc_keras.ops call on a bad blob or argument (refused) or a valid one (checked against numpy)."""
     import numpy as np
     import tensorflow as tf
 
@@ -527,6 +531,7 @@ def run_tf_op_case(payload: dict, workdir: Path) -> str:
 # ----------------------------------------------------------------------------- class: output safety
 
 def run_export_safety_case(payload: dict, workdir: Path) -> str:
+    """export_tflite(verify=True) with a verification that must fail, over an existing file that must survive."""
     import keras
     import numpy as np
 
@@ -573,7 +578,22 @@ def worker_main(workdir: Path, cases_file: Path, start: int) -> None:
     """Child process: runs the cases [name, payload, class] of `cases_file` from index `start`, one result
     line per case on stdout."""
     cases = json.loads(cases_file.read_text())
-    if any(cls == "tflite edits" for _, _, cls in cases[start:]):
+    classes = {cls for _, _, cls in cases[start:]}
+    # Native libraries compile on first use (minutes on an empty build cache): build them here, under the
+    # set-up timeout, so that no case's timeout includes a compile.
+    if "codec blobs" in classes:
+        from dc_keras.codec import native
+
+        native._load()
+    if "tf ops" in classes:
+        from dc_keras import ops
+
+        ops.load_library()
+    if classes & {"tflite edits", "output safety"}:
+        from dc_keras import delegate
+
+        delegate.build()
+    if "tflite edits" in classes:
         prepare_models(workdir)
     print(MARK + json.dumps({"ready": True}), flush=True)
     for index in range(start, len(cases)):
@@ -754,6 +774,7 @@ def _check_inspect(proc) -> str | None:
 
 
 def run_cli_class(quick: bool, workdir: Path) -> list:
+    """Runs the CLI cases, each as its own process."""
     results = []
     for name, argv, expectation in CLI_CASES:
         if quick and name not in CLI_QUICK:
@@ -767,6 +788,7 @@ def run_cli_class(quick: bool, workdir: Path) -> list:
 
 
 def run_safety_cli_cases(quick: bool, workdir: Path) -> list:
+    """dc-compress runs next to (or onto) a file the user keeps; the file must come out byte-identical."""
     results = []
     for name, payload in SAFETY_CASES:
         if quick and name not in SAFETY_QUICK:
@@ -851,6 +873,7 @@ def problem_list(results: list) -> str:
 
 
 def main(argv=None) -> int:
+    """Command line: runs the cases, prints the table (and problem list), writes --json."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a handful of cases per class (< 60 s)")

@@ -37,6 +37,7 @@ def _load_script():
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
+    """The JSON of one `reliability.py --quick` run, shared by the tests of this module."""
     out = tmp_path_factory.mktemp("reliability") / "quick.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)], capture_output=True,
                           text=True, timeout=300)
@@ -50,7 +51,6 @@ def test_quick_run_covers_every_quick_class(quick_results):
     classes = {r["class"] for r in quick_results["results"]}
     assert classes == set(reliability.QUICK_CLASSES)
     assert all(r["outcome"] in reliability.OUTCOMES for r in quick_results["results"])
-    assert quick_results["seconds"] < 120  # about 20 s alone; the margin is for a loaded machine
 
 
 @pytest.mark.parametrize("cls", sorted(MUST_BE_ZERO))
