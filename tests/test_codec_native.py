@@ -175,6 +175,9 @@ def test_fuzz_decoders_for_30_seconds(tmp_path):
     _write_vectors(seeds)
     for path in seeds.glob("*.f32"):
         path.unlink()
+    from test_fuzz import write_regression_corpus
+
+    write_regression_corpus("fuzz_decode", seeds)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     result = subprocess.run(
