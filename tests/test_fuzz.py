@@ -102,7 +102,7 @@ FC_SEED_LAYERS = [((1, 1), 1.0, 1), ((3, 5), 0.6, 3), ((16, 40), 0.3, 8), ((8, 6
 EMPTY_LAYER = ((4, 10), 0.0, 0)
 
 
-def write_seed_corpora(directory: Path, include_empty_layer: bool = False) -> dict:
+def write_seed_corpora(directory: Path, include_empty_layer: bool = True) -> dict:
     """Writes valid blobs as seeds: `directory`/decode (bare blobs) and `directory`/fully_connected (two
     option bytes + blob, cycling dense/sparse mode, threads, activation and portable loops). Returns the
     count per target."""
@@ -159,7 +159,7 @@ def test_corpus_is_clean_under_asan_and_ubsan(target, tmp_path):
     """Every seed (valid blobs of every coder and layout) and every input of the committed regression corpus
     replayed once through the sanitizer build."""
     exe = build_fuzzer(target)
-    counts = write_seed_corpora(tmp_path, include_empty_layer=False)
+    counts = write_seed_corpora(tmp_path)
     folder = tmp_path / ("decode" if target == "fuzz_decode" else "fully_connected")
     regression = write_regression_corpus(target, folder)
     assert regression > 100
@@ -221,9 +221,6 @@ def test_exported_model_blobs_are_clean_under_asan_and_ubsan(tmp_path):
 
 
 @skip_without_libfuzzer
-@pytest.mark.xfail(strict=True, reason="RowsBatch1Avx2<PairMatrix> offsets a null pointer for a layer without "
-                                       "nonzeros (UBSan); the kernel fix comes from branch cpp-limits. Once "
-                                       "merged this passes: drop the marker and seed the fuzzer with the layer")
 def test_all_zero_layer_is_clean_under_ubsan(tmp_path):
     exe = build_fuzzer("fuzz_fully_connected")
     weights = np.zeros(EMPTY_LAYER[0], np.float32)
@@ -239,6 +236,6 @@ def test_all_zero_layer_is_clean_under_ubsan(tmp_path):
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
-    print(write_seed_corpora(out, include_empty_layer="--empty" in sys.argv))
+    print(write_seed_corpora(out, include_empty_layer="--no-empty" not in sys.argv))
     for name in TARGETS:
         print(build_fuzzer(name))

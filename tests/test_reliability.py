@@ -12,19 +12,13 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reliability.py"
 
-# Outcomes that must not occur, per attack class, in the quick run. A class whose fix lands from another
-# branch is listed in PENDING with the outcomes it still shows here; merge the fix, then move the class's
-# outcomes into MUST_BE_ZERO.
-BAD = ("crash", "hang", "silent wrong", "data lost")
+# Outcomes that must not occur, per attack class, in the quick run.
+BAD = ("crash", "hang", "silent wrong", "data lost", "raw error")
 MUST_BE_ZERO = {
-    "codec blobs": BAD + ("raw error", "memory"),
-    "tf ops": BAD + ("raw error", "memory"),
-    "cli": BAD + ("raw error",),
-    "output safety": ("crash", "hang", "silent wrong"),
-}
-PENDING = {
-    # export_tflite replaces the existing file before verifying (branch output-safety)
-    "output safety": ("data lost",),
+    "codec blobs": BAD + ("memory",),
+    "tf ops": BAD + ("memory",),
+    "cli": BAD,
+    "output safety": BAD,
 }
 
 
@@ -58,14 +52,6 @@ def test_quick_run_has_no_failures_in_fixed_classes(quick_results, cls):
     rows = [r for r in quick_results["results"] if r["class"] == cls]
     assert rows
     bad = [r for r in rows if r["outcome"] in MUST_BE_ZERO[cls]]
-    assert not bad, "\n".join(f"{r['case']}: {r['outcome']}: {r['message']}" for r in bad)
-
-
-@pytest.mark.parametrize("cls", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="fix pending on another branch; when this passes, move the outcomes "
-                                       "into MUST_BE_ZERO and drop the class from PENDING")
-def test_quick_run_pending_classes(quick_results, cls):
-    bad = [r for r in quick_results["results"] if r["class"] == cls and r["outcome"] in PENDING[cls]]
     assert not bad, "\n".join(f"{r['case']}: {r['outcome']}: {r['message']}" for r in bad)
 
 
