@@ -25,14 +25,21 @@ _NOTICE = re.compile(
     rb"computation placer already registered|TF-TRT Warning")
 
 
+_CONVERSION_CHATTER = re.compile(
+    rb"^(I\d{4} |INFO:)|tf_tfl_flatbuffer_helpers\.cc:\d+\] Ignored (output_format|drop_control_dependency)")
+"""What TFLite conversion prints at INFO level (SavedModel reads and writes, fingerprints, MLIR passes) and
+the converter's two warnings about options it ignores by design: a few dozen lines per conversion."""
+
+
 def enabled() -> bool:
     """True unless DC_KERAS_TF_LOGS=1 asks for TensorFlow's notices."""
     return os.environ.get(SHOW_ENV, "") not in ("1", "true", "yes")
 
 
 @contextlib.contextmanager
-def filtered() -> Iterator[None]:
-    """Within the block, stderr lines that are TensorFlow start-up notices are dropped; others are kept."""
+def filtered(conversion: bool = False) -> Iterator[None]:
+    """Within the block, stderr lines that are TensorFlow start-up notices (and with `conversion`, TFLite
+    conversion's INFO chatter) are dropped; others, warnings and errors among them, are kept."""
     if not enabled():
         yield
         return
@@ -52,7 +59,8 @@ def filtered() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True) if not _NOTICE.search(line)]
+            kept = [line for line in capture.read().splitlines(keepends=True)
+                    if not _NOTICE.search(line) and not (conversion and _CONVERSION_CHATTER.search(line))]
             if kept:
                 os.write(2, b"".join(kept))
 

@@ -298,7 +298,9 @@ def tflite_from_keras(model, scratch_dir: Optional[str] = None, int8: bool = Fal
     """
     import tensorflow as tf
 
-    with scratch_tempdir(scratch_dir):
+    from dc_keras import _tf_notices
+
+    with _tf_notices.filtered(conversion=True), scratch_tempdir(scratch_dir):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if int8:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

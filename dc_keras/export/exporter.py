@@ -94,7 +94,9 @@ def _convert(model, flavour: str, scratch_parent) -> bytes:
     """
     import tensorflow as tf
 
-    with atomic.scratch_tempdir(scratch_parent) as scratch:
+    from dc_keras import _tf_notices
+
+    with _tf_notices.filtered(conversion=True), atomic.scratch_tempdir(scratch_parent) as scratch:
         try:
             return tf.lite.TFLiteConverter.from_keras_model(model).convert()
         except Exception as first_error:  # noqa: BLE001 - any converter failure gets the fallback
