@@ -8,7 +8,7 @@
 
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fully_connected.h"
-#include "thread_pool.h"
+#include "kernels/row_splitter.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DC_HAVE_X86_DISPATCH 1
@@ -17,7 +17,7 @@
 #define DC_HAVE_X86_DISPATCH 0
 #endif
 
-namespace dc::delegate {
+namespace dc::kernels {
 namespace {
 
 using codec::SparseMatrix;
@@ -531,32 +531,6 @@ void PairFullyConnected(const PairMatrix& w, const float* bias, const float* x, 
   FormFullyConnected(w, /*zero_slot=*/true, bias, x, batch, y, act, scratch, pool);
 }
 
-bool IsSupportedActivation(int code) { return code >= 0 && code <= static_cast<int>(Activation::kTanh); }
-
-Status ValidateSparseMatrix(const SparseMatrix& w) {
-  if (w.rows < 0 || w.cols <= 0) return Status::Error("sparse weights have an empty or negative shape");
-  if (w.row_ptr.size() != static_cast<size_t>(w.rows) + 1 || w.row_ptr[0] != 0)
-    return Status::Error("sparse weights: row_ptr has the wrong length or does not start at 0");
-  if (w.delta.size() != w.code.size() || w.row_ptr.back() != w.delta.size())
-    return Status::Error("sparse weights: delta/code lengths disagree with row_ptr");
-  // An all-zero (fully pruned) layer has no entries and may have no centroids.
-  if (w.codebook.size() > 256 || (w.codebook.empty() && !w.delta.empty()))
-    return Status::Error("sparse weights: codebook must have 1..256 entries, has " +
-                         std::to_string(w.codebook.size()));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    if (w.row_ptr[r + 1] < w.row_ptr[r]) return Status::Error("sparse weights: row_ptr decreases");
-    int64_t col = -1;
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
-      col += w.delta[e] == 0 ? codec::kSparseFillerStep : w.delta[e];
-      if (col >= w.cols)
-        return Status::Error("sparse weights: row " + std::to_string(r) + " steps past column " +
-                             std::to_string(w.cols - 1));
-      if (w.code[e] >= w.codebook.size())
-        return Status::Error("sparse weights: codebook index out of range in row " + std::to_string(r));
-    }
-  }
-  return Status();
-}
 
 void SparseFullyConnected(const SparseMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
                           Activation act, float* scratch, RowSplitter* pool) {
@@ -642,4 +616,4 @@ size_t FullyConnectedWeights::ResidentBytes() const {
   return walk_.ResidentBytes();
 }
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels

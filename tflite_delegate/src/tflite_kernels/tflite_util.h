@@ -1,7 +1,8 @@
-// Helpers shared by the kernels of issue 6 (DcConv2D, DcDepthwiseConv2D, DcGather): reading their fixed
-// little-endian custom options and their constant inputs (blob, bias) with clear errors.
-#ifndef DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
-#define DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
+// TFLite glue shared by the delegate's kernels (DcFullyConnected, DcConv2D, DcDepthwiseConv2D, DcGather):
+// reading their fixed little-endian custom options and their constant inputs (blob, bias) with clear errors.
+// The math they run is the kernel library's (ops/kernels), which knows nothing of TFLite.
+#ifndef DC_DELEGATE_TFLITE_KERNELS_TFLITE_UTIL_H_
+#define DC_DELEGATE_TFLITE_KERNELS_TFLITE_UTIL_H_
 
 #include <cstdint>
 #include <cstdio>
@@ -11,10 +12,25 @@
 
 #include "dc_codec.h"
 #include "kernel_registry.h"
+#include "kernels/base.h"
 #include "kernels/conv2d.h"
-#include "kernels/fully_connected.h"
+#include "kernels/weights.h"
+#include "tflite_kernels/options_layout.h"
+
+namespace dc::delegate {
+
+// The kernel library's names the glue uses everywhere.
+using kernels::Activation;
+using kernels::ConvGeometry;
+using kernels::IsSupportedActivation;
+using kernels::Padding;
+
+}  // namespace dc::delegate
 
 namespace dc::delegate::kernel_util {
+
+using kernels::BytesString;
+using kernels::ShapeString;
 
 // Little endian on every target TFLite supports; memcpy avoids unaligned access.
 inline int32_t ReadInt32(const uint8_t* p) {
@@ -23,68 +39,48 @@ inline int32_t ReadInt32(const uint8_t* p) {
   return v;
 }
 
-template <typename T>
-std::string ShapeString(const std::vector<T>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Checks magic, size and version of a custom options record; `op` names the op in messages.
 inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
                                  uint8_t version) {
-  if (o.size() != size || std::memcmp(o.data(), magic, 4) != 0)
+  if (o.size() != size || std::memcmp(o.data() + options::kMagic, magic, 4) != 0)
     return Status::Error(std::string("custom options are not ") + op + " options (expected " + std::to_string(size) +
                          " bytes starting '" + std::string(magic, 4) + "', got " + std::to_string(o.size()) + " bytes)");
-  if (o[4] != version)
-    return Status::Error(std::string(op) + " options version " + std::to_string(o[4]) +
+  if (o[options::kVersion] != version)
+    return Status::Error(std::string(op) + " options version " + std::to_string(o[options::kVersion]) +
                          " is not supported by this delegate (supports " + std::to_string(version) + ")");
   return Status();
 }
 
-// "1.5 GiB (1610612736 bytes)": sizes in messages, readable and exact.
-inline std::string BytesString(uint64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", bytes >= (uint64_t{1} << 30) ? bytes / 1073741824.0 : bytes / 1048576.0,
-                bytes >= (uint64_t{1} << 30) ? "GiB" : "MiB");
-  return std::string(buf) + " (" + std::to_string(bytes) + " bytes)";
-}
-
-// Refuses a blob whose decoded form (dense floats when `as_dense`, else the sparse form) would take more
-// than `max_bytes`: a blob of a few bytes may declare a tensor of billions of zeros.
-inline Status CheckDecodeBudget(const codec::BlobInfo& info, bool as_dense, uint64_t max_bytes) {
-  const uint64_t need = as_dense ? codec::DenseDecodeBytes(info) : codec::SparseDecodeBytes(info);
-  if (need <= max_bytes) return Status();
-  return Status::Error("compressed weights of shape " + ShapeString(info.shape) + " decode to " + BytesString(need) +
-                       (as_dense ? " of dense float32" : " of sparse form") + ", over the delegate's max_decoded_bytes " +
-                       BytesString(max_bytes) + " (raise that option to allow it)");
-}
-
 // Decodes the blob of tensor `index` after checking that its shape is `expected` and that decoding fits in
-// `max_bytes`: to `sparse` (validated for the kernels' unchecked loops), or to dense float32 in `dense` when
-// `as_dense`.
+// `max_bytes` (parsing it once): to `sparse` (validated for the kernels' unchecked loops), or to dense float32
+// in `dense` when `as_dense`.
 inline Status DecodeWeights(const TfLiteContext& context, int index, const std::vector<int64_t>& expected,
                             bool as_dense, uint64_t max_bytes, codec::SparseMatrix* sparse,
                             std::vector<float>* dense) {
   const TfLiteTensor& blob = context.tensors[index];
-  const auto* data = static_cast<const uint8_t*>(blob.data);
+  kernels::WeightsSpec spec;
+  spec.shape = expected;
+  spec.dense = as_dense;
+  spec.max_bytes = max_bytes;
   codec::BlobInfo info;
-  codec::Status st = codec::ParseInfo(data, blob.bytes, &info);
-  if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
-  if (info.shape != expected)
-    return Status::Error("compressed weights have shape " + ShapeString(info.shape) + ", options say " +
-                         ShapeString(expected));
-  Status budget = CheckDecodeBudget(info, as_dense, max_bytes);
-  if (!budget.ok()) return budget;
-  if (as_dense) {
-    dense->resize(static_cast<size_t>(info.num_elements));
-    st = codec::DecodeDense(data, blob.bytes, dense->data(), dense->size());
-    if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
-    return Status();
+  const kernels::WeightsResult r =
+      kernels::LoadWeights(static_cast<const uint8_t*>(blob.data), blob.bytes, spec, sparse, dense, &info);
+  switch (r.stage) {
+    case kernels::WeightsStage::kOk:
+      return Status();
+    case kernels::WeightsStage::kShape:
+      return Status::Error("compressed weights have shape " + ShapeString(info.shape) + ", options say " +
+                           ShapeString(expected));
+    case kernels::WeightsStage::kBudget:
+      return Status::Error("compressed weights of shape " + ShapeString(info.shape) + " decode to " +
+                           BytesString(r.needed_bytes) + (as_dense ? " of dense float32" : " of sparse form") +
+                           ", over the delegate's max_decoded_bytes " + BytesString(max_bytes) +
+                           " (raise that option to allow it)");
+    case kernels::WeightsStage::kInvalid:
+      return Status::Error(r.message);
+    default:
+      return Status::Error("compressed weights are corrupt: " + r.message);
   }
-  st = codec::DecodeSparse(data, blob.bytes, sparse);
-  if (!st.ok()) return Status::Error("compressed weights are corrupt: " + st.message());
-  return ValidateSparseMatrix(*sparse);
 }
 
 // Copies the optional constant float32 bias input `slot` of `node` (must hold `count` values) into `bias`;
@@ -108,7 +104,7 @@ struct ConvOptions {
   Activation activation = Activation::kNone;
   Padding padding = Padding::kValid;
   int out_c = 0;
-  int channel_field = 0;  // byte 20: in_c for DcConv2D, the depth multiplier for DcDepthwiseConv2D
+  int channel_field = 0;  // options::conv::kChannel: in_c for DcConv2D, the depth multiplier for DcDepthwiseConv2D
   ConvGeometry proto;     // kernel, strides and dilations; in_c and the input-dependent fields are not set
 };
 
@@ -119,18 +115,21 @@ inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, co
                                uint8_t version, ConvOptions* out) {
   Status st = CheckOptionsHeader(o, op, magic, size, version);
   if (!st.ok()) return st;
-  if (!IsSupportedActivation(o[5])) return Status::Error("unsupported fused activation " + std::to_string(o[5]));
-  if (o[6] > 1) return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[6]));
-  out->activation = static_cast<Activation>(o[5]);
-  out->padding = static_cast<Padding>(o[6]);
-  out->out_c = ReadInt32(&o[8]);
-  out->proto.kernel_h = ReadInt32(&o[12]);
-  out->proto.kernel_w = ReadInt32(&o[16]);
-  out->channel_field = ReadInt32(&o[20]);
-  out->proto.stride_h = ReadInt32(&o[24]);
-  out->proto.stride_w = ReadInt32(&o[28]);
-  out->proto.dilation_h = ReadInt32(&o[32]);
-  out->proto.dilation_w = ReadInt32(&o[36]);
+  namespace conv = options::conv;
+  if (!IsSupportedActivation(o[conv::kActivation]))
+    return Status::Error("unsupported fused activation " + std::to_string(o[conv::kActivation]));
+  if (o[conv::kPadding] > 1)
+    return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[conv::kPadding]));
+  out->activation = static_cast<Activation>(o[conv::kActivation]);
+  out->padding = static_cast<Padding>(o[conv::kPadding]);
+  out->out_c = ReadInt32(&o[conv::kOutC]);
+  out->proto.kernel_h = ReadInt32(&o[conv::kKernelH]);
+  out->proto.kernel_w = ReadInt32(&o[conv::kKernelW]);
+  out->channel_field = ReadInt32(&o[conv::kChannel]);
+  out->proto.stride_h = ReadInt32(&o[conv::kStrideH]);
+  out->proto.stride_w = ReadInt32(&o[conv::kStrideW]);
+  out->proto.dilation_h = ReadInt32(&o[conv::kDilationH]);
+  out->proto.dilation_w = ReadInt32(&o[conv::kDilationW]);
   return Status();
 }
 
@@ -152,7 +151,7 @@ inline Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& 
   g->batch = in[0];
   g->in_h = in[1];
   g->in_w = in[2];
-  return ComputeConvGeometry(padding, g);
+  return kernels::ComputeConvGeometry(padding, g);
 }
 
 // Structural check shared by the Supports functions: `inputs` in [min_inputs, max_inputs], one output of
@@ -179,4 +178,4 @@ inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, i
 
 }  // namespace dc::delegate::kernel_util
 
-#endif  // DC_DELEGATE_KERNELS_CONV2D_UTIL_H_
+#endif  // DC_DELEGATE_TFLITE_KERNELS_TFLITE_UTIL_H_

@@ -4,17 +4,18 @@
 
 #include "kernels/depthwise_conv2d.h"
 #include "kernels/neon_math.h"
-#include "thread_pool.h"
+#include "kernels/row_splitter.h"
 
-namespace dc::delegate {
+namespace dc::kernels {
 namespace {
 
 using codec::SparseMatrix;
 
 // An output row (n, oy) is enough work for a task of its own.
 template <typename Fn>
-void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
-  ParallelForRanges(rows, pool, /*min_rows_per_thread=*/1, fn);
+void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
+  if (pool == nullptr) return fn(int64_t{0}, rows);
+  pool->ForRanges(rows, /*min_rows_per_thread=*/1, fn);
 }
 
 // Element offset of tap t = ky * kw + kx from the window's top-left input pixel; small buffer on the stack
@@ -48,7 +49,7 @@ inline bool Interior(const ConvGeometry& g, int iy0, int ix0) {
 }  // namespace
 
 void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* bias, const ConvGeometry& g,
-                           const float* x, float* y, Activation act, ThreadPool* pool) {
+                           const float* x, float* y, Activation act, RowSplitter* pool) {
   const int64_t out_c = w.rows;
   const float* cb = w.codebook.data();
   const TapOffsets offsets(g);
@@ -89,7 +90,7 @@ void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* b
 }
 
 void DenseDepthwiseConv2D(const float* w, int multiplier, const float* bias, const ConvGeometry& g, const float* x,
-                          float* y, Activation act, ThreadPool* pool) {
+                          float* y, Activation act, RowSplitter* pool) {
   const int64_t out_c = int64_t{g.in_c} * multiplier;
   ForRowRanges(int64_t{g.batch} * g.out_h, pool, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
@@ -140,4 +141,4 @@ void ReferenceDepthwiseConv2D(const float* w, int multiplier, const float* bias,
         }
 }
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels

@@ -11,14 +11,15 @@
 #include <string>
 
 #include "kernel_registry.h"
-#include "kernels/conv2d_util.h"
+#include "thread_pool.h"
+#include "tflite_kernels/tflite_util.h"
 #include "kernels/depthwise_conv2d.h"
 
 namespace dc::delegate {
 namespace {
 
 constexpr char kMagic[4] = {'D', 'C', 'D', 'W'};
-constexpr size_t kOptionsSize = 40;
+constexpr size_t kOptionsSize = options::conv::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 constexpr uint8_t kLayoutTransposed = 1;
 
@@ -29,8 +30,8 @@ class DepthwiseConv2DKernel : public OpKernel {
     Status st = kernel_util::ParseConvOptions(node.options, "DcDepthwiseConv2D", kMagic, kOptionsSize,
                                               kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    if (node.options[7] != kLayoutTransposed)
-      return Status::Error("blob layout " + std::to_string(node.options[7]) +
+    if (node.options[options::conv::kByte7] != kLayoutTransposed)
+      return Status::Error("blob layout " + std::to_string(node.options[options::conv::kByte7]) +
                            " is not supported (this delegate reads layout 1: [out_c, kh * kw])");
     activation_ = opt.activation;
     padding_ = opt.padding;
@@ -72,14 +73,16 @@ class DepthwiseConv2DKernel : public OpKernel {
 
   size_t ScratchFloats(const std::vector<int>&) const override { return 0; }
 
-  void Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool* pool) const override {
+  Status Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool* pool) const override {
     ConvGeometry g;
-    if (!Geometry(in, &g).ok()) return;  // unreachable: Prepare checked this shape through OutputShape
+    Status st = Geometry(in, &g);  // Prepare checked this shape through OutputShape
+    if (!st.ok()) return st;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const auto* x = static_cast<const float*>(input);
     auto* y = static_cast<float*>(output);
-    if (dense_mode_) DenseDepthwiseConv2D(dense_.data(), multiplier_, bias, g, x, y, activation_, pool);
-    else SparseDepthwiseConv2D(sparse_, multiplier_, bias, g, x, y, activation_, pool);
+    if (dense_mode_) kernels::DenseDepthwiseConv2D(dense_.data(), multiplier_, bias, g, x, y, activation_, pool);
+    else kernels::SparseDepthwiseConv2D(sparse_, multiplier_, bias, g, x, y, activation_, pool);
+    return Status();
   }
 
   size_t ResidentBytes() const override {

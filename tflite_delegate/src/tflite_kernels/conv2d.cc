@@ -1,4 +1,4 @@
-// DcConv2D: TFLite's CONV_2D with its float filter replaced by a dc_codec blob (kernels/conv2d.h has the math).
+// DcConv2D: TFLite's CONV_2D with its float filter replaced by a dc_codec blob (ops/kernels/conv2d.h has the math).
 //
 // Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8; filter [out_c, kh, kw, in_c]),
 // 2 bias (constant float32 [out_c], optional). Custom options (40 bytes, little endian, written by
@@ -11,13 +11,14 @@
 
 #include "kernel_registry.h"
 #include "kernels/conv2d.h"
-#include "kernels/conv2d_util.h"
+#include "thread_pool.h"
+#include "tflite_kernels/tflite_util.h"
 
 namespace dc::delegate {
 namespace {
 
 constexpr char kMagic[4] = {'D', 'C', 'C', 'V'};
-constexpr size_t kOptionsSize = 40;
+constexpr size_t kOptionsSize = options::conv::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 
 class Conv2DKernel : public OpKernel {
@@ -55,18 +56,20 @@ class Conv2DKernel : public OpKernel {
 
   size_t ScratchFloats(const std::vector<int>& in) const override {
     ConvGeometry g;
-    return Geometry(in, &g).ok() ? Conv2DScratchFloats(g) : 0;
+    return Geometry(in, &g).ok() ? kernels::Conv2DScratchFloats(g) : 0;
   }
 
-  void Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
-           ThreadPool* pool) const override {
+  Status Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
+             ThreadPool* pool) const override {
     ConvGeometry g;
-    if (!Geometry(in, &g).ok()) return;  // unreachable: Prepare checked this shape through OutputShape
+    Status st = Geometry(in, &g);  // Prepare checked this shape through OutputShape
+    if (!st.ok()) return st;
     const float* bias = bias_.empty() ? nullptr : bias_.data();
     const auto* x = static_cast<const float*>(input);
     auto* y = static_cast<float*>(output);
-    if (dense_mode_) DenseConv2D(dense_.data(), out_c_, bias, g, x, y, activation_, scratch, pool);
-    else SparseConv2D(sparse_, bias, g, x, y, activation_, scratch, pool);
+    if (dense_mode_) kernels::DenseConv2D(dense_.data(), out_c_, bias, g, x, y, activation_, scratch, pool);
+    else kernels::SparseConv2D(sparse_, bias, g, x, y, activation_, scratch, pool);
+    return Status();
   }
 
   size_t ResidentBytes() const override {
