@@ -151,7 +151,8 @@ Status ReadCounts(ByteReader* r, BlobInfo* info) {
     if (elements && !k) return Status::Error("corrupt blob: dense layout without a codebook");
   } else {
     if (!(st = r->Varint(&entries, "number of entries", kMaxElements)).ok()) return st;
-    if (entries < nnz) return Status::Error("corrupt blob: " + Str(entries) + " entries cannot hold " + Str(nnz) + " nonzeros");
+    if (entries < nnz)
+      return Status::Error("corrupt blob: " + Str(entries) + " entries cannot hold " + Str(nnz) + " nonzeros");
     if (nnz && !k) return Status::Error("corrupt blob: nonzeros without a codebook");
     // Every filler advances the cursor by M and every real entry by at least 1, within the tensor.
     const uint64_t step = (1u << info->index_bits) - 1;

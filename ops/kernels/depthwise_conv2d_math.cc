@@ -12,11 +12,7 @@ namespace {
 using codec::SparseMatrix;
 
 // An output row (n, oy) is enough work for a task of its own.
-template <typename Fn>
-void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
-  if (pool == nullptr) return fn(int64_t{0}, rows);
-  pool->ForRanges(rows, /*min_rows_per_thread=*/1, fn);
-}
+constexpr int64_t kMinRowsPerThread = 1;
 
 // Element offset of tap t = ky * kw + kx from the window's top-left input pixel; small buffer on the stack
 // because typical kernels have at most 7x7 taps.
@@ -54,7 +50,7 @@ void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* b
   const float* cb = w.codebook.data();
   const TapOffsets offsets(g);
   const int64_t* tap_off = offsets.data();
-  ForRowRanges(int64_t{g.batch} * g.out_h, pool, [&](int64_t first, int64_t last) {
+  SplitRows(pool, int64_t{g.batch} * g.out_h, kMinRowsPerThread, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
       const int64_t n = row / g.out_h;
       const int oy = static_cast<int>(row % g.out_h);
@@ -92,7 +88,7 @@ void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* b
 void DenseDepthwiseConv2D(const float* w, int multiplier, const float* bias, const ConvGeometry& g, const float* x,
                           float* y, Activation act, RowSplitter* pool) {
   const int64_t out_c = int64_t{g.in_c} * multiplier;
-  ForRowRanges(int64_t{g.batch} * g.out_h, pool, [&](int64_t first, int64_t last) {
+  SplitRows(pool, int64_t{g.batch} * g.out_h, kMinRowsPerThread, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
       const int64_t n = row / g.out_h;
       const int oy = static_cast<int>(row % g.out_h);

@@ -36,7 +36,8 @@ Status DenseGatherImpl(const float* table, int64_t rows, int64_t cols, const Ind
   Status st = CheckIndicesImpl(indices, count, rows);
   if (!st.ok()) return st;
   for (int64_t i = 0; i < count; ++i)
-    std::memcpy(y + i * cols, table + static_cast<int64_t>(indices[i]) * cols, sizeof(float) * static_cast<size_t>(cols));
+    std::memcpy(y + i * cols, table + static_cast<int64_t>(indices[i]) * cols,
+                sizeof(float) * static_cast<size_t>(cols));
   return st;
 }
 

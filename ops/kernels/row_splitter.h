@@ -19,6 +19,13 @@ class RowSplitter {
   ~RowSplitter() = default;
 };
 
+// splitter->ForRanges, or fn over everything on the calling thread when there is no splitter.
+template <typename Fn>
+void SplitRows(RowSplitter* splitter, int64_t rows, int64_t min_rows_per_thread, const Fn& fn) {
+  if (splitter == nullptr) return fn(int64_t{0}, rows);
+  splitter->ForRanges(rows, min_rows_per_thread, fn);
+}
+
 }  // namespace dc::kernels
 
 #endif  // DC_KERNELS_ROW_SPLITTER_H_

@@ -11,8 +11,7 @@
 
 #include "kernel_registry.h"
 #include "kernels/conv2d.h"
-#include "thread_pool.h"
-#include "tflite_kernels/tflite_util.h"
+#include "tflite_kernels/conv_kernel.h"
 
 namespace dc::delegate {
 namespace {
@@ -21,17 +20,14 @@ constexpr char kMagic[4] = {'D', 'C', 'C', 'V'};
 constexpr size_t kOptionsSize = options::conv::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 
-class Conv2DKernel : public OpKernel {
+class Conv2DKernel : public ConvKernelBase {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     kernel_util::ConvOptions opt;
     Status st =
         kernel_util::ParseConvOptions(node.options, "DcConv2D", kMagic, kOptionsSize, kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    activation_ = opt.activation;
-    padding_ = opt.padding;
-    out_c_ = opt.out_c;
-    proto_ = opt.proto;
+    SetOptions(opt);
     proto_.in_c = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || proto_.in_c <= 0)
       return Status::Error("options give a non-positive filter shape");
@@ -44,51 +40,17 @@ class Conv2DKernel : public OpKernel {
     return kernel_util::ReadBias(context, node, 2, out_c_, &bias_);
   }
 
-  Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
-    ConvGeometry g;
-    Status st = Geometry(in, &g);
-    if (!st.ok()) return st;
-    *out = {g.batch, g.out_h, g.out_w, out_c_};
-    return Status();
-  }
-
-  int OutputType() const override { return kTfLiteFloat32; }
-
   size_t ScratchFloats(const std::vector<int>& in) const override {
     ConvGeometry g;
     return Geometry(in, &g).ok() ? kernels::Conv2DScratchFloats(g) : 0;
   }
 
-  Status Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
-             ThreadPool* pool) const override {
-    ConvGeometry g;
-    Status st = Geometry(in, &g);  // Prepare checked this shape through OutputShape
-    if (!st.ok()) return st;
-    const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const auto* x = static_cast<const float*>(input);
-    auto* y = static_cast<float*>(output);
+ private:
+  void Compute(const ConvGeometry& g, const float* bias, const float* x, float* y, float* scratch,
+               ThreadPool* pool) const override {
     if (dense_mode_) kernels::DenseConv2D(dense_.data(), out_c_, bias, g, x, y, activation_, scratch, pool);
     else kernels::SparseConv2D(sparse_, bias, g, x, y, activation_, scratch, pool);
-    return Status();
   }
-
-  size_t ResidentBytes() const override {
-    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
-  }
-
- private:
-  Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
-  }
-
-  Activation activation_ = Activation::kNone;
-  Padding padding_ = Padding::kValid;
-  int out_c_ = 0;
-  ConvGeometry proto_;  // filter, strides, dilations, in_c; the rest per input shape
-  bool dense_mode_ = false;
-  codec::SparseMatrix sparse_;
-  std::vector<float> dense_;
-  std::vector<float> bias_;
 };
 
 bool Supports(const TfLiteContext& context, const TfLiteNode& node) {

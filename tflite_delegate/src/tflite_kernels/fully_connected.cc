@@ -9,9 +9,9 @@
 #include <string>
 
 #include "kernel_registry.h"
-#include "tflite_kernels/tflite_util.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
+#include "tflite_kernels/tflite_util.h"
 
 namespace dc::delegate {
 namespace {
@@ -26,7 +26,8 @@ class FullyConnectedKernel : public OpKernel {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     const std::vector<uint8_t>& o = node.options;
-    Status st = kernel_util::CheckOptionsHeader(o, "DcFullyConnected", kMagic, kOptionsSize, kOptionsVersion);
+    Status st =
+        kernel_util::CheckOptionsHeader(o, "DcFullyConnected", kMagic, kOptionsSize, kOptionsVersion);
     if (!st.ok()) return st;
     namespace fc = options::fc;
     if (!IsSupportedActivation(o[fc::kActivation]))
