@@ -92,79 +92,93 @@ Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out) {
   return DecodeSparse(blob, out);
 }
 
+namespace {
+
+// Appends entries in position order to a SparseMatrix: closes finished rows, then re-encodes the in-row gap
+// with 255-step fillers. Entry counts stay below 2^32 because fillers here are never more than the blob's
+// own (whose total is checked < 2^32) or, in dense layout, than positions / 255.
+class SparseBuilder {
+ public:
+  explicit SparseBuilder(SparseMatrix* m) : m_(*m) {}
+
+  void Emit(uint64_t pos, uint8_t c) {
+    while (pos >= row_start_ + static_cast<uint64_t>(m_.cols)) {
+      m_.row_ptr[++row_] = static_cast<uint32_t>(m_.delta.size());
+      row_start_ += static_cast<uint64_t>(m_.cols);
+      last_col_ = -1;
+    }
+    int64_t gap = static_cast<int64_t>(pos - row_start_) - last_col_;
+    while (gap > kSparseFillerStep) {
+      m_.delta.push_back(0);
+      m_.code.push_back(0);
+      gap -= kSparseFillerStep;
+    }
+    m_.delta.push_back(static_cast<uint8_t>(gap));
+    m_.code.push_back(c);
+    last_col_ = static_cast<int64_t>(pos - row_start_);
+    overflow_ |= m_.delta.size() > 0xFFFFFFFFull;
+  }
+
+  bool overflow() const { return overflow_; }
+
+  // Closes the remaining rows.
+  void Finish() {
+    while (row_ < m_.rows) m_.row_ptr[++row_] = static_cast<uint32_t>(m_.delta.size());
+  }
+
+ private:
+  SparseMatrix& m_;
+  int64_t row_ = 0, last_col_ = -1;
+  uint64_t row_start_ = 0;
+  bool overflow_ = false;
+};
+
+// Emits every nonzero of a dense-layout blob's code stream, checking the header's nonzero count.
+Status EmitDenseLayout(const Parsed& p, const std::vector<uint8_t>& code, SparseBuilder* builder) {
+  uint64_t nonzero = 0;
+  for (uint64_t i = 0; i < p.info.num_elements && !builder->overflow(); ++i) {
+    if (!IsZero(p.codebook[code[i]])) {
+      builder->Emit(i, code[i]);
+      ++nonzero;
+    }
+  }
+  if (!builder->overflow() && nonzero != p.info.num_nonzeros) {
+    return Status::Error("corrupt blob: dense layout decodes " + Str(nonzero) + " nonzeros, header says " +
+                         Str(p.info.num_nonzeros));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status DecodeSparse(const ParsedBlob& blob, SparseMatrix* out) {
   if (out == nullptr) return Status::Error("null SparseMatrix pointer");
   *out = SparseMatrix();
   if (!blob.valid()) return Status::Error("DecodeSparse of a blob that was not opened");
   const Parsed& p = blob.parsed();
-  const uint8_t* data = blob.data();
-  Status st;
   const BlobInfo& info = p.info;
-  const int64_t rows = info.shape.empty() ? 1 : info.shape[0];
-  int64_t cols = 1;  // each dimension and the product are <= 2^32 - 1 unless a dimension is 0
-  for (size_t i = 1; i < info.shape.size(); ++i) {
-    cols *= info.shape[i];
-    if (cols == 0) break;
-  }
   std::vector<uint8_t> delta, code;
-  if (!(st = DecodeParsedStreams(data, p, &delta, &code)).ok()) return st;
+  Status st = DecodeParsedStreams(blob.data(), p, &delta, &code);
+  if (!st.ok()) return st;
 
   SparseMatrix m;
-  m.rows = rows;
-  m.cols = cols;
+  m.rows = info.shape.empty() ? 1 : info.shape[0];
+  m.cols = 1;  // each dimension and the product are <= 2^32 - 1 unless a dimension is 0
+  for (size_t i = 1; i < info.shape.size() && m.cols != 0; ++i) m.cols *= info.shape[i];
   try {
-    m.row_ptr.assign(static_cast<size_t>(rows) + 1, 0);
+    m.row_ptr.assign(static_cast<size_t>(m.rows) + 1, 0);
     m.codebook.assign(p.codebook.begin(), p.codebook.begin() + info.num_centroids);
     m.delta.reserve(static_cast<size_t>(info.num_nonzeros));
     m.code.reserve(static_cast<size_t>(info.num_nonzeros));
-  } catch (const std::bad_alloc&) {
-    return Status::Error("out of memory allocating the sparse matrix");
-  }
-  // Emits entries in position order: closes finished rows, then re-encodes the in-row gap with
-  // 255-step fillers. Entry counts stay below 2^32 because fillers here are never more than the
-  // blob's own (whose total is checked < 2^32) or, in dense layout, than positions / 255.
-  int64_t row = 0, last_col = -1;
-  uint64_t row_start = 0;
-  bool overflow = false;
-  auto emit = [&](uint64_t pos, uint8_t c) {
-    while (pos >= row_start + static_cast<uint64_t>(m.cols)) {
-      m.row_ptr[++row] = static_cast<uint32_t>(m.delta.size());
-      row_start += static_cast<uint64_t>(m.cols);
-      last_col = -1;
-    }
-    int64_t gap = static_cast<int64_t>(pos - row_start) - last_col;
-    while (gap > kSparseFillerStep) {
-      m.delta.push_back(0);
-      m.code.push_back(0);
-      gap -= kSparseFillerStep;
-    }
-    m.delta.push_back(static_cast<uint8_t>(gap));
-    m.code.push_back(c);
-    last_col = static_cast<int64_t>(pos - row_start);
-    overflow |= m.delta.size() > 0xFFFFFFFFull;
-  };
-  try {
-    if (info.dense_layout) {
-      uint64_t nonzero = 0;
-      for (uint64_t i = 0; i < info.num_elements && !overflow; ++i) {
-        if (!IsZero(p.codebook[code[i]])) {
-          emit(i, code[i]);
-          ++nonzero;
-        }
-      }
-      if (!overflow && nonzero != info.num_nonzeros) {
-        return Status::Error("corrupt blob: dense layout decodes " + Str(nonzero) + " nonzeros, header says " +
-                             Str(info.num_nonzeros));
-      }
-    } else {
-      st = WalkSparse(p, delta, code, emit);
-      if (!st.ok()) return st;
-    }
+    SparseBuilder builder(&m);
+    st = info.dense_layout ? EmitDenseLayout(p, code, &builder)
+                           : WalkSparse(p, delta, code, [&](uint64_t pos, uint8_t c) { builder.Emit(pos, c); });
+    if (!st.ok()) return st;
+    if (builder.overflow()) return Status::Error("tensor needs more than 2^32 - 1 sparse entries");
+    builder.Finish();
   } catch (const std::bad_alloc&) {
     return Status::Error("out of memory building the sparse matrix");
   }
-  if (overflow) return Status::Error("tensor needs more than 2^32 - 1 sparse entries");
-  while (row < rows) m.row_ptr[++row] = static_cast<uint32_t>(m.delta.size());
   m.delta.shrink_to_fit();
   m.code.shrink_to_fit();
   *out = std::move(m);
