@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "dc_codec.h"
 #include "kernels/weights.h"  // ValidateSparseMatrix
@@ -42,6 +43,13 @@ struct ConvGeometry {
 // ceil(in / stride); VALID: out = ceil((in - effective_kernel + 1) / stride), effective_kernel =
 // (k - 1) * dilation + 1). Errors on non-positive sizes or an empty output.
 Status ComputeConvGeometry(Padding padding, ConvGeometry* g);
+
+// Rejects the non-positive strides or dilations an options record may carry.
+Status CheckStridesAndDilations(const ConvGeometry& g);
+
+// Completes `proto` (filter, strides, dilations, in_c) into `g` for the NHWC input shape `in`: checks that
+// `in` is [N, H, W, proto.in_c], then computes the output size and padding (ComputeConvGeometry).
+Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding, ConvGeometry* g);
 
 // Floats of scratch SparseConv2D / DenseConv2D need for `g` (im2col panels).
 size_t Conv2DScratchFloats(const ConvGeometry& g);

@@ -202,6 +202,23 @@ Status ComputeConvGeometry(Padding padding, ConvGeometry* g) {
   return Status();
 }
 
+Status CheckStridesAndDilations(const ConvGeometry& g) {
+  if (g.stride_h <= 0 || g.stride_w <= 0 || g.dilation_h <= 0 || g.dilation_w <= 0)
+    return Status::Error("options give a non-positive stride or dilation");
+  return Status();
+}
+
+Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding, ConvGeometry* g) {
+  if (in.size() != 4 || in[3] != proto.in_c)
+    return Status::Error("input has shape " + ShapeString(in) + ", the layer expects [N, H, W, " +
+                         std::to_string(proto.in_c) + "]");
+  *g = proto;
+  g->batch = in[0];
+  g->in_h = in[1];
+  g->in_w = in[2];
+  return ComputeConvGeometry(padding, g);
+}
+
 size_t Conv2DScratchFloats(const ConvGeometry& g) {
   const int64_t panels = (g.OutPixels() + kLanes - 1) / kLanes;
   return static_cast<size_t>(g.PatchSize() * kLanes * std::max<int64_t>(1, std::min(panels, kTilePanels)));

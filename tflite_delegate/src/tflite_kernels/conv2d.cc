@@ -31,7 +31,7 @@ class Conv2DKernel : public ConvKernelBase {
     proto_.in_c = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || proto_.in_c <= 0)
       return Status::Error("options give a non-positive filter shape");
-    st = kernel_util::CheckStridesAndDilations(proto_);
+    st = kernels::CheckStridesAndDilations(proto_);
     if (!st.ok()) return st;
     dense_mode_ = config.dense;
     st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, proto_.kernel_h, proto_.kernel_w, proto_.in_c},

@@ -52,7 +52,7 @@ class ConvKernelBase : public OpKernel {
   }
 
   Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
+    return kernels::ConvInputGeometry(in, proto_, padding_, g);
   }
 
   Activation activation_ = Activation::kNone;

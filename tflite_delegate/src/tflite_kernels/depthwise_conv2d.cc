@@ -38,7 +38,7 @@ class DepthwiseConv2DKernel : public ConvKernelBase {
       return Status::Error("options give an invalid filter shape (out_c " + std::to_string(out_c_) + ", kernel " +
                            std::to_string(proto_.kernel_h) + "x" + std::to_string(proto_.kernel_w) +
                            ", multiplier " + std::to_string(multiplier_) + ")");
-    st = kernel_util::CheckStridesAndDilations(proto_);
+    st = kernels::CheckStridesAndDilations(proto_);
     if (!st.ok()) return st;
     if (int64_t{proto_.kernel_h} * proto_.kernel_w > (int64_t{1} << 20))
       return Status::Error("kernel too large");

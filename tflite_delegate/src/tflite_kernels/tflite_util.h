@@ -110,7 +110,7 @@ struct ConvOptions {
 
 // Checks the header, activation and padding codes of a conv options record and reads the shared fields
 // into `out`. The shape checks differ per op (and come before the stride check in their messages' order),
-// so the callers make them, then CheckStridesAndDilations.
+// so the callers make them, then kernels::CheckStridesAndDilations.
 inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
                                uint8_t version, ConvOptions* out) {
   Status st = CheckOptionsHeader(o, op, magic, size, version);
@@ -131,27 +131,6 @@ inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, co
   out->proto.dilation_h = ReadInt32(&o[conv::kDilationH]);
   out->proto.dilation_w = ReadInt32(&o[conv::kDilationW]);
   return Status();
-}
-
-// Rejects the non-positive strides or dilations an options record may carry.
-inline Status CheckStridesAndDilations(const ConvGeometry& g) {
-  if (g.stride_h <= 0 || g.stride_w <= 0 || g.dilation_h <= 0 || g.dilation_w <= 0)
-    return Status::Error("options give a non-positive stride or dilation");
-  return Status();
-}
-
-// Completes `proto` (filter, strides, dilations, in_c) into `g` for the NHWC input shape `in`: checks that
-// `in` is [N, H, W, proto.in_c], then computes the output size and padding.
-inline Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding,
-                                ConvGeometry* g) {
-  if (in.size() != 4 || in[3] != proto.in_c)
-    return Status::Error("input has shape " + ShapeString(in) + ", the layer expects [N, H, W, " +
-                         std::to_string(proto.in_c) + "]");
-  *g = proto;
-  g->batch = in[0];
-  g->in_h = in[1];
-  g->in_w = in[2];
-  return kernels::ComputeConvGeometry(padding, g);
 }
 
 // Structural check shared by the Supports functions: `inputs` in [min_inputs, max_inputs], one output of
