@@ -19,8 +19,63 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 """Repository root: holds ops/ and tflite_delegate/ (the package is installed editable or run in-tree)."""
 
 
+SOURCE_MANIFEST = SOURCE_ROOT / "cpp_sources.txt"
+"""The one list of C++ libraries, their sources and include directories (CMake reads it too)."""
+
+
 class NativeBuildError(RuntimeError):
     """A C++ library could not be compiled; the message carries the compiler's own output."""
+
+
+def _read_manifest(path: Path) -> dict:
+    libraries: dict = {}
+    current = None
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = libraries.setdefault(line[1:-1], {"uses": [], "include": [], "sources": []})
+        elif current is None:
+            raise NativeBuildError(f"{path}:{number}: '{line}' comes before any [library] line")
+        elif line.startswith(("uses ", "include ")):
+            key, value = line.split(None, 1)
+            current[key].append(value.strip())
+        else:
+            current["sources"].append(line)
+    return libraries
+
+
+def cpp_library(name: str, manifest: Path = SOURCE_MANIFEST) -> tuple:
+    """Sources and include directories of C++ library `name` of cpp_sources.txt, its `uses` included.
+
+    Returns (sources, include_dirs), absolute paths in manifest order, each once: the libraries it uses
+    come first.
+
+    Raises:
+      NativeBuildError: the manifest is missing, malformed, names an unknown library or has a `uses` cycle.
+    """
+    if not manifest.is_file():
+        raise NativeBuildError(f"the C++ source manifest {manifest} is missing")
+    libraries = _read_manifest(manifest)
+    sources: list = []
+    include_dirs: list = []
+
+    def visit(lib: str, stack: tuple) -> None:
+        if lib not in libraries:
+            raise NativeBuildError(f"{manifest}: unknown C++ library '{lib}'")
+        if lib in stack:
+            raise NativeBuildError(f"{manifest}: 'uses' cycle through '{lib}'")
+        for used in libraries[lib]["uses"]:
+            visit(used, stack + (lib,))
+        for key, out in (("sources", sources), ("include", include_dirs)):
+            for item in libraries[lib][key]:
+                path = manifest.parent / item
+                if path not in out:
+                    out.append(path)
+
+    visit(name, ())
+    return sources, include_dirs
 
 
 def cache_dir() -> Path:

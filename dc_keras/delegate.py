@@ -18,16 +18,13 @@ CODEC_ROOT = _native.SOURCE_ROOT / "ops" / "codec"
 
 
 def sources() -> list:
-    """C++ sources of libdc_delegate.so: the delegate, its kernels and the codec's decoder core."""
-    own = sorted((DELEGATE_ROOT / "src").rglob("*.cc"))
-    codec = [p for p in sorted(CODEC_ROOT.glob("*.cc")) if "c_api" not in p.name and not p.name.endswith("_test.cc")]
-    if not codec:
-        raise _native.NativeBuildError(f"the codec's C++ sources are missing from {CODEC_ROOT}")
-    return own + codec
+    """C++ sources of libdc_delegate.so: the delegate, the kernel library and the codec's decoder core."""
+    return _native.cpp_library("delegate")[0]
 
 
 def include_dirs() -> list:
-    return [DELEGATE_ROOT / "include", DELEGATE_ROOT / "src", CODEC_ROOT]
+    """Include directories of libdc_delegate.so's sources (cpp_sources.txt)."""
+    return _native.cpp_library("delegate")[1]
 
 
 def build(verbose: bool = False) -> Path:

@@ -28,7 +28,6 @@ from dc_keras import _native
 __all__ = ["OpLibraryError", "decode", "decode_count", "embedding_lookup", "library_path", "load_library",
            "sparse_matmul"]
 
-_OPS_DIR = _native.SOURCE_ROOT / "ops"
 _OP_NAMES = ("DcDecode", "DcSparseMatMul", "DcEmbeddingLookup")
 # Default of the ops' max_decoded_bytes attribute (codec::kDefaultMaxDecodedBytes in ops/codec/dc_codec.h).
 DEFAULT_MAX_DECODED_BYTES = 2**31
@@ -44,21 +43,17 @@ _path: Path | None = None
 
 
 def _build() -> Path:
-    # The codec core only: its C API (for ctypes) would export dc_codec_* symbols from this library too,
-    # which could clash with libdc_codec.so loaded in the same process.
-    core = [p for p in sorted((_OPS_DIR / "codec").glob("*.cc")) if not p.name.endswith("_c_api.cc")]
-    # DcSparseMatMul runs the TFLite delegate's fully-connected loops (tflite_delegate/src), so both front
-    # ends share one tuned implementation.
-    delegate_src = _native.SOURCE_ROOT / "tflite_delegate" / "src"
-    sources = [_OPS_DIR / "tf" / "dc_tf_ops.cc", *core, delegate_src / "kernels" / "fully_connected_math.cc",
-               delegate_src / "thread_pool.cc"]
+    # The op, the kernel library (DcSparseMatMul runs the delegate's FC loops) and the codec core, without the
+    # codec's C API: that would export dc_codec_* symbols from this library too, which could clash with
+    # libdc_codec.so loaded in the same process.
+    sources, include_dirs = _native.cpp_library("tf_ops")
     # The TF version goes into the flags so that the cache key (a hash of sources and flags) changes when
     # TensorFlow is upgraded in place: a library built against another TF's ABI would fail to load.
     flags = [*tf.sysconfig.get_compile_flags(), f'-DDC_KERAS_TF_VERSION="{tf.__version__}"',
              "-Wno-unused-parameter", "-Wno-sign-compare", "-Wno-deprecated-declarations",
              "-Wno-interference-size"]
     return _native.build_shared_library(
-        "dc_tf_ops", sources, include_dirs=[_OPS_DIR / "codec", _OPS_DIR / "tf", delegate_src],
+        "dc_tf_ops", sources, include_dirs=include_dirs,
         extra_compile_flags=flags, extra_link_flags=tf.sysconfig.get_link_flags())
 
 

@@ -50,7 +50,7 @@ def _options(magic: bytes, fields: Sequence[int], head: Sequence[int] = (1, 0, 0
 
 
 def conv_options(out_c: int, kh: int, kw: int, in_c: int, padding: int = 1) -> bytes:
-    """DcConv2D custom options (layout atop tflite_delegate/src/kernels/conv2d.cc), stride and dilation 1."""
+    """DcConv2D custom options (layout in tflite_delegate/src/tflite_kernels/options_layout.h), stride and dilation 1."""
     return _options(b"DCCV", [out_c, kh, kw, in_c, 1, 1, 1, 1], head=(1, 0, padding, 0))
 
 

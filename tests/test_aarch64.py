@@ -1,6 +1,6 @@
 """The delegate's kernel tests (FC, conv, depthwise, gather) cross-built for aarch64 with Debian's
 g++-aarch64-linux-gnu and run under qemu-user: this is where the NEON paths (#if defined(__ARM_NEON) in
-tflite_delegate/src/kernels/neon_math.h) are compiled and checked against the same dense references the host
+ops/kernels/neon_math.h) are compiled and checked against the same dense references the host
 build checks its portable loops against.
 
 .ci/setup installs both packages; the tests skip (saying which package is missing) only when they are absent.

@@ -16,6 +16,8 @@ from test_codec import body_of, clustered, same_bits, tensors
 
 CODEC_DIR = native.CODEC_DIR
 TEST_DIR = CODEC_DIR / "tests"
+# What the codec's C++ tests link (cpp_sources.txt's [codec_tests]).
+CODEC_SOURCES, CODEC_INCLUDES = _native.cpp_library("codec_tests")
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -116,7 +118,7 @@ def test_wrong_output_length_is_an_argument_error(blob):
 def _cached_build(name: str, command_prefix, sources, flags):
     """Builds an executable once per source/flag hash in dc_keras's build cache."""
     digest = hashlib.sha256()
-    for path in [*sources, CODEC_DIR / "dc_codec.h"]:
+    for path in [*sources, *sorted(CODEC_DIR.glob("*.h"))]:
         digest.update(path.read_bytes())
     digest.update(" ".join(flags).encode())
     out_dir = _native.cache_dir() / f"{name}-{digest.hexdigest()[:16]}"
@@ -124,7 +126,7 @@ def _cached_build(name: str, command_prefix, sources, flags):
     if not exe.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f".{name}.partial"
-        result = subprocess.run([*command_prefix, *flags, f"-I{CODEC_DIR}", *map(str, sources), "-o", str(partial)],
+        result = subprocess.run([*command_prefix, *flags, *(f"-I{d}" for d in CODEC_INCLUDES), *map(str, sources), "-o", str(partial)],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr[-4000:]
         partial.replace(exe)
@@ -154,7 +156,7 @@ def _write_vectors(directory):
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 def test_cpp_unit_tests_under_asan_ubsan(tmp_path):
     exe = _cached_build("codec_unittest", ["g++"],
-                        [TEST_DIR / "codec_unittest.cc", CODEC_DIR / "dc_codec.cc"],
+                        [TEST_DIR / "codec_unittest.cc", *CODEC_SOURCES],
                         ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                          "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"])
     count = _write_vectors(tmp_path)
@@ -167,7 +169,7 @@ def test_cpp_unit_tests_under_asan_ubsan(tmp_path):
 @pytest.mark.skipif(shutil.which("clang++") is None, reason="clang++ not installed")
 def test_fuzz_decoders_for_30_seconds(tmp_path):
     exe = _cached_build("fuzz_decode", ["clang++"],
-                        [TEST_DIR / "fuzz_decode.cc", CODEC_DIR / "dc_codec.cc"],
+                        [TEST_DIR / "fuzz_decode.cc", *CODEC_SOURCES],
                         ["-std=c++17", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
                          "-fno-sanitize-recover=undefined"])
     seeds = tmp_path / "seeds"

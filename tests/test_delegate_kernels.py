@@ -7,13 +7,12 @@ import subprocess
 
 import pytest
 
-from dc_keras import delegate
+from dc_keras import _native, delegate
 
 TESTS = delegate.DELEGATE_ROOT / "tests"
-# test source -> delegate sources it needs beside itself (kernels are tested without a TFLite runtime)
-KERNEL_TESTS = {
-    "fully_connected_test.cc": ["src/kernels/fully_connected_math.cc", "src/thread_pool.cc"],
-}
+# Kernel tests link the kernel library without a TFLite runtime (cpp_sources.txt's [kernel_tests]).
+KERNEL_TESTS = ["fully_connected_test.cc"]
+LIBRARY_SOURCES, INCLUDE_DIRS = _native.cpp_library("kernel_tests")
 
 
 # Both compilers where present: their UBSan differ (only clang's reports a non-zero offset applied to a null
@@ -25,10 +24,10 @@ def test_kernel_under_sanitizers(test, compiler_name, tmp_path):
     if compiler is None:
         pytest.skip(f"no {compiler_name}")
     binary = tmp_path / test.replace(".cc", "")
-    sources = [str(TESTS / test)] + [str(delegate.DELEGATE_ROOT / s) for s in KERNEL_TESTS[test]]
+    sources = [str(TESTS / test)] + [str(s) for s in LIBRARY_SOURCES]
     build = subprocess.run(
         [compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", *(f"-I{d}" for d in delegate.include_dirs()),
+         "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", *(f"-I{d}" for d in INCLUDE_DIRS),
          *sources, "-pthread", "-o", str(binary)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-4000:]
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600)

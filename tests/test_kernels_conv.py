@@ -19,15 +19,9 @@ import pytest
 from dc_keras import _native
 
 ROOT = _native.SOURCE_ROOT
-SRC = ROOT / "tflite_delegate" / "src"
 TESTS = ROOT / "tflite_delegate" / "tests"
-CODEC = ROOT / "ops" / "codec"
-INCLUDES = [SRC, TESTS, ROOT / "tflite_delegate" / "include", CODEC]
-
-# Kernel math + what it links against (ValidateSparseMatrix lives in the FC math, the pool in thread_pool.cc).
-LIBRARY_SOURCES = [SRC / "kernels" / "conv2d_math.cc", SRC / "kernels" / "depthwise_conv2d_math.cc",
-                   SRC / "kernels" / "gather_math.cc", SRC / "kernels" / "fully_connected_math.cc",
-                   SRC / "thread_pool.cc", CODEC / "dc_codec.cc"]
+# The kernel library, the codec and a thread pool: cpp_sources.txt's [kernel_tests].
+LIBRARY_SOURCES, INCLUDES = _native.cpp_library("kernel_tests")
 TEST_MAINS = {"conv2d_test": TESTS / "conv2d_test.cc", "depthwise_conv2d_test": TESTS / "depthwise_conv2d_test.cc",
               "gather_test": TESTS / "gather_test.cc"}
 SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]

@@ -1,6 +1,6 @@
 """Pure-numpy reference decoder of the compressed weight format (independent of the C++ core).
 
-It exists to pin the format down a second time: tests check that it and dc_codec.cc agree byte for
+It exists to pin the format down a second time: tests check that it and the C++ codec (ops/codec) agree byte for
 byte, so a misreading of FORMAT.md in either one shows up as a disagreement.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Container layout of the compressed weight format: constants, varints, header parsing and validation.
 
-The byte layout is specified in ops/codec/FORMAT.md; this module and ops/codec/dc_codec.cc implement the
+The byte layout is specified in ops/codec/FORMAT.md; this module and the C++ codec in ops/codec implement the
 same checks so that both readers reject the same blobs with comparable messages.
 """
 from __future__ import annotations

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dc_keras._native import SOURCE_ROOT, build_shared_library
+from dc_keras._native import SOURCE_ROOT, build_shared_library, cpp_library
 from dc_keras.codec.format import CODER_NAMES, BlobInfo, CodecError
 
 CODEC_DIR = SOURCE_ROOT / "ops" / "codec"
-SOURCES = (CODEC_DIR / "dc_codec.cc", CODEC_DIR / "dc_codec_c_api.cc")
+SOURCES, INCLUDE_DIRS = cpp_library("codec_c_api")
 _ERR_LEN = 1024
 _lock = threading.Lock()
 _lib = None
@@ -61,7 +61,7 @@ class SparseMatrix:
 
 def library_path() -> Path:
     """Path of libdc_codec.so, compiling it on first use."""
-    return build_shared_library("dc_codec", SOURCES, include_dirs=[CODEC_DIR])
+    return build_shared_library("dc_codec", SOURCES, include_dirs=INCLUDE_DIRS)
 
 
 def _load():

@@ -1,6 +1,6 @@
 """Rewriters of CONV_2D, DEPTHWISE_CONV_2D and embedding GATHER into the dc custom ops DcConv2D,
 DcDepthwiseConv2D and DcGather, plus their custom options records (mirrored by the delegate's kernels in
-tflite_delegate/src/kernels/{conv2d,depthwise_conv2d,gather}.cc).
+tflite_delegate/src/tflite_kernels/{conv2d,depthwise_conv2d,gather}.cc; offsets in options_layout.h).
 
 Each rewriter has the signature of `rewriters.rewrite_fully_connected` and is listed in `rewriters.REWRITERS`
 together with a function giving the op's constant float weights *in the Keras layer's layout* (so that the

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -93,6 +94,33 @@ struct BlobInfo {
 // sizes). Does not decode the symbol streams, so a blob that passes may still fail to decode.
 Status ParseInfo(const uint8_t* data, size_t size, BlobInfo* info);
 
+namespace internal {
+struct Parsed;
+}  // namespace internal
+
+// A blob whose container (magic, version, lengths, CRC32), header and stream tables passed validation once
+// (OpenBlob). The decoders taking a ParsedBlob start from there, so a caller that checks the header before
+// decoding reads and checksums the blob once. Refers to the caller's bytes: they must outlive it.
+class ParsedBlob {
+ public:
+  bool valid() const { return parsed_ != nullptr; }
+  // The header; a default BlobInfo when not valid().
+  const BlobInfo& info() const;
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+  // The codec's own view of the sections (codec_internal.h). Unchecked: valid() must be true.
+  const internal::Parsed& parsed() const { return *parsed_; }
+
+ private:
+  friend Status OpenBlob(const uint8_t* data, size_t size, ParsedBlob* out);
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  std::shared_ptr<const internal::Parsed> parsed_;
+};
+
+// What ParseInfo checks, kept for decoding: on success `out` refers to [data, data + size).
+Status OpenBlob(const uint8_t* data, size_t size, ParsedBlob* out);
+
 // Peak bytes DecodeDense allocates for a blob with header `info`, counting its float32 output (the
 // caller's) and the decoded symbol streams it keeps meanwhile. Computed from the header alone, so a caller
 // can refuse a blob whose few bytes declare gigabytes before anything is allocated.
@@ -105,6 +133,8 @@ uint64_t SparseDecodeBytes(const BlobInfo& info);
 // Values are copied bit for bit: a denormal centroid decodes exactly whatever the FPU's flush-to-zero /
 // denormals-are-zero modes (TensorFlow sets both on its threads), and only +-0.0 counts as zero.
 Status DecodeDense(const uint8_t* data, size_t size, float* out, size_t out_len);
+// Same for a blob already opened: no second parse or CRC pass.
+Status DecodeDense(const ParsedBlob& blob, float* out, size_t out_len);
 
 // The in-memory form kernels compute on. 2-D view: rows = shape[0], cols = prod(shape[1:]) (C order);
 // a rank-0 tensor is 1x1, a rank-1 tensor of n elements is n x 1.
@@ -150,6 +180,8 @@ struct SparseMatrix {
 
 // Decodes into the sparse in-memory form (re-encoding gaps with 255-step fillers per row).
 Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out);
+// Same for a blob already opened: no second parse or CRC pass.
+Status DecodeSparse(const ParsedBlob& blob, SparseMatrix* out);
 
 // Decodes the two symbol streams exactly as stored: `delta` gets num_entries relative indices
 // (0 = filler of 2^index_bits - 1 columns; empty in dense layout), `code` the codebook indices

@@ -8,7 +8,7 @@
 // Each kernel keeps a small cache of decoded blobs keyed by their content, so a model that runs the same
 // compressed weights every step pays for Huffman decoding once, while a blob that changed in place (a
 // reassigned variable) is decoded afresh. Blob bytes are untrusted: every codec error and every
-// inconsistency found by ValidateSparseMatrix (the delegate's check, shared) becomes InvalidArgument,
+// inconsistency found by ValidateSparseMatrix (the kernel library's check, shared with the delegate) becomes InvalidArgument,
 // never a crash.
 #include <algorithm>
 #include <atomic>
@@ -25,8 +25,10 @@
 #include <vector>
 
 #include "dc_codec.h"
-#include "kernels/fully_connected.h"  // the delegate's FC math (tflite_delegate/src), shared with DcSparseMatMul
-#include "thread_pool.h"
+#include "kernels/fully_connected.h"  // the FC loops the TFLite delegate runs too (ops/kernels)
+#include "kernels/gather.h"
+#include "kernels/row_splitter.h"
+#include "kernels/weights.h"
 #include "tensorflow/core/framework/allocator.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -67,11 +69,7 @@ Status CodecError(const char* op, const char* what, const codec::Status& status)
   return errors::InvalidArgument(op, ": ", what, ": ", std::string(status.message()));
 }
 
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
+using kernels::ShapeString;
 
 // Reads the max_decoded_bytes attribute of an op under construction.
 Status ReadMaxDecodedBytes(OpKernelConstruction* ctx, int64_t* max_bytes) {
@@ -189,32 +187,36 @@ Status BlobInput(OpKernelContext* ctx, int index, const char* op, const uint8_t*
   return Status();
 }
 
-// Decodes a blob into the sparse form and checks its shape against the header (not yet its entries);
-// refuses it when the sparse form would exceed `max_bytes`.
-Status DecodeSparseBlob(const char* op, const uint8_t* data, size_t size, int64_t max_bytes,
-                        codec::SparseMatrix* out) {
-  codec::BlobInfo info;
-  codec::Status st = codec::ParseInfo(data, size, &info);
-  if (!st.ok()) return CodecError(op, "invalid blob header", st);
-  if (info.shape.size() != 2) {
-    return errors::InvalidArgument(op, ": expected a rank-2 weight in the blob, got rank ", info.shape.size());
+// Turns a failed kernels::OpenWeights / LoadWeights into the op's error; `need` names the decoded form.
+Status WeightsError(const std::string& op, const kernels::WeightsResult& r, const codec::BlobInfo& info,
+                    const kernels::WeightsSpec& spec, const char* form) {
+  switch (r.stage) {
+    case kernels::WeightsStage::kOk:
+      return Status();
+    case kernels::WeightsStage::kHeader:
+      return errors::InvalidArgument(op, ": invalid blob header: ", r.message);
+    case kernels::WeightsStage::kShape:
+      return errors::InvalidArgument(op, ": expected a rank-", spec.rank, " weight in the blob, got rank ",
+                                     info.shape.size());
+    case kernels::WeightsStage::kBudget:
+      return CheckDecodeBudget(op, info, r.needed_bytes, form, static_cast<int64_t>(spec.max_bytes));
+    case kernels::WeightsStage::kDecode:
+      return errors::InvalidArgument(op, ": cannot decode blob: ", r.message);
+    case kernels::WeightsStage::kInvalid:
+      return errors::InvalidArgument(op, ": corrupt blob: ", r.message);
   }
-  TF_RETURN_IF_ERROR(CheckDecodeBudget(op, info, codec::SparseDecodeBytes(info), "sparse form", max_bytes));
-  st = codec::DecodeSparse(data, size, out);
-  if (!st.ok()) return CodecError(op, "cannot decode blob", st);
-  if (out->rows != static_cast<int64_t>(info.shape[0]) || out->cols != static_cast<int64_t>(info.shape[1])) {
-    return errors::InvalidArgument(op, ": decoded sparse matrix is ", out->rows, "x", out->cols,
-                                   " but the blob header says ", info.shape[0], "x", info.shape[1]);
-  }
-  return Status();
+  return errors::Internal(op, ": unknown weights stage");
 }
 
-// Decodes a blob into the sparse form and proves it safe for the compute loops.
+// Decodes a rank-2 blob into the sparse form, parsing it once, and proves it safe for the compute loops;
+// refuses it when the sparse form would exceed `max_bytes`.
 Status BuildSparse(const char* op, const uint8_t* data, size_t size, int64_t max_bytes, codec::SparseMatrix* out) {
-  TF_RETURN_IF_ERROR(DecodeSparseBlob(op, data, size, max_bytes, out));
-  const delegate::Status valid = delegate::ValidateSparseMatrix(*out);
-  if (!valid.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", valid.message());
-  return Status();
+  kernels::WeightsSpec spec;
+  spec.rank = 2;
+  spec.max_bytes = static_cast<uint64_t>(max_bytes);
+  codec::BlobInfo info;
+  const kernels::WeightsResult r = kernels::LoadWeights(data, size, spec, out, nullptr, &info);
+  return WeightsError(op, r, info, spec, "sparse form");
 }
 
 // The sparse form of input `index`'s blob, decoded once per distinct blob and kept in `cache`.
@@ -229,26 +231,26 @@ Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, int64_
   return cache->Get(data, size, build, out);
 }
 
-// The delegate's in-memory form of input `index`'s blob (chunked, pairs or the delta/code walk), built once
+// The kernel library's in-memory form of input `index`'s blob (chunked, pairs or the delta/code walk), built once
 // per distinct blob and kept in `cache`: DcSparseMatMul runs the same loops as the TFLite delegate.
 Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op, int64_t max_bytes,
-                          BlobCache<delegate::FullyConnectedWeights>* cache,
-                          std::shared_ptr<const delegate::FullyConnectedWeights>* out) {
+                          BlobCache<kernels::FullyConnectedWeights>* cache,
+                          std::shared_ptr<const kernels::FullyConnectedWeights>* out) {
   const uint8_t* data;
   size_t size;
   TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
-  auto build = [op, max_bytes](const uint8_t* d, size_t n, delegate::FullyConnectedWeights* weights) -> Status {
+  auto build = [op, max_bytes](const uint8_t* d, size_t n, kernels::FullyConnectedWeights* weights) -> Status {
     codec::SparseMatrix matrix;
-    TF_RETURN_IF_ERROR(DecodeSparseBlob(op, d, n, max_bytes, &matrix));
-    const delegate::Status st = weights->Init(std::move(matrix));  // validates it (ValidateSparseMatrix)
+    TF_RETURN_IF_ERROR(BuildSparse(op, d, n, max_bytes, &matrix));
+    const kernels::Status st = weights->Init(std::move(matrix));
     if (!st.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", st.message());
     return Status();
   };
   return cache->Get(data, size, build, out);
 }
 
-// Splits the delegate kernels' rows over TensorFlow's intra-op threads.
-class ShardSplitter : public delegate::RowSplitter {
+// Splits the kernel library's rows over TensorFlow's intra-op threads.
+class ShardSplitter : public kernels::RowSplitter {
  public:
   ShardSplitter(const tensorflow::DeviceBase::CpuWorkerThreads* threads, int64_t cost_per_row)
       : threads_(threads), cost_per_row_(cost_per_row) {}
@@ -300,11 +302,15 @@ class DcDecodeOp : public OpKernel {
     OP_REQUIRES_OK(ctx, BlobInput(ctx, 0, "DcDecode", &data, &size));
     std::shared_ptr<const Tensor> dense;
     auto build = [this](const uint8_t* d, size_t n, Tensor* out) -> Status {
-      codec::BlobInfo info;
-      codec::Status st = codec::ParseInfo(d, n, &info);
-      if (!st.ok()) return CodecError("DcDecode", "invalid blob header", st);
-      TF_RETURN_IF_ERROR(CheckDecodeBudget("DcDecode '" + name() + "'", info, codec::DenseDecodeBytes(info),
-                                           "float32", max_decoded_bytes_));
+      kernels::WeightsSpec spec;
+      spec.dense = true;
+      spec.max_bytes = static_cast<uint64_t>(max_decoded_bytes_);
+      codec::ParsedBlob blob;
+      const kernels::WeightsResult opened = kernels::OpenWeights(d, n, spec, &blob);
+      const codec::BlobInfo& info = blob.info();
+      if (opened.stage == kernels::WeightsStage::kBudget)
+        return WeightsError("DcDecode '" + name() + "'", opened, info, spec, "float32");
+      TF_RETURN_IF_ERROR(WeightsError("DcDecode", opened, info, spec, "float32"));
       std::vector<int64_t> dims(info.shape.begin(), info.shape.end());
       const int64_t count = static_cast<int64_t>(info.num_elements);  // <= 2^32 - 1 (the codec checks)
       TensorShape shape;
@@ -315,7 +321,7 @@ class DcDecodeOp : public OpKernel {
       if (count > 0 && !out->IsInitialized()) {
         return errors::ResourceExhausted("DcDecode: cannot allocate ", count, " floats for the decoded weights");
       }
-      st = codec::DecodeDense(d, n, out->flat<float>().data(), static_cast<size_t>(count));
+      const codec::Status st = codec::DecodeDense(blob, out->flat<float>().data(), static_cast<size_t>(count));
       if (!st.ok()) return CodecError("DcDecode", "cannot decode blob", st);
       return Status();
     };
@@ -348,9 +354,9 @@ class DcSparseMatMulOp : public OpKernel {
     OP_REQUIRES(ctx, x.dims() == 2,
                 errors::InvalidArgument("DcSparseMatMul: x must be rank 2 [batch, in], got shape ",
                                         x.shape().DebugString()));
-    std::shared_ptr<const delegate::FullyConnectedWeights> cached;
+    std::shared_ptr<const kernels::FullyConnectedWeights> cached;
     OP_REQUIRES_OK(ctx, CachedWeightsInput(ctx, 1, "DcSparseMatMul", max_decoded_bytes_, &cache_, &cached));
-    const delegate::FullyConnectedWeights& w = *cached;
+    const kernels::FullyConnectedWeights& w = *cached;
 
     const int64_t batch = x.dim_size(0), in = x.dim_size(1);
     OP_REQUIRES(ctx, in == w.cols(),
@@ -367,13 +373,13 @@ class DcSparseMatMulOp : public OpKernel {
     // Shard's cost unit is roughly one cycle: a nonzero costs a few loads per input row of the block.
     const int64_t nnz_per_row = static_cast<int64_t>(w.nonzeros()) / std::max<int64_t>(w.rows(), 1);
     ShardSplitter split(ctx->device()->tensorflow_cpu_worker_threads(),
-                        (2 * nnz_per_row + 8) * std::min<int64_t>(batch, delegate::kSparseBatchBlock));
-    w.Run(/*bias=*/nullptr, x.flat<float>().data(), batch, y->flat<float>().data(), delegate::Activation::kNone,
+                        (2 * nnz_per_row + 8) * std::min<int64_t>(batch, kernels::kSparseBatchBlock));
+    w.Run(/*bias=*/nullptr, x.flat<float>().data(), batch, y->flat<float>().data(), kernels::Activation::kNone,
           scratch.flat<float>().data(), &split);
   }
 
   int64_t max_decoded_bytes_ = 0;
-  BlobCache<delegate::FullyConnectedWeights> cache_;
+  BlobCache<kernels::FullyConnectedWeights> cache_;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -399,27 +405,18 @@ class DcEmbeddingLookupOp : public OpKernel {
 
     const auto flat_ids = ids.flat<Index>();
     const int64_t n = flat_ids.size();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t id = static_cast<int64_t>(flat_ids(i));
-      OP_REQUIRES(ctx, id >= 0 && id < m.rows,
-                  errors::InvalidArgument("DcEmbeddingLookup: id ", id, " at flat position ", i,
-                                          " is out of range [0, ", m.rows, ") for a table of ", m.rows,
-                                          " rows"));
-    }
+    const kernels::Status valid = kernels::CheckGatherIndices(flat_ids.data(), n, m.rows);
+    OP_REQUIRES(ctx, valid.ok(), errors::InvalidArgument("DcEmbeddingLookup: ", valid.message()));
     TensorShape out_shape = ids.shape();
     OP_REQUIRES_OK(ctx, out_shape.AddDimWithStatus(m.cols));
     Tensor* out = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &out));
     if (n == 0 || m.cols == 0) return;
     float* od = out->flat<float>().data();
-    const int64_t dim = m.cols;
     const auto* threads = ctx->device()->tensorflow_cpu_worker_threads();
-    tensorflow::Shard(threads->num_threads, threads->workers, n, 4 * dim + 32,
-                      [&](int64_t begin, int64_t end) {
-                        for (int64_t i = begin; i < end; ++i) {
-                          m.ExpandRow(static_cast<int64_t>(flat_ids(i)), od + i * dim);
-                        }
-                      });
+    tensorflow::Shard(threads->num_threads, threads->workers, n, 4 * m.cols + 32, [&](int64_t begin, int64_t end) {
+      kernels::GatherRows(m, flat_ids.data(), begin, end, od + begin * m.cols);
+    });
   }
 
   int64_t max_decoded_bytes_ = 0;

@@ -17,7 +17,7 @@
 #include "dc_delegate/dc_delegate.h"
 #include "kernel_registry.h"
 #include "kernels/conv2d.h"
-#include "kernels/conv2d_util.h"  // BytesString, ShapeString
+#include "kernels/base.h"  // BytesString, ShapeString
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
@@ -190,10 +190,7 @@ class SubsetKernel {
     const std::unordered_set<int> external(outputs_.begin(), outputs_.end());
     size_t scratch = 0;
     for (OpInstance& op : ops_) {
-      // Name the op by its weights tensor (the exporter calls it "<keras layer>/dc_blob").
-      const int weights = op.node.inputs.size() > 1 ? op.node.inputs[1] : op.node.outputs[0];
-      const std::string where = std::string(op.entry->custom_name) + " (node " + std::to_string(op.node_index) +
-                                ", weights '" + TensorName(*context, weights) + "')";
+      const std::string where = Where(*context, op);
       if (!op.initialized) {
         Status st = op.kernel->Init(*context, op.node, state_->options.kernel);
         if (!st.ok()) {
@@ -212,10 +209,10 @@ class SubsetKernel {
       const size_t op_scratch = op.kernel->ScratchFloats(InputDims(*context, op.node.inputs[0]));
       if (op_scratch > state_->options.max_scratch_bytes / sizeof(float)) {
         Report(context, "dc delegate: " + where + ": needs " +
-                            kernel_util::BytesString(uint64_t{op_scratch} * sizeof(float)) +
-                            " of scratch memory for input " + kernel_util::ShapeString(InputDims(*context, op.node.inputs[0])) +
+                            kernels::BytesString(uint64_t{op_scratch} * sizeof(float)) +
+                            " of scratch memory for input " + kernels::ShapeString(InputDims(*context, op.node.inputs[0])) +
                             ", over the delegate's max_scratch_bytes " +
-                            kernel_util::BytesString(state_->options.max_scratch_bytes) +
+                            kernels::BytesString(state_->options.max_scratch_bytes) +
                             " (raise that option to allow it)");
         return kTfLiteError;
       }
@@ -260,12 +257,23 @@ class SubsetKernel {
         Report(context, std::string("dc delegate: ") + op.entry->custom_name + ": tensors are not allocated");
         return kTfLiteError;
       }
-      op.kernel->Run(input, op.in_dims, output, scratch_.data(), state_->pool.get());
+      Status st = op.kernel->Run(input, op.in_dims, output, scratch_.data(), state_->pool.get());
+      if (!st.ok()) {
+        Report(context, "dc delegate: " + Where(*context, op) + ": " + st.message());
+        return kTfLiteError;
+      }
     }
     return kTfLiteOk;
   }
 
  private:
+  // Names the op in messages by its weights tensor (the exporter calls it "<keras layer>/dc_blob").
+  static std::string Where(const TfLiteContext& context, const OpInstance& op) {
+    const int weights = op.node.inputs.size() > 1 ? op.node.inputs[1] : op.node.outputs[0];
+    return std::string(op.entry->custom_name) + " (node " + std::to_string(op.node_index) + ", weights '" +
+           TensorName(context, weights) + "')";
+  }
+
   std::vector<int> InputDims(const TfLiteContext& context, int index) const {
     auto it = internal_.find(index);
     return it != internal_.end() ? it->second.dims : TensorDims(context.tensors[index]);
@@ -488,9 +496,9 @@ int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate) {
 
 const char* dc_delegate_simd_path(void) {
   // The conv loops' check (AVX2+FMA) is a subset of the FC loops' (AVX2+FMA+BMI1/2), so the FC answer refines it.
-  const char* conv = dc::delegate::simd::PathName();
+  const char* conv = dc::kernels::simd::PathName();
   if (std::strcmp(conv, "avx2") != 0) return conv;
-  return dc::delegate::FullyConnectedUsesAvx2() ? "avx2+fma+bmi2" : "avx2+fma";
+  return dc::kernels::FullyConnectedUsesAvx2() ? "avx2+fma+bmi2" : "avx2+fma";
 }
 
 }  // extern "C"

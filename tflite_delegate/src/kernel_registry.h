@@ -46,8 +46,10 @@ class OpKernel {
   virtual int OutputType() const = 0;
   // Floats of scratch memory Run needs for this input shape.
   virtual size_t ScratchFloats(const std::vector<int>& input_dims) const = 0;
-  virtual void Run(const void* input, const std::vector<int>& input_dims, void* output, float* scratch,
-                   ThreadPool* pool) const = 0;
+  // Computes output 0. Fails only on what depends on the input's values (a gather index out of range);
+  // everything else was checked at Prepare.
+  virtual Status Run(const void* input, const std::vector<int>& input_dims, void* output, float* scratch,
+                     ThreadPool* pool) const = 0;
   // Bytes of decoded weights the kernel keeps in memory (the P+Q form, or floats in dense mode).
   virtual size_t ResidentBytes() const = 0;
 };

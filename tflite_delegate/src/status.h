@@ -1,24 +1,13 @@
-// Error values of the dc delegate: a message that reaches the user through TFLite's error reporter.
+// Error values of the dc delegate: a message that reaches the user through TFLite's error reporter. The
+// codec's and the kernel library's type, so their errors pass through unchanged.
 #ifndef DC_DELEGATE_STATUS_H_
 #define DC_DELEGATE_STATUS_H_
 
-#include <string>
-#include <utility>
+#include "dc_codec.h"
 
 namespace dc::delegate {
 
-class Status {
- public:
-  Status() = default;  // OK
-  static Status Error(std::string message) { return Status(std::move(message)); }
-  bool ok() const { return !failed_; }
-  const std::string& message() const { return message_; }
-
- private:
-  explicit Status(std::string message) : failed_(true), message_(std::move(message)) {}
-  bool failed_ = false;
-  std::string message_;
-};
+using Status = codec::Status;
 
 }  // namespace dc::delegate
 

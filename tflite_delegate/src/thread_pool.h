@@ -14,19 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/row_splitter.h"
+
 namespace dc::delegate {
 
-// Splits rows [0, rows) into contiguous ranges and runs fn on each, possibly in parallel; returns when all
-// are done. The kernels' math takes this rather than a ThreadPool so that other front ends (the TensorFlow
-// custom op, which shards over TensorFlow's own intra-op threads) can run the same loops.
-class RowSplitter {
- public:
-  virtual void ForRanges(int64_t rows, int64_t min_rows_per_thread,
-                         const std::function<void(int64_t, int64_t)>& fn) = 0;
-
- protected:
-  ~RowSplitter() = default;
-};
+using kernels::RowSplitter;
 
 class ThreadPool final : public RowSplitter {
  public:

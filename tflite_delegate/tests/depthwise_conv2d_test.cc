@@ -12,7 +12,8 @@
 #include "kernels/neon_math.h"
 #include "thread_pool.h"
 
-using namespace dc::delegate;
+using namespace dc::kernels;
+using dc::delegate::ThreadPool;
 using dc_test::AllClose;
 
 namespace {

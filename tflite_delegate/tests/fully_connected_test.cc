@@ -16,7 +16,8 @@
 #include "thread_pool.h"
 
 using dc::codec::SparseMatrix;
-using namespace dc::delegate;
+using namespace dc::kernels;
+using dc::delegate::ThreadPool;
 
 namespace {
 

@@ -37,6 +37,11 @@ DC_DELEGATE_EXPORT int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate)
 // A static string; no delegate needed.
 DC_DELEGATE_EXPORT const char* dc_delegate_simd_path(void);
 
+// Writes into out (NUL terminated) the Python struct format ("<4sBBBBii") of the custom options record the
+// delegate reads for `custom_name`, derived from the offsets its kernels use; returns its length, 0 for an op
+// without options, -1 when out_len is too small. tests/test_options_layout.py checks it against the exporter.
+DC_DELEGATE_EXPORT int dc_delegate_options_format(const char* custom_name, char* out, int out_len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,12 +1,12 @@
 // Whether x86-64 builds may run their AVX2 clones: one switch for every kernel file that compiles its loops
 // twice (portable and AVX2, chosen at run time). Each file still checks the CPU features its clones need.
-#ifndef DC_DELEGATE_KERNELS_CPU_DISPATCH_H_
-#define DC_DELEGATE_KERNELS_CPU_DISPATCH_H_
+#ifndef DC_KERNELS_CPU_DISPATCH_H_
+#define DC_KERNELS_CPU_DISPATCH_H_
 
 #include <atomic>
 #include <cstdlib>
 
-namespace dc::delegate::simd {
+namespace dc::kernels::simd {
 
 // Test hook: when true, x86-64 builds skip their AVX2 clones and run the portable loops (so that a host
 // test exercises exactly the code an ARM build without NEON would run). No effect elsewhere.
@@ -22,6 +22,6 @@ inline bool AvxClonesAllowed() {
   return !disabled_by_env && !PortableOnly().load(std::memory_order_relaxed);
 }
 
-}  // namespace dc::delegate::simd
+}  // namespace dc::kernels::simd
 
-#endif  // DC_DELEGATE_KERNELS_CPU_DISPATCH_H_
+#endif  // DC_KERNELS_CPU_DISPATCH_H_

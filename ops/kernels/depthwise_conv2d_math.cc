@@ -4,18 +4,15 @@
 
 #include "kernels/depthwise_conv2d.h"
 #include "kernels/neon_math.h"
-#include "thread_pool.h"
+#include "kernels/row_splitter.h"
 
-namespace dc::delegate {
+namespace dc::kernels {
 namespace {
 
 using codec::SparseMatrix;
 
 // An output row (n, oy) is enough work for a task of its own.
-template <typename Fn>
-void ForRowRanges(int64_t rows, ThreadPool* pool, const Fn& fn) {
-  ParallelForRanges(rows, pool, /*min_rows_per_thread=*/1, fn);
-}
+constexpr int64_t kMinRowsPerThread = 1;
 
 // Element offset of tap t = ky * kw + kx from the window's top-left input pixel; small buffer on the stack
 // because typical kernels have at most 7x7 taps.
@@ -48,12 +45,12 @@ inline bool Interior(const ConvGeometry& g, int iy0, int ix0) {
 }  // namespace
 
 void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* bias, const ConvGeometry& g,
-                           const float* x, float* y, Activation act, ThreadPool* pool) {
+                           const float* x, float* y, Activation act, RowSplitter* pool) {
   const int64_t out_c = w.rows;
   const float* cb = w.codebook.data();
   const TapOffsets offsets(g);
   const int64_t* tap_off = offsets.data();
-  ForRowRanges(int64_t{g.batch} * g.out_h, pool, [&](int64_t first, int64_t last) {
+  SplitRows(pool, int64_t{g.batch} * g.out_h, kMinRowsPerThread, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
       const int64_t n = row / g.out_h;
       const int oy = static_cast<int>(row % g.out_h);
@@ -89,9 +86,9 @@ void SparseDepthwiseConv2D(const SparseMatrix& w, int multiplier, const float* b
 }
 
 void DenseDepthwiseConv2D(const float* w, int multiplier, const float* bias, const ConvGeometry& g, const float* x,
-                          float* y, Activation act, ThreadPool* pool) {
+                          float* y, Activation act, RowSplitter* pool) {
   const int64_t out_c = int64_t{g.in_c} * multiplier;
-  ForRowRanges(int64_t{g.batch} * g.out_h, pool, [&](int64_t first, int64_t last) {
+  SplitRows(pool, int64_t{g.batch} * g.out_h, kMinRowsPerThread, [&](int64_t first, int64_t last) {
     for (int64_t row = first; row < last; ++row) {
       const int64_t n = row / g.out_h;
       const int oy = static_cast<int>(row % g.out_h);
@@ -140,4 +137,4 @@ void ReferenceDepthwiseConv2D(const float* w, int multiplier, const float* bias,
         }
 }
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels

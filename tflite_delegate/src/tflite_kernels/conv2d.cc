@@ -1,4 +1,4 @@
-// DcConv2D: TFLite's CONV_2D with its float filter replaced by a dc_codec blob (kernels/conv2d.h has the math).
+// DcConv2D: TFLite's CONV_2D with its float filter replaced by a dc_codec blob (ops/kernels/conv2d.h has the math).
 //
 // Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8; filter [out_c, kh, kw, in_c]),
 // 2 bias (constant float32 [out_c], optional). Custom options (40 bytes, little endian, written by
@@ -11,30 +11,27 @@
 
 #include "kernel_registry.h"
 #include "kernels/conv2d.h"
-#include "kernels/conv2d_util.h"
+#include "tflite_kernels/conv_kernel.h"
 
 namespace dc::delegate {
 namespace {
 
 constexpr char kMagic[4] = {'D', 'C', 'C', 'V'};
-constexpr size_t kOptionsSize = 40;
+constexpr size_t kOptionsSize = options::conv::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 
-class Conv2DKernel : public OpKernel {
+class Conv2DKernel : public ConvKernelBase {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     kernel_util::ConvOptions opt;
     Status st =
         kernel_util::ParseConvOptions(node.options, "DcConv2D", kMagic, kOptionsSize, kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    activation_ = opt.activation;
-    padding_ = opt.padding;
-    out_c_ = opt.out_c;
-    proto_ = opt.proto;
+    SetOptions(opt);
     proto_.in_c = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || proto_.in_c <= 0)
       return Status::Error("options give a non-positive filter shape");
-    st = kernel_util::CheckStridesAndDilations(proto_);
+    st = kernels::CheckStridesAndDilations(proto_);
     if (!st.ok()) return st;
     dense_mode_ = config.dense;
     st = kernel_util::DecodeWeights(context, node.inputs[1], {out_c_, proto_.kernel_h, proto_.kernel_w, proto_.in_c},
@@ -43,49 +40,17 @@ class Conv2DKernel : public OpKernel {
     return kernel_util::ReadBias(context, node, 2, out_c_, &bias_);
   }
 
-  Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
-    ConvGeometry g;
-    Status st = Geometry(in, &g);
-    if (!st.ok()) return st;
-    *out = {g.batch, g.out_h, g.out_w, out_c_};
-    return Status();
-  }
-
-  int OutputType() const override { return kTfLiteFloat32; }
-
   size_t ScratchFloats(const std::vector<int>& in) const override {
     ConvGeometry g;
-    return Geometry(in, &g).ok() ? Conv2DScratchFloats(g) : 0;
-  }
-
-  void Run(const void* input, const std::vector<int>& in, void* output, float* scratch,
-           ThreadPool* pool) const override {
-    ConvGeometry g;
-    if (!Geometry(in, &g).ok()) return;  // unreachable: Prepare checked this shape through OutputShape
-    const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const auto* x = static_cast<const float*>(input);
-    auto* y = static_cast<float*>(output);
-    if (dense_mode_) DenseConv2D(dense_.data(), out_c_, bias, g, x, y, activation_, scratch, pool);
-    else SparseConv2D(sparse_, bias, g, x, y, activation_, scratch, pool);
-  }
-
-  size_t ResidentBytes() const override {
-    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
+    return Geometry(in, &g).ok() ? kernels::Conv2DScratchFloats(g) : 0;
   }
 
  private:
-  Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
+  void Compute(const ConvGeometry& g, const float* bias, const float* x, float* y, float* scratch,
+               ThreadPool* pool) const override {
+    if (dense_mode_) kernels::DenseConv2D(dense_.data(), out_c_, bias, g, x, y, activation_, scratch, pool);
+    else kernels::SparseConv2D(sparse_, bias, g, x, y, activation_, scratch, pool);
   }
-
-  Activation activation_ = Activation::kNone;
-  Padding padding_ = Padding::kValid;
-  int out_c_ = 0;
-  ConvGeometry proto_;  // filter, strides, dilations, in_c; the rest per input shape
-  bool dense_mode_ = false;
-  codec::SparseMatrix sparse_;
-  std::vector<float> dense_;
-  std::vector<float> bias_;
 };
 
 bool Supports(const TfLiteContext& context, const TfLiteNode& node) {

@@ -11,37 +11,34 @@
 #include <string>
 
 #include "kernel_registry.h"
-#include "kernels/conv2d_util.h"
 #include "kernels/depthwise_conv2d.h"
+#include "tflite_kernels/conv_kernel.h"
 
 namespace dc::delegate {
 namespace {
 
 constexpr char kMagic[4] = {'D', 'C', 'D', 'W'};
-constexpr size_t kOptionsSize = 40;
+constexpr size_t kOptionsSize = options::conv::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 constexpr uint8_t kLayoutTransposed = 1;
 
-class DepthwiseConv2DKernel : public OpKernel {
+class DepthwiseConv2DKernel : public ConvKernelBase {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     kernel_util::ConvOptions opt;
     Status st = kernel_util::ParseConvOptions(node.options, "DcDepthwiseConv2D", kMagic, kOptionsSize,
                                               kOptionsVersion, &opt);
     if (!st.ok()) return st;
-    if (node.options[7] != kLayoutTransposed)
-      return Status::Error("blob layout " + std::to_string(node.options[7]) +
+    if (node.options[options::conv::kByte7] != kLayoutTransposed)
+      return Status::Error("blob layout " + std::to_string(node.options[options::conv::kByte7]) +
                            " is not supported (this delegate reads layout 1: [out_c, kh * kw])");
-    activation_ = opt.activation;
-    padding_ = opt.padding;
-    out_c_ = opt.out_c;
-    proto_ = opt.proto;
+    SetOptions(opt);
     multiplier_ = opt.channel_field;
     if (out_c_ <= 0 || proto_.kernel_h <= 0 || proto_.kernel_w <= 0 || multiplier_ <= 0 || out_c_ % multiplier_)
       return Status::Error("options give an invalid filter shape (out_c " + std::to_string(out_c_) + ", kernel " +
                            std::to_string(proto_.kernel_h) + "x" + std::to_string(proto_.kernel_w) +
                            ", multiplier " + std::to_string(multiplier_) + ")");
-    st = kernel_util::CheckStridesAndDilations(proto_);
+    st = kernels::CheckStridesAndDilations(proto_);
     if (!st.ok()) return st;
     if (int64_t{proto_.kernel_h} * proto_.kernel_w > (int64_t{1} << 20))
       return Status::Error("kernel too large");
@@ -60,45 +57,16 @@ class DepthwiseConv2DKernel : public OpKernel {
     return kernel_util::ReadBias(context, node, 2, out_c_, &bias_);
   }
 
-  Status OutputShape(const std::vector<int>& in, std::vector<int>* out) const override {
-    ConvGeometry g;
-    Status st = Geometry(in, &g);
-    if (!st.ok()) return st;
-    *out = {g.batch, g.out_h, g.out_w, out_c_};
-    return Status();
-  }
-
-  int OutputType() const override { return kTfLiteFloat32; }
-
   size_t ScratchFloats(const std::vector<int>&) const override { return 0; }
 
-  void Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool* pool) const override {
-    ConvGeometry g;
-    if (!Geometry(in, &g).ok()) return;  // unreachable: Prepare checked this shape through OutputShape
-    const float* bias = bias_.empty() ? nullptr : bias_.data();
-    const auto* x = static_cast<const float*>(input);
-    auto* y = static_cast<float*>(output);
-    if (dense_mode_) DenseDepthwiseConv2D(dense_.data(), multiplier_, bias, g, x, y, activation_, pool);
-    else SparseDepthwiseConv2D(sparse_, multiplier_, bias, g, x, y, activation_, pool);
-  }
-
-  size_t ResidentBytes() const override {
-    return dense_mode_ ? dense_.capacity() * sizeof(float) : sparse_.ResidentBytes();
-  }
-
  private:
-  Status Geometry(const std::vector<int>& in, ConvGeometry* g) const {
-    return kernel_util::ConvInputGeometry(in, proto_, padding_, g);
+  void Compute(const ConvGeometry& g, const float* bias, const float* x, float* y, float*,
+               ThreadPool* pool) const override {
+    if (dense_mode_) kernels::DenseDepthwiseConv2D(dense_.data(), multiplier_, bias, g, x, y, activation_, pool);
+    else kernels::SparseDepthwiseConv2D(sparse_, multiplier_, bias, g, x, y, activation_, pool);
   }
 
-  Activation activation_ = Activation::kNone;
-  Padding padding_ = Padding::kValid;
-  int out_c_ = 0, multiplier_ = 1;
-  ConvGeometry proto_;
-  bool dense_mode_ = false;
-  codec::SparseMatrix sparse_;
-  std::vector<float> dense_;  // tap-major [kh * kw, out_c]
-  std::vector<float> bias_;
+  int multiplier_ = 1;  // dense_ is tap-major [kh * kw, out_c] here
 };
 
 bool Supports(const TfLiteContext& context, const TfLiteNode& node) {

@@ -7,8 +7,8 @@
 // array in memory there at -O2 (the Android NDK default), which costs a load and a store per FMA.
 // On x86-64 the portable loops are also compiled a second time with AVX2+FMA enabled and chosen at run time
 // (see conv2d_math.cc), as the FC kernel does, so one x86-64 build runs everywhere.
-#ifndef DC_DELEGATE_KERNELS_NEON_MATH_H_
-#define DC_DELEGATE_KERNELS_NEON_MATH_H_
+#ifndef DC_KERNELS_NEON_MATH_H_
+#define DC_KERNELS_NEON_MATH_H_
 
 #include <algorithm>
 #include <cmath>
@@ -17,7 +17,7 @@
 #include <cstring>
 
 #include "kernels/cpu_dispatch.h"    // PortableOnly, AvxClonesAllowed
-#include "kernels/fully_connected.h"  // Activation, Activate
+#include "kernels/base.h"  // Activation, Activate
 
 #if defined(__ARM_NEON)
 #include <arm_neon.h>
@@ -26,7 +26,7 @@
 #define DC_KERNELS_NEON 0
 #endif
 
-namespace dc::delegate::simd {
+namespace dc::kernels::simd {
 
 // Output pixels per im2col panel; one accumulator covers one panel of one output channel.
 constexpr int kLanes = 16;
@@ -149,6 +149,6 @@ inline void ActivateInPlace(float* y, size_t n, Activation act) {
 // Which inner loops this build runs now: "neon", "avx2" or "portable".
 const char* PathName();
 
-}  // namespace dc::delegate::simd
+}  // namespace dc::kernels::simd
 
-#endif  // DC_DELEGATE_KERNELS_NEON_MATH_H_
+#endif  // DC_KERNELS_NEON_MATH_H_

@@ -8,7 +8,7 @@
 
 #include "kernels/conv2d.h"
 #include "kernels/neon_math.h"
-#include "thread_pool.h"
+#include "kernels/row_splitter.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !DC_KERNELS_NEON
 #define DC_CONV_X86_DISPATCH 1
@@ -16,7 +16,7 @@
 #define DC_CONV_X86_DISPATCH 0
 #endif
 
-namespace dc::delegate {
+namespace dc::kernels {
 namespace {
 
 using codec::SparseMatrix;
@@ -139,7 +139,7 @@ __attribute__((target("avx2,fma"))) void DensePanelAvx2(const float* w, int out_
 // patches im2col'ed into xt (the panel's own region of `scratch`); with several threads, the panels of a
 // tile are spread over the pool.
 template <typename PanelFn>
-void ForEachPanel(const ConvGeometry& g, const float* x, float* scratch, ThreadPool* pool, const PanelFn& panel_fn) {
+void ForEachPanel(const ConvGeometry& g, const float* x, float* scratch, RowSplitter* pool, const PanelFn& panel_fn) {
   const int64_t pixels = g.OutPixels();
   const int64_t panels = (pixels + kLanes - 1) / kLanes;
   auto panel = [&](int64_t index, float* xt) {
@@ -149,15 +149,17 @@ void ForEachPanel(const ConvGeometry& g, const float* x, float* scratch, ThreadP
     panel_fn(static_cast<const float*>(xt), p0, nb);
   };
   const int64_t region = g.PatchSize() * kLanes;
-  const int threads = pool ? pool->num_threads() : 1;
-  if (threads <= 1 || panels < 2) {
+  if (pool == nullptr || panels < 2) {
     for (int64_t i = 0; i < panels; ++i) panel(i, scratch);
     return;
   }
   const int64_t tile = std::min(panels, kTilePanels);
   for (int64_t t0 = 0; t0 < panels; t0 += tile) {
-    const int tasks = static_cast<int>(std::min(tile, panels - t0));
-    pool->ParallelFor(tasks, [&](int task) { panel(t0 + task, scratch + task * region); });
+    const int64_t tasks = std::min(tile, panels - t0);
+    // Each panel of the tile owns region `task` of scratch, whichever thread runs it.
+    pool->ForRanges(tasks, /*min_rows_per_thread=*/1, [&](int64_t first, int64_t last) {
+      for (int64_t task = first; task < last; ++task) panel(t0 + task, scratch + task * region);
+    });
   }
 }
 
@@ -200,13 +202,30 @@ Status ComputeConvGeometry(Padding padding, ConvGeometry* g) {
   return Status();
 }
 
+Status CheckStridesAndDilations(const ConvGeometry& g) {
+  if (g.stride_h <= 0 || g.stride_w <= 0 || g.dilation_h <= 0 || g.dilation_w <= 0)
+    return Status::Error("options give a non-positive stride or dilation");
+  return Status();
+}
+
+Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding, ConvGeometry* g) {
+  if (in.size() != 4 || in[3] != proto.in_c)
+    return Status::Error("input has shape " + ShapeString(in) + ", the layer expects [N, H, W, " +
+                         std::to_string(proto.in_c) + "]");
+  *g = proto;
+  g->batch = in[0];
+  g->in_h = in[1];
+  g->in_w = in[2];
+  return ComputeConvGeometry(padding, g);
+}
+
 size_t Conv2DScratchFloats(const ConvGeometry& g) {
   const int64_t panels = (g.OutPixels() + kLanes - 1) / kLanes;
   return static_cast<size_t>(g.PatchSize() * kLanes * std::max<int64_t>(1, std::min(panels, kTilePanels)));
 }
 
 void SparseConv2D(const SparseMatrix& w, const float* bias, const ConvGeometry& g, const float* x, float* y,
-                  Activation act, float* scratch, ThreadPool* pool) {
+                  Activation act, float* scratch, RowSplitter* pool) {
 #if DC_CONV_X86_DISPATCH
   const bool avx2 = UseAvx2();
 #endif
@@ -220,7 +239,7 @@ void SparseConv2D(const SparseMatrix& w, const float* bias, const ConvGeometry& 
 }
 
 void DenseConv2D(const float* w, int out_c, const float* bias, const ConvGeometry& g, const float* x, float* y,
-                 Activation act, float* scratch, ThreadPool* pool) {
+                 Activation act, float* scratch, RowSplitter* pool) {
   const int64_t cols = g.PatchSize();
 #if DC_CONV_X86_DISPATCH
   const bool avx2 = UseAvx2();
@@ -255,4 +274,4 @@ void ReferenceConv2D(const float* w, int out_c, const float* bias, const ConvGeo
         }
 }
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels

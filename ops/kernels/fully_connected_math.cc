@@ -8,7 +8,7 @@
 
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fully_connected.h"
-#include "thread_pool.h"
+#include "kernels/row_splitter.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DC_HAVE_X86_DISPATCH 1
@@ -17,17 +17,13 @@
 #define DC_HAVE_X86_DISPATCH 0
 #endif
 
-namespace dc::delegate {
+namespace dc::kernels {
 namespace {
 
 using codec::SparseMatrix;
 
 // Rows are cheap: split only when every thread gets at least two.
-template <typename Fn>
-void ForRowRanges(int64_t rows, RowSplitter* pool, const Fn& fn) {
-  if (pool == nullptr) return fn(int64_t{0}, rows);
-  pool->ForRanges(rows, /*min_rows_per_thread=*/2, fn);
-}
+constexpr int64_t kMinRowsPerThread = 2;
 
 #if DC_HAVE_X86_DISPATCH
 // The x86-64 clones may use AVX2, FMA and BMI1/2 (every AVX2 CPU, Intel since Haswell and AMD since
@@ -40,12 +36,6 @@ bool UseAvx2Clones() {
   return has && simd::AvxClonesAllowed();
 }
 #endif
-
-int BitWidth(uint64_t v) {
-  int bits = 0;
-  for (; v != 0; v >>= 1) ++bits;
-  return bits;
-}
 
 // ---- one row at batch 1: RowDot(form, r, x) ------------------------------------------------------------
 
@@ -332,14 +322,15 @@ void FormFullyConnected(const Weights& w, bool zero_slot, const float* bias, con
       scratch[cols] = 0.f;
       xz = scratch;
     }
-    ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) { RowsBatch1(w, bias, xz, y, act, r0, r1); });
+    SplitRows(pool, rows, kMinRowsPerThread,
+              [&](int64_t r0, int64_t r1) { RowsBatch1(w, bias, xz, y, act, r0, r1); });
     return;
   }
   for (int64_t b0 = 0; b0 < batch; b0 += kSparseBatchBlock) {
     const int64_t nb = std::min<int64_t>(kSparseBatchBlock, batch - b0);
     TransposeBlock(x, cols, b0, nb, zero_slot, scratch);
     float* yb = y + b0 * rows;
-    ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
+    SplitRows(pool, rows, kMinRowsPerThread, [&](int64_t r0, int64_t r1) {
       RowsBatched(w, bias, scratch, nb, yb, rows, act, r0, r1);
     });
   }
@@ -376,32 +367,6 @@ DC_AVX2_TARGET void DenseRowsAvx2(const float* w, int64_t cols, const float* bia
 }
 #endif
 
-// True when `slots` chunk entries (nonzeros plus padding) stay within kMaxChunkPadding of `nonzeros`.
-bool ChunkPaddingPays(uint64_t slots, uint64_t nonzeros) {
-  return nonzeros > 0 && static_cast<double>(slots) <= kMaxChunkPadding * static_cast<double>(nonzeros);
-}
-
-// count[k] = row r's entries with codebook index k (count has one slot per centroid).
-void CountCodes(const SparseMatrix& w, int64_t r, std::vector<uint32_t>* count) {
-  std::fill(count->begin(), count->end(), 0u);
-  w.ForEachEntry(r, [&](int64_t, uint8_t code) { ++(*count)[code]; });
-}
-
-// Entries of one centroid's group once padded to whole chunks.
-uint32_t PaddedToChunks(uint32_t entries) { return (entries + kChunkSize - 1) / kChunkSize * kChunkSize; }
-
-// Entries the chunked form of `w` would hold, padding included: one counting pass, so that Init can decide
-// without building (and then dropping) the whole form for layers that take pairs.
-uint64_t ChunkedSlots(const SparseMatrix& w) {
-  std::vector<uint32_t> count(w.codebook.size());
-  uint64_t slots = 0;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    CountCodes(w, r, &count);
-    for (uint32_t n : count) slots += PaddedToChunks(n);
-  }
-  return slots;
-}
-
 }  // namespace
 
 bool FullyConnectedUsesAvx2() {
@@ -410,50 +375,6 @@ bool FullyConnectedUsesAvx2() {
 #else
   return false;
 #endif
-}
-
-size_t ChunkedMatrix::ResidentBytes() const {
-  return row_ptr.capacity() * sizeof(uint32_t) + col.capacity() * sizeof(uint16_t) + code.capacity() +
-         codebook.capacity() * sizeof(float);
-}
-
-bool ChunkedMatrix::Pays() const { return ChunkPaddingPays(col.size(), nonzeros); }
-
-Status BuildChunkedMatrix(const SparseMatrix& w, ChunkedMatrix* out) {
-  if (w.cols <= 0 || w.cols >= 0xFFFF)
-    return Status::Error("sparse weights have " + std::to_string(w.cols) + " columns; the chunked form needs < 65535");
-  const size_t ncodes = w.codebook.size();
-  ChunkedMatrix m;
-  m.rows = w.rows;
-  m.cols = w.cols;
-  m.codebook = w.codebook;
-  m.row_ptr.reserve(static_cast<size_t>(w.rows) + 1);
-  m.row_ptr.push_back(0);
-  const size_t approx_chunks = w.delta.size() / kChunkSize + static_cast<size_t>(w.rows) * ncodes / 2;
-  m.col.reserve(approx_chunks * kChunkSize);
-  m.code.reserve(approx_chunks);
-  std::vector<uint32_t> count(ncodes), fill(ncodes);
-  std::vector<uint16_t> grouped;
-  for (int64_t r = 0; r < w.rows; ++r) {
-    CountCodes(w, r, &count);
-    uint32_t total = 0;
-    for (size_t k = 0; k < ncodes; ++k) {
-      m.nonzeros += count[k];
-      fill[k] = total;
-      total += PaddedToChunks(count[k]);
-    }
-    grouped.assign(total, static_cast<uint16_t>(w.cols));  // padding reads the zero slot
-    w.ForEachEntry(r, [&](int64_t col, uint8_t code) { grouped[fill[code]++] = static_cast<uint16_t>(col); });
-    m.col.insert(m.col.end(), grouped.begin(), grouped.end());
-    for (size_t k = 0; k < ncodes; ++k)
-      m.code.insert(m.code.end(), PaddedToChunks(count[k]) / kChunkSize, static_cast<uint8_t>(k));
-    if (m.code.size() > UINT32_MAX) return Status::Error("sparse weights are too large for the chunked form");
-    m.row_ptr.push_back(static_cast<uint32_t>(m.code.size()));
-  }
-  m.col.shrink_to_fit();
-  m.code.shrink_to_fit();
-  *out = std::move(m);
-  return Status();
 }
 
 size_t ChunkedScratchFloats(int64_t cols, int64_t batch) {
@@ -465,97 +386,11 @@ void ChunkedFullyConnected(const ChunkedMatrix& w, const float* bias, const floa
   FormFullyConnected(w, /*zero_slot=*/true, bias, x, batch, y, act, scratch, pool);
 }
 
-size_t PairMatrix::ResidentBytes() const {
-  return row_ptr.capacity() * sizeof(uint32_t) + pair.capacity() * sizeof(uint32_t) +
-         pair_weights.capacity() * sizeof(float);
-}
-
-bool PairFormFits(const SparseMatrix& w) {
-  const size_t k = w.codebook.size();
-  if (k == 0 || k > kMaxPairCodebook || w.cols <= 0) return false;
-  const int col_bits = BitWidth(static_cast<uint64_t>(w.cols));  // indices 0..cols, cols being the zero slot
-  const int code_bits = std::max(1, BitWidth(k - 1));
-  return 2 * col_bits + 2 * code_bits <= 32;
-}
-
-Status BuildPairMatrix(const SparseMatrix& w, PairMatrix* out) {
-  if (!PairFormFits(w))
-    return Status::Error("sparse weights with " + std::to_string(w.cols) + " columns and " +
-                         std::to_string(w.codebook.size()) + " centroids do not fit 32-bit pair words");
-  PairMatrix m;
-  m.rows = w.rows;
-  m.cols = w.cols;
-  m.col_bits = BitWidth(static_cast<uint64_t>(w.cols));
-  m.code_bits = std::max(1, BitWidth(w.codebook.size() - 1));
-  const size_t codes = size_t{1} << m.code_bits;
-  m.pair_weights.assign(2 * codes * codes, 0.f);
-  for (size_t a = 0; a < w.codebook.size(); ++a)
-    for (size_t b = 0; b < w.codebook.size(); ++b) {
-      m.pair_weights[2 * (a * codes + b)] = w.codebook[a];
-      m.pair_weights[2 * (a * codes + b) + 1] = w.codebook[b];
-    }
-  m.row_ptr.reserve(static_cast<size_t>(w.rows) + 1);
-  m.row_ptr.push_back(0);
-  m.pair.reserve(w.delta.size() / 2 + static_cast<size_t>(w.rows));
-  auto word = [&](uint32_t col_a, uint32_t code_a, uint32_t col_b, uint32_t code_b) {
-    return (code_a << m.code_bits | code_b) | col_a << m.col_a_shift() | col_b << m.col_b_shift();
-  };
-  for (int64_t r = 0; r < w.rows; ++r) {
-    bool half = false;  // an entry waits for its partner
-    uint32_t col_a = 0, code_a = 0;
-    w.ForEachEntry(r, [&](int64_t col, uint8_t code) {
-      ++m.nonzeros;
-      if (!half) {
-        col_a = static_cast<uint32_t>(col);
-        code_a = code;
-      } else {
-        m.pair.push_back(word(col_a, code_a, static_cast<uint32_t>(col), code));
-      }
-      half = !half;
-    });
-    // The partner of an odd row's last entry reads the zero slot; it reuses that entry's centroid so that a
-    // non-finite centroid the row does not use cannot leak in as 0 * inf.
-    if (half) m.pair.push_back(word(col_a, code_a, static_cast<uint32_t>(w.cols), code_a));
-    if (m.pair.size() > UINT32_MAX) return Status::Error("sparse weights are too large for the pair form");
-    m.row_ptr.push_back(static_cast<uint32_t>(m.pair.size()));
-  }
-  m.pair.shrink_to_fit();
-  *out = std::move(m);
-  return Status();
-}
-
 size_t PairScratchFloats(int64_t cols, int64_t batch) { return ChunkedScratchFloats(cols, batch); }
 
 void PairFullyConnected(const PairMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
                         Activation act, float* scratch, RowSplitter* pool) {
   FormFullyConnected(w, /*zero_slot=*/true, bias, x, batch, y, act, scratch, pool);
-}
-
-bool IsSupportedActivation(int code) { return code >= 0 && code <= static_cast<int>(Activation::kTanh); }
-
-Status ValidateSparseMatrix(const SparseMatrix& w) {
-  if (w.rows < 0 || w.cols <= 0) return Status::Error("sparse weights have an empty or negative shape");
-  if (w.row_ptr.size() != static_cast<size_t>(w.rows) + 1 || w.row_ptr[0] != 0)
-    return Status::Error("sparse weights: row_ptr has the wrong length or does not start at 0");
-  if (w.delta.size() != w.code.size() || w.row_ptr.back() != w.delta.size())
-    return Status::Error("sparse weights: delta/code lengths disagree with row_ptr");
-  // An all-zero (fully pruned) layer has no entries and may have no centroids.
-  if (w.codebook.size() > 256 || (w.codebook.empty() && !w.delta.empty()))
-    return Status::Error("sparse weights: codebook must have 1..256 entries, has " +
-                         std::to_string(w.codebook.size()));
-  for (int64_t r = 0; r < w.rows; ++r) {
-    if (w.row_ptr[r + 1] < w.row_ptr[r]) return Status::Error("sparse weights: row_ptr decreases");
-    int64_t col = -1;
-    for (uint32_t e = w.row_ptr[r]; e < w.row_ptr[r + 1]; ++e) {
-      col += w.delta[e] == 0 ? codec::kSparseFillerStep : w.delta[e];
-      if (col >= w.cols)
-        return Status::Error("sparse weights: row " + std::to_string(r) + " steps past column " +
-                             std::to_string(w.cols - 1));
-      if (w.code[e] >= w.codebook.size())
-        return Status::Error("sparse weights: codebook index out of range in row " + std::to_string(r));
-    }
-  }
-  return Status();
 }
 
 void SparseFullyConnected(const SparseMatrix& w, const float* bias, const float* x, int64_t batch, float* y,
@@ -565,7 +400,7 @@ void SparseFullyConnected(const SparseMatrix& w, const float* bias, const float*
 
 void DenseFullyConnected(const float* w, int64_t rows, int64_t cols, const float* bias, const float* x,
                          int64_t batch, float* y, Activation act, RowSplitter* pool) {
-  ForRowRanges(rows, pool, [&](int64_t r0, int64_t r1) {
+  SplitRows(pool, rows, kMinRowsPerThread, [&](int64_t r0, int64_t r1) {
 #if DC_HAVE_X86_DISPATCH
     if (UseAvx2Clones()) return DenseRowsAvx2(w, cols, bias, x, batch, rows, y, act, r0, r1);
 #endif
@@ -578,40 +413,6 @@ void SparseFullyConnectedReference(const SparseMatrix& w, const float* bias, con
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t r = 0; r < w.rows; ++r)
       y[b * w.rows + r] = Activate(RowDot(w, r, x + b * w.cols) + (bias ? bias[r] : 0.f), act);
-}
-
-Status FullyConnectedWeights::Init(codec::SparseMatrix w) {
-  Status valid = ValidateSparseMatrix(w);
-  if (!valid.ok()) return valid;
-  *this = FullyConnectedWeights();
-  rows_ = w.rows;
-  cols_ = w.cols;
-  for (uint8_t d : w.delta) nonzeros_ += d != 0;
-  // The chunked form stores uint16 columns plus a zero slot.
-  if (w.cols < 0xFFFF && ChunkPaddingPays(ChunkedSlots(w), nonzeros_)) {
-    Status built = BuildChunkedMatrix(w, &chunked_);
-    if (!built.ok()) return built;
-    form_ = Form::kChunked;
-    return Status();
-  }
-  if (PairFormFits(w)) {
-    Status built = BuildPairMatrix(w, &pairs_);
-    if (!built.ok()) return built;
-    form_ = Form::kPair;
-    return Status();
-  }
-  walk_ = std::move(w);
-  form_ = Form::kWalk;
-  return Status();
-}
-
-const char* FullyConnectedWeights::form_name() const {
-  switch (form_) {
-    case Form::kChunked: return "chunked";
-    case Form::kPair: return "pair";
-    case Form::kWalk: break;
-  }
-  return "walk";
 }
 
 size_t FullyConnectedWeights::ScratchFloats(int64_t batch) const {
@@ -633,13 +434,4 @@ void FullyConnectedWeights::Run(const float* bias, const float* x, int64_t batch
   SparseFullyConnected(walk_, bias, x, batch, y, act, scratch, pool);
 }
 
-size_t FullyConnectedWeights::ResidentBytes() const {
-  switch (form_) {
-    case Form::kChunked: return chunked_.ResidentBytes();
-    case Form::kPair: return pairs_.ResidentBytes();
-    case Form::kWalk: break;
-  }
-  return walk_.ResidentBytes();
-}
-
-}  // namespace dc::delegate
+}  // namespace dc::kernels

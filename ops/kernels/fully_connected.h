@@ -2,8 +2,8 @@
 //
 // The math is exposed here (not only through the kernel registry) so that the kernel's own test can
 // check it against a dense reference without a TFLite runtime.
-#ifndef DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
-#define DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
+#ifndef DC_KERNELS_FULLY_CONNECTED_H_
+#define DC_KERNELS_FULLY_CONNECTED_H_
 
 #include <algorithm>
 #include <cmath>
@@ -11,35 +11,12 @@
 #include <vector>
 
 #include "dc_codec.h"
-#include "status.h"
+#include "kernels/base.h"
+#include "kernels/weights.h"
 
-namespace dc::delegate {
+namespace dc::kernels {
 
 class RowSplitter;
-
-// TFLite's ActivationFunctionType values that the kernel fuses.
-enum class Activation : uint8_t { kNone = 0, kRelu = 1, kReluN1To1 = 2, kRelu6 = 3, kTanh = 4 };
-
-// True for activation codes (TFLite ActivationFunctionType) the kernel supports.
-bool IsSupportedActivation(int code);
-
-// act(v) for one output value. Inline in this header because every kernel's inner loop (FC, conv,
-// depthwise, including their AVX2 clones) calls it per element and must be able to inline it.
-inline float Activate(float v, Activation act) {
-  switch (act) {
-    case Activation::kNone: return v;
-    case Activation::kRelu: return v < 0.f ? 0.f : v;
-    case Activation::kReluN1To1: return std::min(1.f, std::max(-1.f, v));
-    case Activation::kRelu6: return std::min(6.f, std::max(0.f, v));
-    case Activation::kTanh: return std::tanh(v);
-  }
-  return v;
-}
-
-// Checks the invariants the fast loops rely on (row_ptr monotone and consistent, every column — fillers
-// included — inside [0, cols), every code inside the codebook, codebook of 1..256 entries or none for a
-// matrix without entries), so that a matrix that passes can never make a kernel read out of bounds.
-Status ValidateSparseMatrix(const codec::SparseMatrix& w);
 
 // y[b, r] = act(bias[r] + sum_c W[r, c] x[b, c]) for b < batch. x: batch x w.cols, y: batch x w.rows,
 // bias may be null. `scratch` must hold w.cols * min(batch, 8) floats (batch > 1 transposes x into it);
@@ -171,6 +148,6 @@ class FullyConnectedWeights {
 // simd::AvxClonesAllowed); false on other targets and on x86-64 CPUs without them.
 bool FullyConnectedUsesAvx2();
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels
 
-#endif  // DC_DELEGATE_KERNELS_FULLY_CONNECTED_H_
+#endif  // DC_KERNELS_FULLY_CONNECTED_H_

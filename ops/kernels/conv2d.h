@@ -9,19 +9,20 @@
 //
 // The math is exposed here so that tflite_delegate/tests/conv2d_test.cc can check it against a naive dense
 // convolution without a TFLite runtime; also used by the depthwise kernel (geometry, padding).
-#ifndef DC_DELEGATE_KERNELS_CONV2D_H_
-#define DC_DELEGATE_KERNELS_CONV2D_H_
+#ifndef DC_KERNELS_CONV2D_H_
+#define DC_KERNELS_CONV2D_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "dc_codec.h"
-#include "kernels/fully_connected.h"  // Activation, IsSupportedActivation, ValidateSparseMatrix
-#include "status.h"
+#include "kernels/weights.h"  // ValidateSparseMatrix
+#include "kernels/base.h"
 
-namespace dc::delegate {
+namespace dc::kernels {
 
-class ThreadPool;
+class RowSplitter;
 
 // TFLite's Padding enum values.
 enum class Padding : uint8_t { kSame = 0, kValid = 1 };
@@ -43,6 +44,13 @@ struct ConvGeometry {
 // (k - 1) * dilation + 1). Errors on non-positive sizes or an empty output.
 Status ComputeConvGeometry(Padding padding, ConvGeometry* g);
 
+// Rejects the non-positive strides or dilations an options record may carry.
+Status CheckStridesAndDilations(const ConvGeometry& g);
+
+// Completes `proto` (filter, strides, dilations, in_c) into `g` for the NHWC input shape `in`: checks that
+// `in` is [N, H, W, proto.in_c], then computes the output size and padding (ComputeConvGeometry).
+Status ConvInputGeometry(const std::vector<int>& in, const ConvGeometry& proto, Padding padding, ConvGeometry* g);
+
 // Floats of scratch SparseConv2D / DenseConv2D need for `g` (im2col panels).
 size_t Conv2DScratchFloats(const ConvGeometry& g);
 
@@ -50,11 +58,11 @@ size_t Conv2DScratchFloats(const ConvGeometry& g);
 // have passed ValidateSparseMatrix. bias may be null, pool may be null; scratch holds
 // Conv2DScratchFloats(g) floats.
 void SparseConv2D(const codec::SparseMatrix& w, const float* bias, const ConvGeometry& g, const float* x, float* y,
-                  Activation act, float* scratch, ThreadPool* pool);
+                  Activation act, float* scratch, RowSplitter* pool);
 
 // Same with W as dense float32 [out_c, kh * kw * in_c] (the delegate's mode=dense).
 void DenseConv2D(const float* w, int out_c, const float* bias, const ConvGeometry& g, const float* x, float* y,
-                 Activation act, float* scratch, ThreadPool* pool);
+                 Activation act, float* scratch, RowSplitter* pool);
 
 // Naive direct convolution with dense weights in TFLite's [out_c, kh, kw, in_c] layout, double accumulation:
 // the reference the kernel test compares both paths against.
@@ -65,6 +73,6 @@ namespace simd {
 const char* PathName();
 }  // namespace simd
 
-}  // namespace dc::delegate
+}  // namespace dc::kernels
 
-#endif  // DC_DELEGATE_KERNELS_CONV2D_H_
+#endif  // DC_KERNELS_CONV2D_H_

@@ -1,5 +1,5 @@
 // DcGather: TFLite's GATHER (axis 0, batch_dims 0) of a constant embedding table replaced by a dc_codec blob
-// (math in kernels/gather.h).
+// (math in ops/kernels/gather.h).
 //
 // Inputs (reordered by the exporter so that the runtime input comes first, as the kernel contract wants):
 // 0 indices (int32 or int64, any shape), 1 blob (constant uint8; table [vocab, dim]). Output: float32
@@ -8,7 +8,7 @@
 #include <string>
 
 #include "kernel_registry.h"
-#include "kernels/conv2d_util.h"
+#include "tflite_kernels/tflite_util.h"
 #include "kernels/gather.h"
 
 namespace dc::delegate {
@@ -17,7 +17,7 @@ namespace {
 using kernel_util::ReadInt32;
 
 constexpr char kMagic[4] = {'D', 'C', 'G', 'A'};
-constexpr size_t kOptionsSize = 16;
+constexpr size_t kOptionsSize = options::gather::kSize;
 constexpr uint8_t kOptionsVersion = 1;
 
 class GatherKernel : public OpKernel {
@@ -26,9 +26,10 @@ class GatherKernel : public OpKernel {
     const std::vector<uint8_t>& o = node.options;
     Status st = kernel_util::CheckOptionsHeader(o, "DcGather", kMagic, kOptionsSize, kOptionsVersion);
     if (!st.ok()) return st;
-    if (o[5] != 0 || o[6] != 0 || o[7] != 0) return Status::Error("reserved option bytes must be 0");
-    vocab_ = ReadInt32(&o[8]);
-    dim_ = ReadInt32(&o[12]);
+    for (size_t i = options::gather::kReserved; i < options::gather::kReservedEnd; ++i)
+      if (o[i] != 0) return Status::Error("reserved option bytes must be 0");
+    vocab_ = ReadInt32(&o[options::gather::kVocab]);
+    dim_ = ReadInt32(&o[options::gather::kDim]);
     if (vocab_ <= 0 || dim_ <= 0) return Status::Error("options give a non-positive table shape");
     index_type_ = context.tensors[node.inputs[0]].type;
     if (index_type_ != kTfLiteInt32 && index_type_ != kTfLiteInt64)
@@ -65,18 +66,10 @@ class GatherKernel : public OpKernel {
 
   size_t ScratchFloats(const std::vector<int>&) const override { return 0; }
 
-  void Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool*) const override {
-    const int64_t count = NumElements(in);
-    auto* y = static_cast<float*>(output);
-    if (index_type_ == kTfLiteInt32) {
-      const auto* idx = static_cast<const int32_t*>(input);
-      if (dense_mode_) DenseGather(dense_.data(), vocab_, dim_, idx, count, y);
-      else SparseGather(sparse_, idx, count, y);
-    } else {
-      const auto* idx = static_cast<const int64_t*>(input);
-      if (dense_mode_) DenseGather(dense_.data(), vocab_, dim_, idx, count, y);
-      else SparseGather(sparse_, idx, count, y);
-    }
+  // An index outside [0, vocab) fails the invoke, negative ones included, as stock TFLite's GATHER does.
+  Status Run(const void* input, const std::vector<int>& in, void* output, float*, ThreadPool*) const override {
+    if (index_type_ == kTfLiteInt32) return Gather(static_cast<const int32_t*>(input), NumElements(in), output);
+    return Gather(static_cast<const int64_t*>(input), NumElements(in), output);
   }
 
   size_t ResidentBytes() const override {
@@ -84,6 +77,13 @@ class GatherKernel : public OpKernel {
   }
 
  private:
+  template <typename Index>
+  Status Gather(const Index* indices, int64_t count, void* output) const {
+    auto* y = static_cast<float*>(output);
+    return dense_mode_ ? kernels::DenseGather(dense_.data(), vocab_, dim_, indices, count, y)
+                       : kernels::SparseGather(sparse_, indices, count, y);
+  }
+
   int vocab_ = 0, dim_ = 0;
   uint64_t max_decoded_bytes_ = codec::kDefaultMaxDecodedBytes;
   int index_type_ = kTfLiteInt32;
