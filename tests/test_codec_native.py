@@ -115,19 +115,21 @@ def test_wrong_output_length_is_an_argument_error(blob):
 
 # ---------------------------------------------------------------------------------- sanitizer builds
 
-def _cached_build(name: str, command_prefix, sources, flags):
-    """Builds an executable once per source/flag hash in dc_keras's build cache."""
+def cached_build(name: str, command_prefix, sources, flags, include_dirs=CODEC_INCLUDES):
+    """Builds an executable once per hash of its sources, the headers under its include directories and its
+    flags, in dc_keras's build cache. Used for the codec tests here and the fuzz targets (test_fuzz.py)."""
+    headers = sorted({h for d in include_dirs for h in d.rglob("*.h")})
     digest = hashlib.sha256()
-    for path in [*sources, *sorted(CODEC_DIR.glob("*.h"))]:
+    for path in [*sources, *headers]:
         digest.update(path.read_bytes())
-    digest.update(" ".join(flags).encode())
+    digest.update(" ".join([*command_prefix, *flags]).encode())
     out_dir = _native.cache_dir() / f"{name}-{digest.hexdigest()[:16]}"
     exe = out_dir / name
     if not exe.is_file():
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f".{name}.partial"
-        result = subprocess.run([*command_prefix, *flags, *(f"-I{d}" for d in CODEC_INCLUDES), *map(str, sources), "-o", str(partial)],
-                                capture_output=True, text=True)
+        result = subprocess.run([*command_prefix, *flags, *(f"-I{d}" for d in include_dirs), *map(str, sources),
+                                 "-o", str(partial)], capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-4000:]
         partial.replace(exe)
     return exe
@@ -155,7 +157,7 @@ def _write_vectors(directory):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
 def test_cpp_unit_tests_under_asan_ubsan(tmp_path):
-    exe = _cached_build("codec_unittest", ["g++"],
+    exe = cached_build("codec_unittest", ["g++"],
                         [TEST_DIR / "codec_unittest.cc", *CODEC_SOURCES],
                         ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror",
                          "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"])
@@ -168,17 +170,14 @@ def test_cpp_unit_tests_under_asan_ubsan(tmp_path):
 
 @pytest.mark.skipif(shutil.which("clang++") is None, reason="clang++ not installed")
 def test_fuzz_decoders_for_30_seconds(tmp_path):
-    exe = _cached_build("fuzz_decode", ["clang++"],
-                        [TEST_DIR / "fuzz_decode.cc", *CODEC_SOURCES],
-                        ["-std=c++17", "-O1", "-g", "-fsanitize=fuzzer,address,undefined",
-                         "-fno-sanitize-recover=undefined"])
+    from test_fuzz import build_fuzzer, write_regression_corpus
+
+    exe = build_fuzzer("fuzz_decode")
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     _write_vectors(seeds)
     for path in seeds.glob("*.f32"):
         path.unlink()
-    from test_fuzz import write_regression_corpus
-
     write_regression_corpus("fuzz_decode", seeds)
     corpus = tmp_path / "corpus"
     corpus.mkdir()

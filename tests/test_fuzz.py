@@ -10,7 +10,6 @@ seed corpora to DIR/decode and DIR/fully_connected and prints the two executable
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dc_keras import _native, codec, delegate
+from dc_keras import _native, codec
 
 ROOT = Path(__file__).resolve().parents[1]
 CODEC_DIR = ROOT / "ops" / "codec"
@@ -29,11 +28,10 @@ DELEGATE_DIR = ROOT / "tflite_delegate"
 FUZZ_FLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
               "-pthread"]
 
+# target -> (its main, the cpp_sources.txt library it links)
 TARGETS = {
-    "fuzz_decode": [CODEC_DIR / "tests" / "fuzz_decode.cc", CODEC_DIR / "dc_codec.cc"],
-    "fuzz_fully_connected": [DELEGATE_DIR / "tests" / "fuzz_fully_connected.cc",
-                             DELEGATE_DIR / "src" / "kernels" / "fully_connected_math.cc",
-                             DELEGATE_DIR / "src" / "thread_pool.cc", CODEC_DIR / "dc_codec.cc"],
+    "fuzz_decode": (CODEC_DIR / "tests" / "fuzz_decode.cc", "codec_tests"),
+    "fuzz_fully_connected": (DELEGATE_DIR / "tests" / "fuzz_fully_connected.cc", "kernel_tests"),
 }
 
 # Regression corpora: one base64 line per input ('#' lines are comments).
@@ -66,23 +64,12 @@ def _libfuzzer_missing() -> str | None:
 
 def build_fuzzer(name: str) -> Path:
     """Builds fuzz target `name` with libFuzzer, ASan and UBSan, cached by the hash of its sources and headers."""
-    sources = TARGETS[name]
-    headers = sorted([*CODEC_DIR.glob("*.h"), *(DELEGATE_DIR / "src").rglob("*.h")])
-    digest = hashlib.sha256()
-    for path in [*sources, *headers]:
-        digest.update(path.read_bytes())
-    digest.update(" ".join(FUZZ_FLAGS).encode())
-    out_dir = _native.cache_dir() / f"{name}-{digest.hexdigest()[:16]}"
-    exe = out_dir / name
-    if not exe.is_file():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f".{name}.partial"
-        includes = [f"-I{d}" for d in delegate.include_dirs()]
-        result = subprocess.run(["clang++", *FUZZ_FLAGS, *includes, *map(str, sources), "-o", str(partial)],
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-4000:]
-        partial.replace(exe)
-    return exe
+    from test_codec_native import cached_build
+
+    main, library = TARGETS[name]
+    sources, include_dirs = _native.cpp_library(library)
+    return cached_build(name, ["clang++"], [main, *sources], FUZZ_FLAGS,
+                        include_dirs=[*include_dirs, CODEC_DIR / "tests", DELEGATE_DIR / "tests"])
 
 
 def _weights(rng, shape, density, k):

@@ -28,17 +28,6 @@ Case MakeCase(int rows, int cols, double density, int codebook_size, bool long_g
   return dc_test::RandomShared(rows, cols, density, codebook_size, long_gaps, rng, /*empty_every=*/7);
 }
 
-double Act(double v, Activation act) {
-  switch (act) {
-    case Activation::kNone: return v;
-    case Activation::kRelu: return v < 0 ? 0 : v;
-    case Activation::kReluN1To1: return std::fmin(1.0, std::fmax(-1.0, v));
-    case Activation::kRelu6: return std::fmin(6.0, std::fmax(0.0, v));
-    case Activation::kTanh: return std::tanh(v);
-  }
-  return v;
-}
-
 void CheckClose(const std::vector<float>& got, const Case& c, const std::vector<float>& x,
                 const std::vector<float>& bias, int batch, Activation act, const char* what) {
   const int rows = static_cast<int>(c.sparse.rows), cols = static_cast<int>(c.sparse.cols);
@@ -50,7 +39,7 @@ void CheckClose(const std::vector<float>& got, const Case& c, const std::vector<
         sum += p;
         scale += std::fabs(p);
       }
-      const double want = Act(sum, act), have = got[static_cast<size_t>(b) * rows + r];
+      const double want = dc_test::ActivateReference(sum, act), have = got[static_cast<size_t>(b) * rows + r];
       if (std::fabs(want - have) > 1e-5 * (scale + 1e-6)) {
         CHECK(false, "%s: batch %d row %d act %d: got %.8g want %.8g", what, b, r, static_cast<int>(act), have, want);
         return;

@@ -21,13 +21,16 @@
 #include <vector>
 
 #include "dc_codec.h"
+#include "fuzz_blob_util.h"
+#include "kernel_test_util.h"
 #include "kernels/cpu_dispatch.h"
 #include "kernels/fully_connected.h"
 #include "thread_pool.h"
 
 using dc::codec::BlobInfo;
 using dc::codec::SparseMatrix;
-using namespace dc::delegate;
+using namespace dc::kernels;
+using dc::delegate::ThreadPool;
 
 namespace {
 
@@ -46,17 +49,6 @@ void Check(bool condition, const char* what) {
     std::fprintf(stderr, "fuzz_fully_connected: %s\n", what);
     std::abort();
   }
-}
-
-double ActivateReference(double v, Activation act) {
-  switch (act) {
-    case Activation::kNone: return v;
-    case Activation::kRelu: return v < 0 ? 0 : v;
-    case Activation::kReluN1To1: return std::fmin(1.0, std::fmax(-1.0, v));
-    case Activation::kRelu6: return std::fmin(6.0, std::fmax(0.0, v));
-    case Activation::kTanh: return std::tanh(v);
-  }
-  return v;
 }
 
 ThreadPool* Pool(int threads) {
@@ -94,7 +86,7 @@ void CheckOutputs(const std::vector<float>& dense, int64_t rows, int64_t cols, c
         sum += p;
         scale += std::fabs(p);
       }
-      const double want = ActivateReference(sum, act);
+      const double want = dc_test::ActivateReference(sum, act);
       const double have = y[static_cast<size_t>(b * rows + r)];
       const double bound = gamma * scale + 4 * u * std::fabs(want) + 1e-30;
       if (!(std::fabs(want - have) <= bound)) Fail(form, batch, r, want, have, bound);
@@ -127,7 +119,7 @@ void RunLayer(const uint8_t options, const uint8_t seed, const uint8_t* blob, si
 
   FullyConnectedWeights weights;
   if (!dense_mode) {
-    const dc::delegate::Status built = weights.Init(std::move(sparse));
+    const dc::kernels::Status built = weights.Init(std::move(sparse));
     if (!built.ok()) {
       std::fprintf(stderr, "fuzz_fully_connected: decoded matrix rejected: %s\n", built.message().c_str());
       std::abort();
@@ -157,23 +149,13 @@ void RunLayer(const uint8_t options, const uint8_t seed, const uint8_t* blob, si
   simd::PortableOnly().store(false);
 }
 
-// Offset of the CRC field when the blob's prefix (magic, version, body-length varint) is complete.
-bool CrcOffset(const uint8_t* data, size_t size, size_t* offset) {
-  if (size < 4 || data[0] != 'D' || data[1] != 'C') return false;
-  size_t pos = 3;
-  while (pos < size && pos < 13 && (data[pos] & 0x80)) ++pos;
-  if (pos >= size || pos >= 13) return false;
-  *offset = pos + 1;
-  return *offset + 4 <= size;
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 2) return 0;
   std::vector<uint8_t> blob(data + 2, data + size);
   size_t offset;
-  if (CrcOffset(blob.data(), blob.size(), &offset)) {
+  if (dc_fuzz::CrcOffset(blob.data(), blob.size(), &offset)) {
     const uint32_t crc = dc::codec::Crc32(blob.data() + offset + 4, blob.size() - offset - 4);
     for (int i = 0; i < 4; ++i) blob[offset + i] = static_cast<uint8_t>(crc >> (8 * i));
   }

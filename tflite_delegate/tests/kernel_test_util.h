@@ -11,8 +11,22 @@
 #include <vector>
 
 #include "dc_codec.h"
+#include "kernels/base.h"
 
 namespace dc_test {
+
+// The fused activation in double precision: the reference the kernels' float results are checked against.
+inline double ActivateReference(double v, dc::kernels::Activation act) {
+  using dc::kernels::Activation;
+  switch (act) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < 0 ? 0 : v;
+    case Activation::kReluN1To1: return std::fmin(1.0, std::fmax(-1.0, v));
+    case Activation::kRelu6: return std::fmin(6.0, std::fmax(0.0, v));
+    case Activation::kTanh: return std::tanh(v);
+  }
+  return v;
+}
 
 inline int& Failures() {
   static int failures = 0;

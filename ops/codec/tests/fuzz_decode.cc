@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "dc_codec.h"
+#include "fuzz_blob_util.h"
 
 namespace {
 
@@ -27,16 +28,6 @@ uint32_t Bits(float v) {
   return u;
 }
 
-// Returns the offset of the CRC field if the prefix (magic, version, body-length varint) is complete.
-bool CrcOffset(const uint8_t* data, size_t size, size_t* offset) {
-  if (size < 4 || data[0] != 'D' || data[1] != 'C') return false;
-  size_t pos = 3;
-  while (pos < size && pos < 13 && (data[pos] & 0x80)) ++pos;
-  if (pos >= size || pos >= 13) return false;
-  *offset = pos + 1;
-  return *offset + 4 <= size;
-}
-
 void RunOne(const uint8_t* data, size_t size);
 
 }  // namespace
@@ -44,7 +35,7 @@ void RunOne(const uint8_t* data, size_t size);
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   RunOne(data, size);
   size_t offset;
-  if (CrcOffset(data, size, &offset)) {
+  if (dc_fuzz::CrcOffset(data, size, &offset)) {
     std::vector<uint8_t> fixed(data, data + size);
     const uint32_t crc = dc::codec::Crc32(fixed.data() + offset + 4, size - offset - 4);
     for (int i = 0; i < 4; ++i) fixed[offset + i] = static_cast<uint8_t>(crc >> (8 * i));
