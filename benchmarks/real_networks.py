@@ -100,7 +100,8 @@ def compress_through_public_api(model, sparsity: float, bits: int, rng):
 
     x = _sample_batch(model, rng)
     y = rng.integers(0, model.output_shape[-1], size=len(x))
-    pruned = dc_keras.prune_low_magnitude(model, pruning_schedule=dc_keras.ConstantSparsity(sparsity, 0))
+    # frequency=1: masks are computed at the first training step (the default 100 would wait 100 steps)
+    pruned = dc_keras.prune_low_magnitude(model, pruning_schedule=dc_keras.ConstantSparsity(sparsity, 0, frequency=1))
     # learning rate 0: the step only applies the pruning masks, the surviving weights stay as they are
     pruned.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     pruned.fit(x, y, epochs=1, batch_size=len(x), verbose=0, callbacks=[UpdatePruningStep()])

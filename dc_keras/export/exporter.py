@@ -18,7 +18,7 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from dc_keras import atomic
-from dc_keras.export import flatbuffer
+from dc_keras.export import channel_scale, flatbuffer
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
 from dc_keras.export.rewriters import BLOB_SUFFIX, REWRITERS, BitsOption, RewriteSettings, Skipped
@@ -68,11 +68,11 @@ def _weights_key(array: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _layer_names(model) -> Dict[str, str]:
-    """Digest of a layer's weights as TFLite stores them -> Keras layer name. TFLite's FULLY_CONNECTED keeps
-    Dense kernels transposed ([units, input]); matching on values names ops whatever the converter calls
-    their tensors."""
-    names = {}
+def _layer_names(model, kernels: Dict[str, np.ndarray]) -> Dict[str, str]:
+    """Digest of a layer's weights as TFLite stores them -> Keras layer name (`kernels`: tflite_layout_kernels,
+    for Keras 3 models), so that ops are named after their Keras layers whatever the converter calls their
+    tensors. tf_keras layers are matched as stored and transposed (FULLY_CONNECTED keeps [units, input])."""
+    names = {_weights_key(kernel): name for name, kernel in kernels.items()}
     for layer in _all_layers(model):
         for attribute in ("kernel", "embeddings"):
             variable = getattr(layer, attribute, None)
@@ -176,8 +176,11 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
     dense = _convert(model, flavour, destination.parent)
-    names = _layer_names(model)
     tflite_model = flatbuffer.load(dense)
+    kernels = channel_scale.tflite_layout_kernels(_all_layers(model)) if flavour == "keras" else {}
+    # BatchNormalization folded into a shared layer's weights is taken back out before any rewriter runs.
+    rescaled = channel_scale.separate_channel_scales(tflite_model, kernels)
+    names = _layer_names(model, kernels)
     skipped = []
     rewritten = 0
     for subgraph in tflite_model.subgraphs:
@@ -206,7 +209,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
     flatbuffer.remove_unused(tflite_model)
     if short_names:
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
-    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped})
+    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped,
+                                 "channel_scaled": rescaled})
     data = flatbuffer.serialize(tflite_model)
 
     # Both files are complete on disk (temporary names) and the compressed one verified from there before
