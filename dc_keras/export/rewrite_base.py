@@ -4,7 +4,6 @@ replacement. Kept apart from the registry (rewriters.py) so that rewriter module
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
@@ -13,6 +12,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from dc_keras import layer_registry, limits
 from dc_keras.export import flatbuffer
 from dc_keras.export.errors import ExportError
+from dc_keras.per_layer import is_given, resolve_per_layer
 
 BitsOption = Union[None, int, Mapping[str, int]]
 
@@ -42,13 +42,8 @@ class RewriteSettings:
 
     def resolve(self, option: BitsOption, layer: str, default: Optional[int]) -> tuple[Optional[int], bool]:
         """(value, explicitly given) of a per-layer option given as None, an int or a {layer name: int}."""
-        if isinstance(option, Mapping):
-            if layer in option:
-                return int(option[layer]), True
-            return default, False
-        if option is None:
-            return default, False
-        return int(option), True
+        value = resolve_per_layer(option, layer, default, valid=lambda setting, _: int(setting))
+        return value, is_given(option, layer)
 
 
 @dataclasses.dataclass
@@ -83,7 +78,7 @@ def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
         if distinct > 1 << limits.MAX_BITS:
             return Skipped(layer, op_name, f"{distinct} distinct nonzero weights (not clustered: at most "
                                            f"{1 << limits.MAX_BITS} are storable)")
-        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
+        bits = limits.bits_for_values(distinct)
     if distinct > (1 << bits):
         raise ExportError(
             f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
