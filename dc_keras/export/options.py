@@ -7,7 +7,7 @@ declared in op_specs.py; each class here adds the checks of its values and the b
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Dict, Type
+from typing import ClassVar, Dict, Optional, Type
 
 from dc_keras.export import op_specs
 from dc_keras.export.op_specs import OpSpec
@@ -67,119 +67,86 @@ def _check_conv_fields(op: str, activation: int, padding: int, sizes: dict) -> N
         raise ValueError(f"{op}: sizes must be >= 1, got {bad}")
 
 
-@dataclasses.dataclass(frozen=True)
-class FullyConnectedOptions(_Record):
-    """What DcFullyConnected needs besides its blob and bias."""
+def _options_class(name: str, spec: OpSpec, doc: str, check, blob_shape, defaults: Optional[dict] = None,
+                   **extra) -> type:
+    """A frozen dataclass with one field per value field of `spec` (so the spec alone declares them), in
+    record order except that fields with `defaults` come last, and the op's `check` and `blob_shape`."""
+    defaults = defaults or {}
+    fields = [(field, int) for field in spec.value_fields() if field not in defaults]
+    fields += [(field, int, dataclasses.field(default=defaults[field])) for field in spec.value_fields()
+               if field in defaults]
+    namespace = {"SPEC": spec, "__doc__": doc, "__module__": __name__, "check": check, "blob_shape": blob_shape,
+                 **extra}
+    return dataclasses.make_dataclass(name, fields, bases=(_Record,), frozen=True, namespace=namespace)
 
-    SPEC: ClassVar[OpSpec] = op_specs.FULLY_CONNECTED
+
+def _sizes(options, excluded) -> dict:
+    return {k: v for k, v in dataclasses.asdict(options).items() if k not in excluded}
+
+
+def _check_fc(self) -> None:
+    """The delegate fuses only the activations in ACTIVATIONS."""
+    if self.fused_activation not in ACTIVATIONS:
+        raise ValueError(f"fused activation {self.fused_activation} is not supported by DcFullyConnected")
+
+
+def _fc_from_fields(cls, fields):
+    return cls(fields["fused_activation"], bool(fields["keep_num_dims"]), fields["units"], fields["input_size"])
+
+
+FullyConnectedOptions = _options_class(
+    "FullyConnectedOptions", op_specs.FULLY_CONNECTED, "What DcFullyConnected needs besides its blob and bias.",
+    _check_fc, lambda self: (self.units, self.input_size),
     # Only the magic and version are checked on reading: the report lets the blob checks speak for the rest.
-    CHECK_ON_UNPACK: ClassVar[bool] = False
-
-    fused_activation: int
-    keep_num_dims: bool
-    units: int
-    input_size: int
-
-    def check(self) -> None:
-        """The delegate fuses only the activations in ACTIVATIONS."""
-        if self.fused_activation not in ACTIVATIONS:
-            raise ValueError(f"fused activation {self.fused_activation} is not supported by DcFullyConnected")
-
-    def blob_shape(self) -> tuple:
-        """[units, input size]."""
-        return self.units, self.input_size
-
-    @classmethod
-    def _from_fields(cls, fields):
-        return cls(fields["fused_activation"], bool(fields["keep_num_dims"]), fields["units"], fields["input_size"])
+    CHECK_ON_UNPACK=False, _from_fields=classmethod(_fc_from_fields))
 
 
-@dataclasses.dataclass(frozen=True)
-class Conv2DOptions(_Record):
-    """What DcConv2D needs besides its blob and bias (40 bytes)."""
-
-    SPEC: ClassVar[OpSpec] = op_specs.CONV_2D
-
-    fused_activation: int
-    padding: int
-    out_channels: int
-    kernel_h: int
-    kernel_w: int
-    in_channels: int
-    stride_h: int
-    stride_w: int
-    dilation_h: int
-    dilation_w: int
-
-    def check(self) -> None:
-        """Activation, padding and every size >= 1."""
-        sizes = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("fused_activation", "padding")}
-        _check_conv_fields(self.SPEC.custom_code, self.fused_activation, self.padding, sizes)
-
-    def blob_shape(self) -> tuple:
-        """TFLite's filter [out_c, kh, kw, in_c]."""
-        return self.out_channels, self.kernel_h, self.kernel_w, self.in_channels
+def _check_conv(self) -> None:
+    """Activation, padding and every size >= 1."""
+    _check_conv_fields(self.SPEC.custom_code, self.fused_activation, self.padding,
+                       _sizes(self, ("fused_activation", "padding")))
 
 
-@dataclasses.dataclass(frozen=True)
-class DepthwiseConv2DOptions(_Record):
-    """What DcDepthwiseConv2D needs besides its blob and bias (40 bytes). in_channels = out_channels / multiplier."""
-
-    SPEC: ClassVar[OpSpec] = op_specs.DEPTHWISE_CONV_2D
-
-    fused_activation: int
-    padding: int
-    out_channels: int
-    kernel_h: int
-    kernel_w: int
-    depth_multiplier: int
-    stride_h: int
-    stride_w: int
-    dilation_h: int
-    dilation_w: int
-    layout: int = DEPTHWISE_LAYOUT_TRANSPOSED
-
-    def check(self) -> None:
-        """Activation, padding, sizes >= 1, the transposed layout and out_channels divisible by the multiplier."""
-        sizes = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("fused_activation", "padding", "layout")}
-        _check_conv_fields(self.SPEC.custom_code, self.fused_activation, self.padding, sizes)
-        if self.layout != DEPTHWISE_LAYOUT_TRANSPOSED:
-            raise ValueError(f"DcDepthwiseConv2D layout must be {DEPTHWISE_LAYOUT_TRANSPOSED}, got {self.layout}")
-        if self.out_channels % self.depth_multiplier:
-            raise ValueError(f"out_channels {self.out_channels} is not a multiple of depth_multiplier "
-                             f"{self.depth_multiplier}")
-
-    def blob_shape(self) -> tuple:
-        """The filter transposed to [out_c, kh * kw]."""
-        return self.out_channels, self.kernel_h * self.kernel_w
+Conv2DOptions = _options_class(
+    "Conv2DOptions", op_specs.CONV_2D, "What DcConv2D needs besides its blob and bias (40 bytes).",
+    _check_conv, lambda self: (self.out_channels, self.kernel_h, self.kernel_w, self.in_channels))
 
 
-@dataclasses.dataclass(frozen=True)
-class GatherOptions(_Record):
-    """What DcGather needs besides its blob (16 bytes)."""
+def _check_depthwise(self) -> None:
+    """Activation, padding, sizes >= 1, the transposed layout and out_channels divisible by the multiplier."""
+    _check_conv_fields(self.SPEC.custom_code, self.fused_activation, self.padding,
+                       _sizes(self, ("fused_activation", "padding", "layout")))
+    if self.layout != DEPTHWISE_LAYOUT_TRANSPOSED:
+        raise ValueError(f"DcDepthwiseConv2D layout must be {DEPTHWISE_LAYOUT_TRANSPOSED}, got {self.layout}")
+    if self.out_channels % self.depth_multiplier:
+        raise ValueError(f"out_channels {self.out_channels} is not a multiple of depth_multiplier "
+                         f"{self.depth_multiplier}")
 
-    SPEC: ClassVar[OpSpec] = op_specs.GATHER
 
-    vocab: int
-    dim: int
+DepthwiseConv2DOptions = _options_class(
+    "DepthwiseConv2DOptions", op_specs.DEPTHWISE_CONV_2D,
+    "What DcDepthwiseConv2D needs besides its blob and bias (40 bytes). in_channels = out_channels / multiplier.",
+    _check_depthwise, lambda self: (self.out_channels, self.kernel_h * self.kernel_w),
+    defaults={"layout": DEPTHWISE_LAYOUT_TRANSPOSED})
 
-    def check(self) -> None:
-        """A non-empty table."""
-        if self.vocab < 1 or self.dim < 1:
-            raise ValueError(f"DcGather table must be non-empty, got [{self.vocab}, {self.dim}]")
 
-    def blob_shape(self) -> tuple:
-        """The embedding table [vocab, dim]."""
-        return self.vocab, self.dim
+def _check_gather(self) -> None:
+    """A non-empty table."""
+    if self.vocab < 1 or self.dim < 1:
+        raise ValueError(f"DcGather table must be non-empty, got [{self.vocab}, {self.dim}]")
 
-    @classmethod
-    def unpack(cls, data: bytes) -> "GatherOptions":
-        """Options from a record; its reserved bytes must be 0."""
-        fields = cls.SPEC.unpack(data)
-        if fields["reserved0"] or fields["reserved1"] or fields["reserved2"]:
-            raise ValueError("DcGather options: reserved bytes must be 0")
-        return cls(fields["vocab"], fields["dim"])
+
+def _unpack_gather(cls, data: bytes):
+    """Options from a record; its reserved bytes must be 0."""
+    fields = cls.SPEC.unpack(data)
+    if fields["reserved0"] or fields["reserved1"] or fields["reserved2"]:
+        raise ValueError("DcGather options: reserved bytes must be 0")
+    return cls(fields["vocab"], fields["dim"])
+
+
+GatherOptions = _options_class(
+    "GatherOptions", op_specs.GATHER, "What DcGather needs besides its blob (16 bytes).",
+    _check_gather, lambda self: (self.vocab, self.dim), unpack=classmethod(_unpack_gather))
 
 
 OPTIONS_CLASSES: Dict[str, Type[_Record]] = {

@@ -267,7 +267,8 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
                 blob = flatbuffer.buffer_bytes(model, blob_tensor.buffer)
                 try:
                     options = options_class.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
-                    problem = delegate_problem(custom, options, codec.parse_info(blob), _bias_bytes(model, subgraph, op))
+                    problem = delegate_problem(custom, options, codec.parse_info(blob),
+                                               _bias_bytes(model, subgraph, op))
                 except ValueError as error:  # malformed options, or a blob the codec rejects (CodecError)
                     problem = str(error)
                 if problem is not None:
