@@ -19,7 +19,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from dc_keras.export import flatbuffer
+from dc_keras.export import flatbuffer, op_specs
 from dc_keras.export.options import (ACTIVATIONS, CONV_CUSTOM_CODE, DEPTHWISE_CUSTOM_CODE,  # noqa: F401
                                      DEPTHWISE_LAYOUT_TRANSPOSED, GATHER_CUSTOM_CODE, PADDINGS, Conv2DOptions,
                                      DepthwiseConv2DOptions, GatherOptions)
@@ -112,7 +112,8 @@ def _window_options(o) -> dict:
 def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT", layer: str,
                     settings: RewriteSettings) -> Optional[Skipped]:
     """CONV_2D with a constant float32 filter [out_c, kh, kw, in_c] -> DcConv2D (blob in the same layout)."""
-    name = "CONV_2D"
+    spec = op_specs.CONV_2D
+    name = spec.builtin
     inputs = _inputs(op)
     weights = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     if weights is None or weights.ndim != 4:
@@ -127,12 +128,12 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     if isinstance(fused, Skipped):
         return fused
     activation, bias_index = fused
-    blob = encode_weights(weights, layer, name, "conv", settings)
+    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings)
     if isinstance(blob, Skipped):
         return blob
     options = Conv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
                             in_channels=in_c, **_window_options(op.builtinOptions))
-    replace_op(model, subgraph, op, layer, CONV_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
+    replace_op(model, subgraph, op, layer, spec.custom_code, blob, [inputs[0], "blob", bias_index],
                     options.pack())
     return None
 
@@ -141,7 +142,8 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
                               layer: str, settings: RewriteSettings) -> Optional[Skipped]:
     """DEPTHWISE_CONV_2D with a constant float32 filter [1, kh, kw, out_c] -> DcDepthwiseConv2D, the blob
     holding the filter transposed to [out_c, kh * kw] (one row of taps per output channel)."""
-    name = "DEPTHWISE_CONV_2D"
+    spec = op_specs.DEPTHWISE_CONV_2D
+    name = spec.builtin
     inputs = _inputs(op)
     weights = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     if weights is None or weights.ndim != 4 or weights.shape[0] != 1:
@@ -159,12 +161,12 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
         return fused
     activation, bias_index = fused
     transposed = np.ascontiguousarray(weights.reshape(kh * kw, out_c).T)
-    blob = encode_weights(transposed, layer, name, "conv", settings)
+    blob = encode_weights(transposed, layer, name, spec.layer_kinds[0], settings)
     if isinstance(blob, Skipped):
         return blob
     options = DepthwiseConv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,
                                      depth_multiplier=out_c // in_c, **_window_options(op.builtinOptions))
-    replace_op(model, subgraph, op, layer, DEPTHWISE_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index],
+    replace_op(model, subgraph, op, layer, spec.custom_code, blob, [inputs[0], "blob", bias_index],
                     options.pack())
     return None
 
@@ -173,7 +175,8 @@ def rewrite_gather(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "sc
                    settings: RewriteSettings) -> Optional[Skipped]:
     """GATHER(params, indices) on axis 0 with a constant float32 [vocab, dim] table (an embedding lookup) ->
     DcGather(indices, blob): the runtime input first, as the delegate's kernel contract wants."""
-    name = "GATHER"
+    spec = op_specs.GATHER
+    name = spec.builtin
     inputs = _inputs(op)
     table = gather_weights(model, subgraph, op)
     if table is None or len(inputs) != 2:
@@ -189,11 +192,11 @@ def rewrite_gather(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "sc
         return Skipped(layer, name, "indices are not int32 or int64")
     if out.type != schema.TensorType.FLOAT32:
         return Skipped(layer, name, "output is not float32")
-    blob = encode_weights(table, layer, name, "embedding", settings)
+    blob = encode_weights(table, layer, name, spec.layer_kinds[0], settings)
     if isinstance(blob, Skipped):
         return blob
     options = GatherOptions(vocab=int(table.shape[0]), dim=int(table.shape[1]))
-    replace_op(model, subgraph, op, layer, GATHER_CUSTOM_CODE, blob, [inputs[1], "blob"], options.pack())
+    replace_op(model, subgraph, op, layer, spec.custom_code, blob, [inputs[1], "blob"], options.pack())
     return None
 
 

@@ -12,7 +12,7 @@ from typing import Dict
 from tensorflow.lite.python import schema_py_generated as schema
 
 from dc_keras.export import conv_rewriters, flatbuffer, op_specs
-from dc_keras.export.options import ACTIVATIONS, FC_CUSTOM_CODE, FullyConnectedOptions
+from dc_keras.export.options import ACTIVATIONS, FullyConnectedOptions
 from dc_keras.export.rewrite_base import (BLOB_SUFFIX, BitsOption, Rewriter, RewriteResult,  # noqa: F401
                                           RewriteSettings, Skipped, encode_weights, replace_op)
 
@@ -30,33 +30,36 @@ def _weights_fc(model, subgraph, op):
 def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT",
                             layer: str, settings: RewriteSettings) -> RewriteResult:
     """FULLY_CONNECTED with constant float32 weights [units, input size] -> DcFullyConnected."""
+    spec = op_specs.FULLY_CONNECTED
+    name = spec.builtin
     options = op.builtinOptions
     inputs = [int(i) for i in op.inputs]
     weights = _weights_fc(model, subgraph, op)
     if weights is None or weights.ndim != 2:
-        return Skipped(layer, "FULLY_CONNECTED", "weights are not a constant float32 matrix")
+        return Skipped(layer, name, "weights are not a constant float32 matrix")
     x, out = subgraph.tensors[inputs[0]], subgraph.tensors[int(op.outputs[0])]
     if x.type != schema.TensorType.FLOAT32 or out.type != schema.TensorType.FLOAT32:
-        return Skipped(layer, "FULLY_CONNECTED", "activations are not float32 (a quantized model?)")
+        return Skipped(layer, name, "activations are not float32 (a quantized model?)")
     if options is not None and options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
-        return Skipped(layer, "FULLY_CONNECTED", "shuffled weights format")
+        return Skipped(layer, name, "shuffled weights format")
     activation = options.fusedActivationFunction if options is not None else 0
     if activation not in ACTIVATIONS:
-        return Skipped(layer, "FULLY_CONNECTED", f"fused activation {activation} not supported by the delegate")
+        return Skipped(layer, name, f"fused activation {activation} not supported by the delegate")
     bias_index = inputs[2] if len(inputs) > 2 else -1
     if bias_index >= 0:
         bias = flatbuffer.tensor_data(model, subgraph.tensors[bias_index])
         if bias is None or subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32:
-            return Skipped(layer, "FULLY_CONNECTED", "bias is not a constant float32 vector")
+            return Skipped(layer, name, "bias is not a constant float32 vector")
 
-    blob = encode_weights(weights, layer, "FULLY_CONNECTED", "fc", settings)
+    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings)
     if isinstance(blob, Skipped):
         return blob
 
     fc_options = FullyConnectedOptions(
         fused_activation=int(activation), keep_num_dims=bool(options.keepNumDims) if options is not None else False,
         units=int(weights.shape[0]), input_size=int(weights.shape[1]))
-    replace_op(model, subgraph, op, layer, FC_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index], fc_options.pack())
+    replace_op(model, subgraph, op, layer, spec.custom_code, blob, [inputs[0], "blob", bias_index],
+               fc_options.pack())
     return None
 
 
