@@ -1,4 +1,4 @@
-"""dc-compress against the strongest tfmot + stock TFLite pipeline, in one run (issue 8's targets).
+"""dc-compress against the strongest tfmot + stock TFLite pipeline, in one run, with the targets it checks.
 
 For one model (LeNet-300-100 or LeNet-5 on Fashion-MNIST) this runs, one after the other in the same run:
   1. `dc-compress --model <model>` (dense training -> pruning -> weight sharing -> Huffman export), and

@@ -3,7 +3,7 @@
 One process, one thread, batch 1, medians. Variants of the same layer:
   dc delegate (sparse P+Q form, 5-bit codebook), stock float32 and dynamic-range int8, each with XNNPACK
   (OpResolverType.AUTO) and with TFLite's builtin kernels (BUILTIN_WITHOUT_DEFAULT_DELEGATES).
-Targets (issue 7): dc <= 1/2 of the fastest stock variant (stretch 1/3) on a 4096x4096 ~90%-sparse layer,
+Targets: dc <= 1/2 of the fastest stock variant (stretch 1/3) on a 4096x4096 ~90%-sparse layer,
 resident weight bytes <= 1/8 of dense float, LeNet-300-100 end to end faster than the fastest stock variant
 (two LeNet cases: 92% sparse with the codebook size of --clusters everywhere, and the per-layer pruning and
 codebooks of dc-compress's default run).

@@ -341,6 +341,8 @@ def run_emulated_benchmark(model, num_runs: int = 100, warmup_runs: int = 10, nu
 
 
 if __name__ == "__main__":
-    from dc_keras.cli.benchmark import run
+    # `python -m dc_keras.benchmark` is the dc-benchmark tool. Run by module name rather than imported, so
+    # that this library module does not depend on its own command-line front end (which imports it).
+    import runpy
 
-    run()
+    runpy.run_module("dc_keras.cli.benchmark", run_name="__main__", alter_sys=True)

@@ -428,7 +428,4 @@ def compress_model(model: keras.Model, bits: Optional[int] = None, index_bits: O
 
 
 def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+    return layer_registry.walk(model, containers=True)

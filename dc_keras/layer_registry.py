@@ -6,7 +6,7 @@ one place. User layers opt in with the protocols documented in README ("Custom l
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import keras
 
@@ -83,6 +83,9 @@ class WeightTransformWrapper(keras.layers.Wrapper):
     clustering wrappers both inherit these forwards from here.
     """
 
+    TRANSFORM = ""
+    """"pruning" or "clustering": what the subclass does to the weights (see wrapper_kind)."""
+
     def compute_output_shape(self, input_shape):
         """Same as the inner layer's."""
         return self.layer.compute_output_shape(input_shape)
@@ -94,3 +97,84 @@ class WeightTransformWrapper(keras.layers.Wrapper):
     def compute_mask(self, inputs, mask=None):
         """Delegates Keras masking (e.g. Embedding(mask_zero=True)) to the inner layer."""
         return self.layer.compute_mask(inputs, mask)
+
+
+# ---- recognising wrappers and walking models ------------------------------------------------------------
+
+# Wrappers of other libraries that dc_keras recognises without importing them: tfmot's pruning and
+# clustering wrappers (tf_keras classes, not Keras 3 Wrappers). Matched by class name because importing
+# tfmot just to test isinstance would pull tf_keras into every run that never uses it.
+_FOREIGN_PRUNING_WRAPPERS = {"PruneLowMagnitude"}
+_FOREIGN_CLUSTERING_WRAPPERS = {"ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA"}
+
+
+def _foreign_wrapper_kind(layer) -> Optional[str]:
+    """"pruning" / "clustering" for a tfmot (tf_keras) wrapper, else None. The one place wrappers are
+    recognised by class name (see _FOREIGN_PRUNING_WRAPPERS for why)."""
+    name = type(layer).__name__
+    if name in _FOREIGN_PRUNING_WRAPPERS:
+        return "pruning"
+    if name in _FOREIGN_CLUSTERING_WRAPPERS:
+        return "clustering"
+    return None
+
+
+def wrapper_kind(layer) -> Optional[str]:
+    """"pruning" or "clustering" when `layer` is a pruning or clustering wrapper (dc_keras's by class,
+    tfmot's by name), else None."""
+    if isinstance(layer, WeightTransformWrapper):
+        return layer.TRANSFORM
+    return _foreign_wrapper_kind(layer)
+
+
+def is_pruning_wrapper(layer) -> bool:
+    """True for dc_keras's or tfmot's PruneLowMagnitude."""
+    return wrapper_kind(layer) == "pruning"
+
+
+def is_wrapper(layer) -> bool:
+    """True for any Keras 3 Wrapper, and for a tf_keras layer holding an inner layer in `.layer` (tf_keras's
+    and tfmot's wrappers, whose classes are not Keras 3's)."""
+    if isinstance(layer, keras.layers.Wrapper):
+        return True
+    return not isinstance(layer, keras.layers.Layer) and getattr(layer, "layer", None) is not None
+
+
+def _nested_layers(layer) -> list:
+    """The layers of a nested model (Keras 3 or tf_keras: anything with a non-empty `layers` list), else []."""
+    nested = getattr(layer, "layers", None)
+    return list(nested) if isinstance(nested, (list, tuple)) and nested else []
+
+
+def walk(model, containers: bool = False, into_wrappers: Union[bool, Callable[[object], bool]] = False,
+         sublayers: bool = False) -> Iterator:
+    """The layers of `model` (a Keras 3 or tf_keras model, or a layer), depth first in layer order, each once.
+
+    The rule: nested models are descended into and yielded themselves only when `containers` is set;
+    wrappers (is_wrapper) are yielded, and followed by their inner layer only when `into_wrappers` is set
+    (True, or a predicate of the wrapper);
+    every other layer is a leaf and yielded, followed by the layers it holds (Keras's `_layers`, e.g. a
+    custom block) only when `sublayers` is set. `model` itself is not yielded.
+    """
+    seen = set()
+    stack = list(reversed(_nested_layers(model) or (list(getattr(model, "_layers", [])) if sublayers else [])))
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        nested = _nested_layers(layer)
+        if is_wrapper(layer):
+            yield layer
+            inner = getattr(layer, "layer", None)
+            descend = into_wrappers(layer) if callable(into_wrappers) else into_wrappers
+            if descend and inner is not None:
+                stack.append(inner)
+        elif nested:
+            if containers:
+                yield layer
+            stack.extend(reversed(nested))
+        else:
+            yield layer
+            if sublayers:
+                stack.extend(reversed(list(getattr(layer, "_layers", []) or [])))

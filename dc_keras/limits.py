@@ -7,6 +7,7 @@ kMaxDenseElements in ops/tf/dc_tf_ops.cc); a change here needs a change there.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -20,6 +21,12 @@ and the readers hold relative indices in bytes."""
 MAX_CLUSTERING_BITS = 16
 """Widest codebook cluster_weights trains (Keras-side studies of accuracy against bits); files hold at most
 MAX_BITS, so the pipeline and the exporter accept only MIN_BITS..MAX_BITS."""
+
+def bits_for_values(count: int) -> int:
+    """Codebook index bits that address `count` shared values: ceil(log2 count), at least 1. The one rule
+    by which clustering, its size report and the exporter choose bits when none are given."""
+    return max(1, math.ceil(math.log2(max(int(count), 1))))
+
 
 MAX_BLOB_ELEMENTS = 2**32 - 1
 """Largest prod(shape) a blob header may declare (FORMAT.md)."""

@@ -93,11 +93,7 @@ class SensitivityResult:
 
 def _leaf_layers(model) -> Iterable:
     """Layers of `model`, descending into nested models, in order."""
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    return layer_registry.walk(model)
 
 
 def _compressible_layers(model, layer_names: Optional[Sequence[str]]) -> Dict[str, list]:
@@ -157,6 +153,90 @@ def _validate_sparsities(sparsities: Sequence[float]) -> Tuple[float, ...]:
     return values
 
 
+def _top1_on(data, batch_size: int) -> Callable[[object], float]:
+    """The default metric: top-1 accuracy on `data` = (x, y); ValueError for data that is not such a pair."""
+    if data is None or len(data) != 2:
+        raise ValueError("data must be a pair (x, y) when evaluate_fn is not given")
+    x, y = data
+    if len(x) != len(y):
+        raise ValueError(f"data: x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError("data is empty")
+
+    def evaluate(m):
+        return top1_accuracy(m, x, y, batch_size=batch_size)
+
+    return evaluate
+
+
+class _Pruner:
+    """Sets the analysed layers' weights to magnitude-pruned copies of their original values."""
+
+    def __init__(self, targets: Dict[str, list]):
+        self.targets = targets
+        self.originals = {name: [np.array(v.numpy()) for v in variables] for name, variables in targets.items()}
+        self.num_weights = {name: int(sum(o.size for o in arrays)) for name, arrays in self.originals.items()}
+
+    def apply(self, assignment: Dict[str, float]) -> None:
+        """Prune each layer to its sparsity in `assignment`; layers it does not name get their originals back."""
+        for name, variables in self.targets.items():
+            s = assignment.get(name, 0.0)
+            for var, original in zip(variables, self.originals[name]):
+                var.assign(magnitude_prune(original, s) if s > 0 else original)
+
+
+def _measure_curves(model, pruner: _Pruner, levels, evaluate_fn, verbose: int) -> Dict[str, List[float]]:
+    """layer name -> metric with that layer alone pruned to each level."""
+    curves: Dict[str, List[float]] = {}
+    for name in pruner.targets:
+        curve = []
+        for s in levels:
+            pruner.apply({name: s})
+            curve.append(float(evaluate_fn(model)))
+        pruner.apply({})
+        curves[name] = curve
+        if verbose:
+            print(f"sensitivity {name:<20} " + "  ".join(f"{s:.0%}:{v:.4f}" for s, v in zip(levels, curve)),
+                  flush=True)
+    return curves
+
+
+def _largest_within_budget(curves, levels, baseline: float, budget: float) -> Dict[str, int]:
+    """Per layer, the index of the largest level of the prefix of levels that all stay within budget (-1:
+    none)."""
+    index = {}
+    for name, curve in curves.items():
+        i = -1
+        while i + 1 < len(levels) and baseline - curve[i + 1] <= budget:
+            i += 1
+        index[name] = i
+    return index
+
+
+def _proposal(levels, index: Dict[str, int]) -> Dict[str, float]:
+    return {n: (levels[i] if i >= 0 else 0.0) for n, i in index.items()}
+
+
+def _back_off(model, pruner: _Pruner, curves, levels, index: Dict[str, int], baseline: float, budget: float,
+              evaluate_fn) -> tuple:
+    """(combined metric, back-off steps): prunes all layers together at `index` and, while that misses the
+    budget, lowers the level of the layer that hurts most on its own (updating `index`)."""
+    backoff = []
+    pruner.apply(_proposal(levels, index))
+    combined = float(evaluate_fn(model))
+    while baseline - combined > budget and any(i >= 0 for i in index.values()):
+        def own_drop(n):
+            return baseline - curves[n][index[n]]
+        # Largest individual drop first; on ties the smaller layer, whose back-off costs less size.
+        worst = max((n for n in index if index[n] >= 0), key=lambda n: (own_drop(n), -pruner.num_weights[n]))
+        old = levels[index[worst]]
+        index[worst] -= 1
+        backoff.append((worst, old, levels[index[worst]] if index[worst] >= 0 else 0.0, combined))
+        pruner.apply(_proposal(levels, index))
+        combined = float(evaluate_fn(model))
+    return combined, backoff
+
+
 def sensitivity_analysis(model, data, sparsities: Sequence[float] = DEFAULT_SPARSITIES,
                          budget: float = 0.01, layers: Optional[Sequence[str]] = None,
                          evaluate_fn: Optional[Callable[[object], float]] = None,
@@ -185,71 +265,18 @@ def sensitivity_analysis(model, data, sparsities: Sequence[float] = DEFAULT_SPAR
         raise ValueError(f"budget must be a finite number >= 0 (an absolute metric drop), got {budget!r}")
     levels = _validate_sparsities(sparsities)
     if evaluate_fn is None:
-        if data is None or len(data) != 2:
-            raise ValueError("data must be a pair (x, y) when evaluate_fn is not given")
-        x, y = data
-        if len(x) != len(y):
-            raise ValueError(f"data: x has {len(x)} examples but y has {len(y)}")
-        if len(x) == 0:
-            raise ValueError("data is empty")
-
-        def evaluate_fn(m):
-            return top1_accuracy(m, x, y, batch_size=batch_size)
-
-    targets = _compressible_layers(model, layers)
-    originals = {name: [np.array(v.numpy()) for v in variables] for name, variables in targets.items()}
-    num_weights = {name: int(sum(o.size for o in arrays)) for name, arrays in originals.items()}
-
-    def apply(assignment: Dict[str, float]) -> None:
-        for name, variables in targets.items():
-            s = assignment.get(name, 0.0)
-            for var, original in zip(variables, originals[name]):
-                var.assign(magnitude_prune(original, s) if s > 0 else original)
-
+        evaluate_fn = _top1_on(data, batch_size)
+    pruner = _Pruner(_compressible_layers(model, layers))
     try:
         baseline = float(evaluate_fn(model))
-        curves: Dict[str, List[float]] = {}
-        for name in targets:
-            curve = []
-            for s in levels:
-                apply({name: s})
-                curve.append(float(evaluate_fn(model)))
-            apply({})
-            curves[name] = curve
-            if verbose:
-                print(f"sensitivity {name:<20} " + "  ".join(f"{s:.0%}:{v:.4f}" for s, v in zip(levels, curve)),
-                      flush=True)
-
-        # Step 1: per layer, the largest level of the prefix of levels that all stay within budget.
-        index = {}
-        for name, curve in curves.items():
-            i = -1
-            while i + 1 < len(levels) and baseline - curve[i + 1] <= budget:
-                i += 1
-            index[name] = i
-
-        def proposal_of(idx):
-            return {n: (levels[i] if i >= 0 else 0.0) for n, i in idx.items()}
-
-        # Step 2: check everything together; back off the layer that hurts most on its own.
-        backoff = []
-        apply(proposal_of(index))
-        combined = float(evaluate_fn(model))
-        while baseline - combined > budget and any(i >= 0 for i in index.values()):
-            def own_drop(n):
-                return baseline - curves[n][index[n]]
-            # Largest individual drop first; on ties the smaller layer, whose back-off costs less size.
-            worst = max((n for n in index if index[n] >= 0), key=lambda n: (own_drop(n), -num_weights[n]))
-            old = levels[index[worst]]
-            index[worst] -= 1
-            backoff.append((worst, old, levels[index[worst]] if index[worst] >= 0 else 0.0, combined))
-            apply(proposal_of(index))
-            combined = float(evaluate_fn(model))
+        curves = _measure_curves(model, pruner, levels, evaluate_fn, verbose)
+        index = _largest_within_budget(curves, levels, baseline, budget)
+        combined, backoff = _back_off(model, pruner, curves, levels, index, baseline, budget, evaluate_fn)
     finally:
-        apply({})
+        pruner.apply({})
 
     result = SensitivityResult(baseline=baseline, budget=float(budget), sparsities=levels, curves=curves,
-                               num_weights=num_weights, proposal=proposal_of(index), combined=combined,
+                               num_weights=pruner.num_weights, proposal=_proposal(levels, index), combined=combined,
                                backoff=backoff)
     if verbose:
         print(result.format_table(), flush=True)

@@ -11,7 +11,7 @@ def reproduce(model_name: str, table: str, default_output: str) -> int:
     """Runs the full pipeline on a built-in LeNet with dc-compress's preset and prints the paper's table.
 
     Args:
-      model_name: "lenet300" or "lenet5" (dc_keras.cli.compress.BUILTIN_PRESETS keys).
+      model_name: "lenet300" or "lenet5" (dc_keras.presets.BUILTIN_PRESETS keys).
       table: the paper table this mirrors, for the heading ("Table 2" or "Table 3").
       default_output: output directory when --output_dir is not given.
     """
@@ -23,8 +23,9 @@ def reproduce(model_name: str, table: str, default_output: str) -> int:
     args = parser.parse_args()
 
     import dc_keras
-    from dc_keras.cli.compress import BUILTIN_PRESETS, load_data
+    from dc_keras.cli.compress import load_data
     from dc_keras.pipeline import CompressionConfig, DeepCompression, format_report
+    from dc_keras.presets import BUILTIN_PRESETS
 
     preset = dict(BUILTIN_PRESETS[model_name])
     for name in ("epochs", "prune_epochs", "cluster_epochs"):

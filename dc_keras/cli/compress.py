@@ -25,7 +25,9 @@ from typing import Optional
 
 from absl import app, flags
 
+from dc_keras import presets
 from dc_keras.cli import keras_verbosity, one_line, run_tool
+from dc_keras.presets import BUILTIN_MODELS, BUILTIN_PRESETS
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
@@ -74,35 +76,10 @@ class InputError(ValueError):
     """Bad model, data or settings given on the command line."""
 
 
-BUILTIN_MODELS = ("lenet300", "lenet5")
-
-# The paper's per-layer pruning of its reference networks (Tables 2 and 3 keep these fractions' complements).
-PAPER_SPARSITY = {
-    "lenet300": {"ip1": 0.92, "ip2": 0.91, "ip3": 0.74},
-    "lenet5": {"conv1": 0.34, "conv2": 0.88, "ip1": 0.92, "ip2": 0.81},
-}
-
-# Settings of the built-in models, used unless the command line or --config says otherwise. They go a
-# little past the paper (a few points more sparsity, 4-bit codebooks for the large FC layers, longer
-# retraining) because on Fashion-MNIST that still keeps test accuracy within 0.5 points of the dense
-# baseline while the file shrinks by a further ~25% (README, "Results", has the measured runs).
-BUILTIN_PRESETS = {
-    "lenet300": {"sparsity": {"ip1": 0.94, "ip2": 0.92, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
-                 "epochs": 15, "prune_epochs": 15, "cluster_epochs": 5, "validation_fraction": 0.0},
-    "lenet5": {"sparsity": {"conv1": 0.4, "conv2": 0.9, "ip1": 0.95, "ip2": 0.85},
-               "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4},
-               "epochs": 6, "prune_epochs": 6, "cluster_epochs": 2},
-}
-
-
 def load_model(spec: str):
     """(model, is_trained) for --model: a built-in name or the path of a saved Keras model."""
-    from dc_keras import models
-
-    if spec == "lenet300":
-        return models.lenet_300_100(), False
-    if spec == "lenet5":
-        return models.lenet5(), False
+    if spec in BUILTIN_MODELS:
+        return presets.builtin_model(spec), False
     if not os.path.exists(spec):
         raise InputError(f"--model {spec!r}: not {' or '.join(BUILTIN_MODELS)} and no such file")
     import keras

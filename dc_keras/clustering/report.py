@@ -25,8 +25,9 @@ import keras
 import numpy as np
 
 from dc_keras import layer_registry, limits
+from dc_keras.per_layer import resolve_per_layer
 from dc_keras.codec.encoder import fillers_before
-from dc_keras.clustering.wrapper import MAX_BITS, ClusterWeights, _is_pruning_wrapper, bits_for_clusters
+from dc_keras.clustering.wrapper import MAX_BITS, ClusterWeights, bits_for_clusters
 
 __all__ = ["CompressionRow", "Column", "CompressionReport", "compression_report", "estimate_row",
            "format_table", "BASE_COLUMNS", "count_fillers"]
@@ -279,13 +280,8 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
 
 
 def _index_bits_for(name: str, kind: str, index_bits) -> int:
-    if isinstance(index_bits, dict):
-        value = index_bits.get(name)
-    else:
-        value = index_bits
-    if value is None:
-        return layer_registry.DEFAULT_INDEX_BITS[kind]
-    return limits.check_index_bits(value, f"layer {name!r}: index_bits")
+    value = resolve_per_layer(index_bits, name, valid=limits.check_index_bits, label=f"layer {name!r}: index_bits")
+    return layer_registry.DEFAULT_INDEX_BITS[kind] if value is None else value
 
 
 def _weights_of(layer):
@@ -293,7 +289,8 @@ def _weights_of(layer):
     if isinstance(layer, ClusterWeights):
         clustered = layer.get_clustered_weights()
         return layer.kind, [(name, clustered[name], layer.number_of_clusters) for name in clustered]
-    if _is_pruning_wrapper(layer) or (isinstance(layer, keras.layers.Wrapper) and not layer_registry.is_supported(layer)):
+    if layer_registry.is_pruning_wrapper(layer) or (isinstance(layer, keras.layers.Wrapper)
+                                                    and not layer_registry.is_supported(layer)):
         # A pruning wrapper keeps its masked weights in the wrapped layer's variables.
         layer = getattr(layer, "layer", layer)
     for protocol in ("get_clusterable_weights", "get_prunable_weights"):
@@ -305,11 +302,7 @@ def _weights_of(layer):
 
 
 def _iter_layers(model) -> Iterable:
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _iter_layers(layer)
-        else:
-            yield layer
+    return layer_registry.walk(model)
 
 
 def compression_report(model, index_bits: Union[int, Dict[str, int], None] = None) -> CompressionReport:

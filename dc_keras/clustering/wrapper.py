@@ -20,14 +20,14 @@ Wrapped models save to `.keras` and load without custom objects (the class is re
 from __future__ import annotations
 
 import logging
-import math
 from typing import Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from dc_keras import layer_registry
+from dc_keras import layer_registry, limits
+from dc_keras.per_layer import resolve_per_layer
 from dc_keras.limits import MAX_CLUSTERING_BITS, MIN_BITS
 from dc_keras.clustering.centroids import CentroidInitialization, resolve_init
 from dc_keras.clustering.kmeans import cluster_array, clustered_values
@@ -43,8 +43,8 @@ _PREFIX = "cluster_"
 
 
 def bits_for_clusters(number_of_clusters: int) -> int:
-    """Bits of a codebook index for k clusters: ceil(log2 k), at least 1."""
-    return max(1, math.ceil(math.log2(max(int(number_of_clusters), 1))))
+    """Bits of a codebook index for k clusters: ceil(log2 k), at least 1 (limits.bits_for_values)."""
+    return limits.bits_for_values(number_of_clusters)
 
 
 class ClusterableLayer:
@@ -59,11 +59,6 @@ class ClusterableLayer:
         """(name, variable) pairs of the weights to cluster."""
         raise NotImplementedError(
             f"{type(self).__name__} must implement get_clusterable_weights() returning (name, variable) pairs")
-
-
-def _is_pruning_wrapper(layer) -> bool:
-    # By name so that clustering does not import the pruning stage (or tfmot) just to check.
-    return type(layer).__name__ in ("PruneLowMagnitude",)
 
 
 def _shared_values(centroids, indices, number_of_clusters: int):
@@ -104,6 +99,8 @@ class ClusterWeights(layer_registry.WeightTransformWrapper):
       preserve_sparsity: keep exact zeros (pruned weights) out of the k-means and exactly zero.
       seed: seed of the random initialisations (random, kmeans++); None draws one from NumPy's global RNG.
     """
+
+    TRANSFORM = "clustering"
 
     def __init__(self, layer, number_of_clusters: int, cluster_centroids_init="linear",
                  preserve_sparsity: bool = True, seed: Optional[int] = None, **kwargs):
@@ -262,9 +259,7 @@ class ClusterWeights(layer_registry.WeightTransformWrapper):
 
 def _per_layer(value, layer_name: str):
     """The setting for `layer_name` from a scalar-or-dict option (None when a dict does not name it)."""
-    if isinstance(value, dict):
-        return value.get(layer_name)
-    return value
+    return resolve_per_layer(value, layer_name)
 
 
 def _check_dict_keys(value, known: List[str], what: str) -> None:
@@ -347,7 +342,7 @@ def _check_clusterable(layer) -> None:
     """ValueError for a layer that is already clustered or still wrapped for pruning."""
     if isinstance(layer, ClusterWeights):
         raise ValueError(f"layer {layer.name!r} is already clustered")
-    if _is_pruning_wrapper(layer):
+    if layer_registry.is_pruning_wrapper(layer):
         inner = getattr(getattr(layer, "layer", None), "name", "?")
         raise ValueError(
             f"layer {layer.name!r} (wrapping {inner!r}) is still wrapped for pruning ({type(layer).__name__}): "

@@ -10,7 +10,7 @@ import numpy as np
 
 from dc_keras import limits
 from dc_keras.codec import huffman, rans
-from dc_keras.codec.format import (CODER_HUFFMAN, CODER_IDS, CODER_RANS, CODER_RAW, FLAG_DENSE, FLAG_FP16,
+from dc_keras.codec.format import (CODER_HUFFMAN, CODER_RANS, CODER_RAW, FLAG_DENSE, FLAG_FP16,
                                    MAX_ELEMENTS, MAX_RANK, assemble, write_varint)
 
 _CODERS = ("huffman", "rans", "raw", "auto")
@@ -114,43 +114,14 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
       ValueError: invalid arguments, non-finite weights, too many distinct values for `bits`, a tensor
         too large for the format, or float16 overflow.
     """
-    limits.check_bits(bits)
-    limits.check_index_bits(index_bits)
-    if coder not in _CODERS:
-        raise ValueError(f"coder must be one of {_CODERS}, got {coder!r}")
-    if codebook_dtype not in ("float32", "float16"):
-        raise ValueError(f"codebook_dtype must be 'float32' or 'float16', got {codebook_dtype!r}")
-    if layout not in _LAYOUTS:
-        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    _check_arguments(bits, index_bits, coder, codebook_dtype, layout)
     bits, index_bits = int(bits), int(index_bits)
-    array = np.asarray(weights)
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"weights must be real numbers, got dtype {array.dtype}")
-    array = np.asarray(array, dtype=np.float32, order="C")
-    if array.ndim > MAX_RANK:
-        raise ValueError(f"weights of rank {array.ndim} exceed the format's maximum rank {MAX_RANK}")
-    if array.size > MAX_ELEMENTS:
-        raise ValueError(f"weights with {array.size} elements exceed the format's maximum of {MAX_ELEMENTS}")
+    fp16, auto_coder = codebook_dtype == "float16", coder == "auto"
+    array = _weights_array(weights)
     flat = array.reshape(-1)
     positions = np.flatnonzero(flat)
-    values = flat[positions]
-    if not np.all(np.isfinite(values)):
-        raise ValueError("weights contain NaN or infinite values")
-    codebook, codes = _codebook(values)
-    if len(codebook) > 1 << bits:
-        raise ValueError(f"weights have {len(codebook)} distinct nonzero values, more than 2^bits = {1 << bits} "
-                         f"(cluster them first or raise bits)")
-    fp16 = codebook_dtype == "float16"
-    if fp16:
-        if len(codebook) and np.max(np.abs(codebook)) > np.finfo(np.float16).max:
-            raise ValueError(f"a centroid of magnitude {np.max(np.abs(codebook))} overflows float16")
-        stored = codebook.astype(np.float16)
-    else:
-        stored = codebook
-
+    codebook, codes = _shared_values(flat[positions], bits, fp16)
     n_elements = flat.size
-    zeros = n_elements - len(positions)
-    auto_coder = coder == "auto"
 
     # Sparse layout plan.
     delta = _relative_indices(positions, index_bits)
@@ -160,55 +131,109 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
     sparse_code = _stream_plan(codes, code_hist, len(codebook), bits, coder) if len(codes) else (0, 0)
     sparse_cost = sparse_delta[1] + sparse_code[1] + len(write_varint(len(delta)))
 
-    # Dense layout plan: zero joins the codebook (if any position is zero), every position gets a code.
-    dense_possible = zeros == 0 or len(codebook) < 1 << bits
-    use_dense = layout == "dense"
-    if layout == "dense" and not dense_possible:
-        raise ValueError(f"dense layout needs a codebook slot for zero, but the {len(codebook)} distinct nonzero "
-                         f"values already fill 2^bits = {1 << bits}")
-    if layout == "auto" and dense_possible and n_elements:
-        zero_slot = int(np.searchsorted(codebook, 0.0)) if zeros else -1
-        dense_hist = np.insert(code_hist, zero_slot, zeros) if zeros else code_hist
-        dense_k = len(dense_hist)
-        # Histogram-only estimate (the symbols themselves are not built unless dense is chosen).
-        dense_cost = _dense_estimate(dense_hist, n_elements, dense_k, bits, coder)
-        dense_cost += (2 if fp16 else 4) * (dense_k - len(codebook))
-        use_dense = dense_cost < sparse_cost
-
-    if use_dense:
-        zero_slot = int(np.searchsorted(codebook, 0.0)) if zeros else -1
-        if zeros:
-            codebook = np.insert(codebook, zero_slot, 0.0).astype(np.float32)
-            stored = codebook.astype(np.float16) if fp16 else codebook
-            dense_codes = np.full(n_elements, zero_slot, dtype=np.uint8)
-            dense_codes[positions] = codes + (codes >= zero_slot)
-        else:
-            dense_codes = codes.astype(np.uint8)
-        k = len(codebook)
-        nnz = int(np.count_nonzero(stored[dense_codes])) if n_elements else 0
-        code_coder = _stream_plan(dense_codes, np.bincount(dense_codes, minlength=k), k, bits, coder)[0] \
-            if n_elements else 0
-        code_coder, code_section = _encode_stream(dense_codes, k, bits, code_coder, auto_coder)
-        delta_coder, delta_section = 0, b""
-        flags = FLAG_DENSE
-        widths = bits
-        counts = write_varint(k) + write_varint(nnz)
+    if _use_dense(layout, codebook, code_hist, n_elements, bits, coder, fp16, sparse_cost):
+        codebook, flags, widths, counts, sections = _dense_sections(codebook, codes, positions, n_elements, bits,
+                                                                    coder, fp16, auto_coder)
     else:
-        k = len(codebook)
         delta_coder, delta_section = _encode_stream(delta, 1 << index_bits, index_bits, sparse_delta[0], auto_coder)
-        code_coder, code_section = _encode_stream(codes.astype(np.uint8), k, bits, sparse_code[0], auto_coder)
-        flags = 0
+        code_coder, code_section = _encode_stream(codes.astype(np.uint8), len(codebook), bits, sparse_code[0],
+                                                  auto_coder)
+        flags = (code_coder << 2) | (delta_coder << 4)
         widths = bits | (index_bits << 4)
-        counts = write_varint(k) + write_varint(len(positions)) + write_varint(len(delta))
-    flags |= (FLAG_FP16 if fp16 else 0) | (code_coder << 2) | (delta_coder << 4)
+        counts = write_varint(len(codebook)) + write_varint(len(positions)) + write_varint(len(delta))
+        sections = delta_section + code_section
+    flags |= FLAG_FP16 if fp16 else 0
     body = bytearray([flags, array.ndim])
     for dim in array.shape:
         body += write_varint(dim)
     body.append(widths)
     body += counts
-    body += stored.astype("<f2" if fp16 else "<f4").tobytes()
-    body += delta_section + code_section
+    body += codebook.astype("<f2" if fp16 else "<f4").tobytes()
+    body += sections
     return assemble(bytes(body))
+
+
+def _check_arguments(bits, index_bits, coder: str, codebook_dtype: str, layout: str) -> None:
+    """ValueError naming the first of encode's options that is out of range."""
+    limits.check_bits(bits)
+    limits.check_index_bits(index_bits)
+    if coder not in _CODERS:
+        raise ValueError(f"coder must be one of {_CODERS}, got {coder!r}")
+    if codebook_dtype not in ("float32", "float16"):
+        raise ValueError(f"codebook_dtype must be 'float32' or 'float16', got {codebook_dtype!r}")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+
+
+def _weights_array(weights) -> np.ndarray:
+    """`weights` as a C-ordered float32 array, or ValueError when they are not real numbers or exceed the
+    format's rank or element count."""
+    array = np.asarray(weights)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"weights must be real numbers, got dtype {array.dtype}")
+    array = np.asarray(array, dtype=np.float32, order="C")
+    if array.ndim > MAX_RANK:
+        raise ValueError(f"weights of rank {array.ndim} exceed the format's maximum rank {MAX_RANK}")
+    if array.size > MAX_ELEMENTS:
+        raise ValueError(f"weights with {array.size} elements exceed the format's maximum of {MAX_ELEMENTS}")
+    return array
+
+
+def _shared_values(values: np.ndarray, bits: int, fp16: bool) -> tuple:
+    """(codebook, codes) of the nonzero `values`; ValueError for non-finite values, more distinct values than
+    2^bits, or (fp16) a centroid that overflows float16."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError("weights contain NaN or infinite values")
+    codebook, codes = _codebook(values)
+    if len(codebook) > 1 << bits:
+        raise ValueError(f"weights have {len(codebook)} distinct nonzero values, more than 2^bits = {1 << bits} "
+                         f"(cluster them first or raise bits)")
+    if fp16 and len(codebook) and np.max(np.abs(codebook)) > np.finfo(np.float16).max:
+        raise ValueError(f"a centroid of magnitude {np.max(np.abs(codebook))} overflows float16")
+    return codebook, codes
+
+
+def _use_dense(layout: str, codebook, code_hist, n_elements: int, bits: int, coder: str, fp16: bool,
+               sparse_cost: int) -> bool:
+    """Whether to store the dense layout (zero joins the codebook, every position gets a code): as asked, or
+    for "auto" when its estimated size beats the sparse plan's. ValueError when "dense" is asked but zero
+    has no free codebook slot."""
+    zeros = n_elements - int(code_hist.sum()) if len(code_hist) else n_elements
+    dense_possible = zeros == 0 or len(codebook) < 1 << bits
+    if layout == "dense" and not dense_possible:
+        raise ValueError(f"dense layout needs a codebook slot for zero, but the {len(codebook)} distinct nonzero "
+                         f"values already fill 2^bits = {1 << bits}")
+    if layout != "auto":
+        return layout == "dense"
+    if not dense_possible or not n_elements:
+        return False
+    zero_slot = int(np.searchsorted(codebook, 0.0)) if zeros else -1
+    dense_hist = np.insert(code_hist, zero_slot, zeros) if zeros else code_hist
+    dense_k = len(dense_hist)
+    # Histogram-only estimate (the symbols themselves are not built unless dense is chosen).
+    dense_cost = _dense_estimate(dense_hist, n_elements, dense_k, bits, coder)
+    dense_cost += (2 if fp16 else 4) * (dense_k - len(codebook))
+    return dense_cost < sparse_cost
+
+
+def _dense_sections(codebook, codes, positions, n_elements: int, bits: int, coder: str, fp16: bool,
+                    auto_coder: bool) -> tuple:
+    """(codebook with zero inserted, flags, widths byte, counts, code section) of the dense layout."""
+    zeros = n_elements - len(positions)
+    zero_slot = int(np.searchsorted(codebook, 0.0)) if zeros else -1
+    if zeros:
+        codebook = np.insert(codebook, zero_slot, 0.0).astype(np.float32)
+        dense_codes = np.full(n_elements, zero_slot, dtype=np.uint8)
+        dense_codes[positions] = codes + (codes >= zero_slot)
+    else:
+        dense_codes = codes.astype(np.uint8)
+    stored = codebook.astype(np.float16) if fp16 else codebook
+    k = len(codebook)
+    nnz = int(np.count_nonzero(stored[dense_codes])) if n_elements else 0
+    code_coder = _stream_plan(dense_codes, np.bincount(dense_codes, minlength=k), k, bits, coder)[0] \
+        if n_elements else 0
+    code_coder, code_section = _encode_stream(dense_codes, k, bits, code_coder, auto_coder)
+    return codebook, FLAG_DENSE | (code_coder << 2), bits, write_varint(k) + write_varint(nnz), code_section
 
 
 def _dense_estimate(hist: np.ndarray, count: int, k: int, bits: int, coder: str) -> int:

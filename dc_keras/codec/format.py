@@ -291,10 +291,8 @@ def _parse_section(reader: Reader, section: StreamSection) -> None:
     section.lanes, section.lane_sizes = lanes, tuple(sizes)
 
 
-def parse(blob) -> ParsedBlob:
-    """Parses and validates a blob's container, header and section tables (no stream decoding)."""
-    data = bytes(blob)
-    reader = Reader(data)
+def _check_container(data: bytes, reader: "Reader") -> None:
+    """Magic, format version, body length and CRC32; leaves `reader` at the body's first byte."""
     if len(data) < 2 or data[:2] != MAGIC:
         raise CodecError(f"bad magic: expected {MAGIC!r} (a dc_keras weight blob), got {data[:2]!r}")
     reader.pos = 2
@@ -312,17 +310,24 @@ def parse(blob) -> ParsedBlob:
     if crc != crc_stored:
         raise CodecError(f"CRC32 mismatch: stored {crc_stored:08x}, computed {crc:08x} (blob corrupted)")
 
+
+def _read_flags(reader: "Reader") -> tuple:
+    """(dense layout, fp16 codebook, code coder id, delta coder id) from the flags byte."""
     flags = reader.u8("flags")
     if flags & FLAG_RESERVED:
         raise CodecError(f"unsupported feature flags 0x{flags & FLAG_RESERVED:02x} (written by a newer dc_keras?)")
     dense = bool(flags & FLAG_DENSE)
-    fp16 = bool(flags & FLAG_FP16)
     code_coder = (flags >> 2) & 3
     delta_coder = (flags >> 4) & 3
     if code_coder == 3 or delta_coder == 3:
         raise CodecError("unsupported coder id 3 in flags")
     if dense and delta_coder:
         raise CodecError("corrupt blob: dense layout with a delta-stream coder")
+    return dense, bool(flags & FLAG_FP16), code_coder, delta_coder
+
+
+def _read_shape(reader: "Reader") -> tuple:
+    """(shape list, number of elements), bounded by MAX_RANK and MAX_ELEMENTS."""
     ndim = reader.u8("rank")
     if ndim > MAX_RANK:
         raise CodecError(f"header value too large: rank {ndim} exceeds {MAX_RANK}")
@@ -334,6 +339,12 @@ def parse(blob) -> ParsedBlob:
         elements *= dim
         if elements > MAX_ELEMENTS:
             raise CodecError(f"header value too large: tensor of shape prefix {shape} exceeds {MAX_ELEMENTS} elements")
+    return shape, elements
+
+
+def _read_counts(reader: "Reader", dense: bool, elements: int) -> tuple:
+    """(bits, index_bits, centroids, nonzeros, entries) from the widths byte and the counts, each checked
+    against what the layout and the tensor's size allow."""
     widths = reader.u8("widths")
     bits, index_bits = widths & 15, widths >> 4
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -358,12 +369,29 @@ def parse(blob) -> ParsedBlob:
         if (entries - nnz) * ((1 << index_bits) - 1) + nnz > elements:
             raise CodecError(f"corrupt blob: {nnz} nonzeros and {entries - nnz} fillers overrun a tensor of "
                              f"{elements} elements")
-    header_end = reader.pos
+    return bits, index_bits, k, nnz, entries
+
+
+def _read_codebook(reader: "Reader", k: int, fp16: bool) -> tuple:
+    """(raw codebook bytes, codebook as float32 with -0.0 read as +0.0); non-finite values are corrupt."""
     cb_raw = reader.take(k * (2 if fp16 else 4), "codebook")
     codebook = np.frombuffer(cb_raw, dtype="<f2" if fp16 else "<f4").astype(np.float32)
     if not np.all(np.isfinite(codebook)):
         raise CodecError("corrupt blob: codebook holds a non-finite value")
     codebook[codebook == 0] = 0.0   # -0.0 reads as +0.0 so every decoder yields identical bytes
+    return cb_raw, codebook
+
+
+def parse(blob) -> ParsedBlob:
+    """Parses and validates a blob's container, header and section tables (no stream decoding)."""
+    data = bytes(blob)
+    reader = Reader(data)
+    _check_container(data, reader)
+    dense, fp16, code_coder, delta_coder = _read_flags(reader)
+    shape, elements = _read_shape(reader)
+    bits, index_bits, k, nnz, entries = _read_counts(reader, dense, elements)
+    header_end = reader.pos
+    cb_raw, codebook = _read_codebook(reader, k, fp16)
 
     delta = code = None
     if not dense and entries:

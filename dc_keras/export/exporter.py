@@ -17,14 +17,12 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import numpy as np
 
-from dc_keras import atomic
+from dc_keras import atomic, layer_registry
 from dc_keras.export import channel_scale, flatbuffer
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
 from dc_keras.export.rewriters import BLOB_SUFFIX, REWRITERS, BitsOption, RewriteSettings, Skipped
 
-# Layer classes that mean "not stripped yet" (dc_keras's and tfmot's wrappers).
-_WRAPPER_NAMES = {"PruneLowMagnitude", "ClusterWeights", "ClusterWeightsRNN", "ClusterWeightsMHA"}
 
 
 def _keras_flavour(model) -> str:
@@ -46,18 +44,11 @@ def _keras_flavour(model) -> str:
 
 
 def _all_layers(model) -> Iterable:
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        yield layer
-        stack.extend(getattr(layer, "layers", []) or [])
-        inner = getattr(layer, "layer", None)  # wrappers
-        if inner is not None:
-            stack.append(inner)
+    return layer_registry.walk(model, containers=True, into_wrappers=True)
 
 
 def _check_stripped(model) -> None:
-    wrapped = [layer.name for layer in _all_layers(model) if type(layer).__name__ in _WRAPPER_NAMES]
+    wrapped = [layer.name for layer in _all_layers(model) if layer_registry.wrapper_kind(layer) is not None]
     if wrapped:
         raise ExportError(
             f"layers {wrapped} are still wrapped for pruning/clustering: call strip_pruning() and "
@@ -180,7 +171,28 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
     kernels = channel_scale.tflite_layout_kernels(_all_layers(model)) if flavour == "keras" else {}
     # BatchNormalization folded into a shared layer's weights is taken back out before any rewriter runs.
     rescaled = channel_scale.separate_channel_scales(tflite_model, kernels)
-    names = _layer_names(model, kernels)
+    rewritten, skipped = _rewrite_ops(tflite_model, _layer_names(model, kernels), settings)
+    if rewritten == 0:
+        detail = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped) or "it has no Dense layer"
+        raise NoCompressibleLayerError(
+            f"no layer of {model.name!r} can be stored compressed ({detail}). Prune and cluster the model "
+            "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
+
+    flatbuffer.remove_unused(tflite_model)
+    if short_names:
+        flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
+    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped,
+                                 "channel_scaled": rescaled})
+    data = flatbuffer.serialize(tflite_model)
+
+    verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
+                                               dense=dense)) if verify else None)
+    return _write_files(data, destination, dense, dense_destination, str(path), verification)
+
+
+def _rewrite_ops(tflite_model, names: Dict[str, str], settings: RewriteSettings) -> tuple:
+    """(number of ops rewritten, [{layer, op, reason} of the ops left stock]): every op with a rewriter,
+    named after its Keras layer, rewritten in place or skipped with the rewriter's reason."""
     skipped = []
     rewritten = 0
     for subgraph in tflite_model.subgraphs:
@@ -200,31 +212,25 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
                 skipped.append({"layer": result.layer, "op": result.op, "reason": result.reason})
             else:
                 rewritten += 1
-    if rewritten == 0:
-        detail = "; ".join(f"{s['layer']}: {s['reason']}" for s in skipped) or "it has no Dense layer"
-        raise NoCompressibleLayerError(
-            f"no layer of {model.name!r} can be stored compressed ({detail}). Prune and cluster the model "
-            "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
+    return rewritten, skipped
 
-    flatbuffer.remove_unused(tflite_model)
-    if short_names:
-        flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
-    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped,
-                                 "channel_scaled": rescaled})
-    data = flatbuffer.serialize(tflite_model)
 
-    # Both files are complete on disk (temporary names) and the compressed one verified from there before
-    # either replaces anything: a failed export leaves existing files as they were.
+def _write_files(data: bytes, destination: Path, dense: bytes, dense_destination: Optional[Path], path: str,
+                 verification) -> ExportReport:
+    """Writes the compressed file (and the dense one when `dense_destination` is given) and returns the
+    report; `verification(temp path)`, when given, checks the compressed file and gives report.verification.
+
+    Both files are complete on disk (temporary names) and the compressed one verified from there before
+    either replaces anything: a failed export leaves existing files as they were."""
     with atomic.AtomicFile(destination) as compressed_file, contextlib.ExitStack() as stack:
         compressed_file.write(data)
         dense_file = None
         if dense_destination is not None:
             dense_file = stack.enter_context(atomic.AtomicFile(dense_destination))
             dense_file.write(dense)
-        report = report_from_model(flatbuffer.load(data), len(data), str(path))
-        if verify:
-            report.verification = _verify(model, compressed_file.temp_path, sample_inputs, tolerance,
-                                          verify_batch_sizes, dense=dense)
+        report = report_from_model(flatbuffer.load(data), len(data), path)
+        if verification is not None:
+            report.verification = verification(compressed_file.temp_path)
         compressed_file.commit()
         if dense_file is not None:
             dense_file.commit()

@@ -14,22 +14,15 @@ import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
 from dc_keras import limits
-from dc_keras.export import flatbuffer
-from dc_keras.export import conv_rewriters
-from dc_keras.export.options import FC_CUSTOM_CODE, FullyConnectedOptions
+from dc_keras.export import flatbuffer, op_specs
+from dc_keras.export.options import DEPTHWISE_CUSTOM_CODE, OPTIONS_CLASSES
+from dc_keras.export.rewrite_base import BLOB_SUFFIX
 
 METADATA_NAME = "dc_keras"
 """Name of the model metadata entry the exporter writes (JSON: format, dense_tflite_bytes, skipped ops)."""
 
-# custom code -> index of the blob among the op's inputs
-DC_OPS = {FC_CUSTOM_CODE: 1, **conv_rewriters.BLOB_INPUTS}
-# stock ops with constant weights worth listing as "left stock": builtin code -> (name, weights input)
-_STOCK_WEIGHTED = {
-    schema.BuiltinOperator.FULLY_CONNECTED: ("FULLY_CONNECTED", 1),
-    schema.BuiltinOperator.CONV_2D: ("CONV_2D", 1),
-    schema.BuiltinOperator.DEPTHWISE_CONV_2D: ("DEPTHWISE_CONV_2D", 1),
-    schema.BuiltinOperator.GATHER: ("GATHER", 0),
-}
+DC_OPS = {spec.custom_code: spec.blob_input for spec in op_specs.SPECS}
+"""custom code -> index of the blob among the op's inputs."""
 
 
 @dataclasses.dataclass
@@ -215,17 +208,6 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _expected_blob_shape(custom: str, options) -> tuple:
-    """The weight shape a dc op's options declare, which the delegate requires its blob to have."""
-    if custom == FC_CUSTOM_CODE:
-        return options.units, options.input_size
-    if custom == conv_rewriters.CONV_CUSTOM_CODE:
-        return options.out_channels, options.kernel_h, options.kernel_w, options.in_channels
-    if custom == conv_rewriters.DEPTHWISE_CUSTOM_CODE:
-        return options.out_channels, options.kernel_h * options.kernel_w
-    return options.vocab, options.dim
-
-
 # The delegate's own limit on a depthwise kernel's taps (tflite_delegate/src/kernels/depthwise_conv2d.cc).
 _MAX_DEPTHWISE_TAPS = 1 << 20
 
@@ -238,7 +220,7 @@ def delegate_problem(custom: str, options, info, bias_bytes: Optional[int]) -> O
       custom: the op's custom code; options: its unpacked options record; info: codec.parse_info of its
       blob; bias_bytes: size of its constant bias buffer (None when absent or not constant).
     """
-    expected = tuple(int(d) for d in _expected_blob_shape(custom, options))
+    expected = tuple(int(d) for d in options.blob_shape())
     if any(d < 1 for d in expected):
         return f"its options give a non-positive weight shape {list(expected)}"
     shape = tuple(int(d) for d in info.shape)
@@ -248,9 +230,9 @@ def delegate_problem(custom: str, options, info, bias_bytes: Optional[int]) -> O
     if int(info.num_elements) > limits.MAX_DECODED_ELEMENTS:
         return (f"its blob holds {int(info.num_elements)} weights, more than the {limits.MAX_DECODED_ELEMENTS} "
                 "the dc readers decode")
-    if custom == conv_rewriters.DEPTHWISE_CUSTOM_CODE and expected[1] > _MAX_DEPTHWISE_TAPS:
+    if custom == DEPTHWISE_CUSTOM_CODE and expected[1] > _MAX_DEPTHWISE_TAPS:
         return f"its {options.kernel_h}x{options.kernel_w} kernel exceeds the delegate's {_MAX_DEPTHWISE_TAPS} taps"
-    if bias_bytes is not None and custom != conv_rewriters.GATHER_CUSTOM_CODE and bias_bytes != 4 * expected[0]:
+    if bias_bytes is not None and op_specs.BY_CUSTOM_CODE[custom].has_bias and bias_bytes != 4 * expected[0]:
         return f"its bias holds {bias_bytes // 4} values, expected {expected[0]}"
     return None
 
@@ -280,13 +262,13 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
             if custom in DC_OPS:
                 blob_tensor = subgraph.tensors[int(op.inputs[DC_OPS[custom]])]
                 tensor_name = blob_tensor.name.decode() if isinstance(blob_tensor.name, bytes) else blob_tensor.name
-                name = tensor_name[:-len("/dc_blob")] if tensor_name.endswith("/dc_blob") else tensor_name
-                options_class = (FullyConnectedOptions if custom == FC_CUSTOM_CODE
-                                 else conv_rewriters.OPTIONS_CLASSES[custom])
+                name = tensor_name[:-len(BLOB_SUFFIX)] if tensor_name.endswith(BLOB_SUFFIX) else tensor_name
+                options_class = OPTIONS_CLASSES[custom]
                 blob = flatbuffer.buffer_bytes(model, blob_tensor.buffer)
                 try:
                     options = options_class.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
-                    problem = delegate_problem(custom, options, codec.parse_info(blob), _bias_bytes(model, subgraph, op))
+                    problem = delegate_problem(custom, options, codec.parse_info(blob),
+                                               _bias_bytes(model, subgraph, op))
                 except ValueError as error:  # malformed options, or a blob the codec rejects (CodecError)
                     problem = str(error)
                 if problem is not None:

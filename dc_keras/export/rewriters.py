@@ -2,126 +2,19 @@
 
 A rewriter looks at one operator of a converted model and either replaces it in place (new custom op code,
 a constant uint8 blob tensor instead of the float weights, its parameters in custom options) or declines
-with a reason, leaving the stock op to run as before. Conv, depthwise conv and embedding lookups are added
-by writing a function like `rewrite_fully_connected` and one entry in REWRITERS.
+with a reason, leaving the stock op to run as before. REWRITERS is keyed by the builtin each op_specs.OpSpec
+replaces; a new op kind adds its spec, its options class, its rewriter and one entry in _BY_CUSTOM_CODE.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
-from typing import Callable, Dict, Mapping, Optional, Union
+from typing import Dict
 
-import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
 
-from dc_keras import layer_registry, limits
-from dc_keras.export import flatbuffer
-from dc_keras.export.errors import ExportError
-from dc_keras.export.options import ACTIVATIONS, FC_CUSTOM_CODE, FullyConnectedOptions
-
-BitsOption = Union[None, int, Mapping[str, int]]
-
-BLOB_SUFFIX = "/dc_blob"
-"""Blob tensors are named <layer name><BLOB_SUFFIX>, which is how dc-inspect names layers from a file."""
-
-
-@dataclasses.dataclass
-class RewriteSettings:
-    """Options of export_tflite that rewriters honour."""
-
-    bits: BitsOption = None
-    index_bits: BitsOption = None
-    coder: str = "huffman"
-    layout: str = "sparse"
-    min_rate: float = 2.0  # compress only when the blob is at least this many times smaller than the floats
-
-    def __post_init__(self):
-        # Checked before the converter runs, so that a width no file can store fails at once.
-        for name, check in (("bits", limits.check_bits), ("index_bits", limits.check_index_bits)):
-            option = getattr(self, name)
-            if isinstance(option, Mapping):
-                for layer, value in option.items():
-                    check(value, f"{name}[{layer!r}]")
-            elif option is not None:
-                check(option, name)
-
-    def resolve(self, option: BitsOption, layer: str, default: Optional[int]) -> tuple[Optional[int], bool]:
-        """(value, explicitly given) of a per-layer option given as None, an int or a {layer name: int}."""
-        if isinstance(option, Mapping):
-            if layer in option:
-                return int(option[layer]), True
-            return default, False
-        if option is None:
-            return default, False
-        return int(option), True
-
-
-@dataclasses.dataclass
-class Skipped:
-    """An op left stock, and why."""
-
-    layer: str
-    op: str
-    reason: str
-
-
-RewriteResult = Optional[Skipped]  # None: rewritten
-
-
-def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
-                   settings: RewriteSettings) -> Union[bytes, Skipped]:
-    """The blob of `stored` (the weights in the kernel's layout), or Skipped when the layer is not
-    weight-shared or does not pay to compress; the one policy of every rewriter. Bits come from the number
-    of distinct nonzero values unless given, index bits from layer_registry's default for `kind` ("fc",
-    "conv", "embedding") unless given, and min_rate is measured against the float32 bytes. Raises
-    ExportError when the given bits cannot hold the values or the blob does not decode back to them."""
-    stored = np.ascontiguousarray(stored, dtype=np.float32)
-    distinct = int(np.unique(stored[stored != 0]).size)
-    bits, bits_given = settings.resolve(settings.bits, layer, None)
-    index_bits, _ = settings.resolve(settings.index_bits, layer, layer_registry.DEFAULT_INDEX_BITS[kind])
-    if bits is None:
-        # Weight sharing leaves at most 2^MAX_BITS distinct values; more means the layer was not clustered
-        # and stays a stock op.
-        if distinct > 1 << limits.MAX_BITS:
-            return Skipped(layer, op_name, f"{distinct} distinct nonzero weights (not clustered: at most "
-                                           f"{1 << limits.MAX_BITS} are storable)")
-        bits = max(1, math.ceil(math.log2(max(distinct, 1))))
-    if distinct > (1 << bits):
-        raise ExportError(
-            f"layer {layer!r} has {distinct} distinct nonzero weights, more than 2^bits = {1 << bits} "
-            f"(bits={bits}{' as given' if bits_given else ''}); cluster it with at most {1 << bits} clusters "
-            "or raise bits")
-
-    from dc_keras import codec  # the codec is heavy only on first use
-
-    try:
-        blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout)
-    except ValueError as error:
-        raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
-    dense_bytes = stored.size * 4
-    if len(blob) * settings.min_rate > dense_bytes:
-        return Skipped(layer, op_name,
-                       f"compressed size {len(blob)} B does not pay against {dense_bytes} B of floats "
-                       f"(min_rate {settings.min_rate})")
-    # The blob must give back exactly the weights the converter wrote (the clustered values, bit for bit).
-    decoded = np.asarray(codec.decode(blob), dtype=np.float32).reshape(stored.shape)
-    if not np.array_equal(decoded, stored):  # value equality: a pruned -0.0 comes back as +0.0
-        raise ExportError(f"layer {layer!r}: the encoded weights do not decode to the original values")
-    return blob
-
-
-def replace_op(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT", layer: str,
-               custom_code: str, blob: bytes, inputs: list, options: bytes) -> None:
-    """Turns `op` into the custom op `custom_code` with custom options `options`: `blob` becomes a constant
-    uint8 tensor named <layer><BLOB_SUFFIX>, and `inputs` lists the new op inputs, "blob" marking its slot."""
-    blob_index = flatbuffer.add_tensor(model, subgraph, layer + BLOB_SUFFIX, [len(blob)], schema.TensorType.UINT8,
-                                       blob)
-    op.opcodeIndex = flatbuffer.custom_opcode_index(model, custom_code)
-    op.inputs = np.asarray([blob_index if i == "blob" else i for i in inputs], dtype=np.int32)
-    op.builtinOptionsType = schema.BuiltinOptions.NONE
-    op.builtinOptions = None
-    op.customOptions = np.frombuffer(options, dtype=np.uint8).copy()
-    op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS  # the schema's only value
+from dc_keras.export import conv_rewriters, flatbuffer, op_specs
+from dc_keras.export.options import ACTIVATIONS, FullyConnectedOptions
+from dc_keras.export.rewrite_base import (BLOB_SUFFIX, BitsOption, Rewriter, RewriteResult,  # noqa: F401
+                                          RewriteSettings, Skipped, encode_weights, replace_op)
 
 
 def _weights_fc(model, subgraph, op):
@@ -137,48 +30,48 @@ def _weights_fc(model, subgraph, op):
 def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "schema.OperatorT",
                             layer: str, settings: RewriteSettings) -> RewriteResult:
     """FULLY_CONNECTED with constant float32 weights [units, input size] -> DcFullyConnected."""
+    spec = op_specs.FULLY_CONNECTED
+    name = spec.builtin
     options = op.builtinOptions
     inputs = [int(i) for i in op.inputs]
     weights = _weights_fc(model, subgraph, op)
     if weights is None or weights.ndim != 2:
-        return Skipped(layer, "FULLY_CONNECTED", "weights are not a constant float32 matrix")
+        return Skipped(layer, name, "weights are not a constant float32 matrix")
     x, out = subgraph.tensors[inputs[0]], subgraph.tensors[int(op.outputs[0])]
     if x.type != schema.TensorType.FLOAT32 or out.type != schema.TensorType.FLOAT32:
-        return Skipped(layer, "FULLY_CONNECTED", "activations are not float32 (a quantized model?)")
+        return Skipped(layer, name, "activations are not float32 (a quantized model?)")
     if options is not None and options.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
-        return Skipped(layer, "FULLY_CONNECTED", "shuffled weights format")
+        return Skipped(layer, name, "shuffled weights format")
     activation = options.fusedActivationFunction if options is not None else 0
     if activation not in ACTIVATIONS:
-        return Skipped(layer, "FULLY_CONNECTED", f"fused activation {activation} not supported by the delegate")
+        return Skipped(layer, name, f"fused activation {activation} not supported by the delegate")
     bias_index = inputs[2] if len(inputs) > 2 else -1
     if bias_index >= 0:
         bias = flatbuffer.tensor_data(model, subgraph.tensors[bias_index])
         if bias is None or subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32:
-            return Skipped(layer, "FULLY_CONNECTED", "bias is not a constant float32 vector")
+            return Skipped(layer, name, "bias is not a constant float32 vector")
 
-    blob = encode_weights(weights, layer, "FULLY_CONNECTED", "fc", settings)
+    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings)
     if isinstance(blob, Skipped):
         return blob
 
     fc_options = FullyConnectedOptions(
         fused_activation=int(activation), keep_num_dims=bool(options.keepNumDims) if options is not None else False,
         units=int(weights.shape[0]), input_size=int(weights.shape[1]))
-    replace_op(model, subgraph, op, layer, FC_CUSTOM_CODE, blob, [inputs[0], "blob", bias_index], fc_options.pack())
+    replace_op(model, subgraph, op, layer, spec.custom_code, blob, [inputs[0], "blob", bias_index],
+               fc_options.pack())
     return None
 
 
-Rewriter = Callable[["schema.ModelT", "schema.SubGraphT", "schema.OperatorT", str, RewriteSettings], RewriteResult]
-
-# TFLite builtin op -> (rewriter, function giving the op's constant float weights for naming layers).
-REWRITERS: Dict[int, tuple] = {
-    schema.BuiltinOperator.FULLY_CONNECTED: (rewrite_fully_connected, _weights_fc),
+_BY_CUSTOM_CODE = {
+    op_specs.FULLY_CONNECTED.custom_code: (rewrite_fully_connected, _weights_fc),
+    op_specs.CONV_2D.custom_code: (conv_rewriters.rewrite_conv_2d, conv_rewriters.conv_weights),
+    op_specs.DEPTHWISE_CONV_2D.custom_code: (conv_rewriters.rewrite_depthwise_conv_2d,
+                                             conv_rewriters.depthwise_weights),
+    op_specs.GATHER.custom_code: (conv_rewriters.rewrite_gather, conv_rewriters.gather_weights),
 }
 
-# CONV_2D, DEPTHWISE_CONV_2D and embedding GATHER. Imported last: conv_rewriters uses this module's
-# Skipped, encode_weights and replace_op lazily, so either module can be imported first.
-from dc_keras.export import conv_rewriters  # noqa: E402
-
-REWRITERS[schema.BuiltinOperator.CONV_2D] = (conv_rewriters.rewrite_conv_2d, conv_rewriters.conv_weights)
-REWRITERS[schema.BuiltinOperator.DEPTHWISE_CONV_2D] = (conv_rewriters.rewrite_depthwise_conv_2d,
-                                                       conv_rewriters.depthwise_weights)
-REWRITERS[schema.BuiltinOperator.GATHER] = (conv_rewriters.rewrite_gather, conv_rewriters.gather_weights)
+REWRITERS: Dict[int, tuple] = {getattr(schema.BuiltinOperator, spec.builtin): _BY_CUSTOM_CODE[spec.custom_code]
+                               for spec in op_specs.SPECS}
+"""TFLite builtin op -> (rewriter, function giving the op's constant float weights in the Keras layer's layout,
+for naming layers)."""

@@ -85,6 +85,8 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         **kwargs: Keras layer arguments (``name`` defaults to ``"prune_low_magnitude_" + layer.name``).
     """
 
+    TRANSFORM = "pruning"
+
     def __init__(self, layer, pruning_schedule=None, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(f"PruneLowMagnitude wraps a keras.layers.Layer, got {layer!r}")
@@ -257,19 +259,13 @@ def read_value(variable) -> np.ndarray:
 
 
 def _iter_layers(model_or_layer) -> Iterator[keras.layers.Layer]:
-    """Every layer reachable from ``model_or_layer``, nested models included; wrappers are not descended."""
-    stack = [model_or_layer]
-    seen = set()
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        yield layer
-        if isinstance(layer, PruneLowMagnitude):
-            continue
-        children = layer.layers if isinstance(layer, keras.Model) else getattr(layer, "_layers", [])
-        stack.extend(reversed(list(children)))
+    """``model_or_layer`` and every layer reachable from it (nested models and the layers of custom blocks
+    included); a pruning wrapper's inner layer is not descended into."""
+    yield model_or_layer
+    if isinstance(model_or_layer, PruneLowMagnitude):
+        return
+    yield from layer_registry.walk(model_or_layer, containers=True, sublayers=True,
+                                   into_wrappers=lambda wrapper: not isinstance(wrapper, PruneLowMagnitude))
 
 
 def collect_prunable_layers(model) -> List[PruneLowMagnitude]:
@@ -282,6 +278,61 @@ def _has_weights(layer) -> bool:
         return bool(layer.weights)
     except Exception:  # noqa: BLE001 - an unbuilt custom layer may not answer; it then has no weights yet
         return False
+
+
+class _Wrapping:
+    """How prune_low_magnitude wraps a layer: its default schedule, the per-layer overrides (None: stay
+    dense) and the keyword arguments of each PruneLowMagnitude."""
+
+    def __init__(self, default, overrides: Mapping[str, object], kwargs: dict):
+        self.default, self.overrides, self.kwargs = default, overrides, kwargs
+
+    def wrap(self, layer, direct: bool):
+        """`layer` wrapped for pruning, or unchanged (already wrapped, kept dense, or unsupported: then a
+        ValueError when the layer was asked for `direct`ly)."""
+        if isinstance(layer, PruneLowMagnitude):
+            return layer
+        schedule = self.overrides.get(layer.name, self.default)
+        if schedule is None:  # per_layer={name: None}: keep this layer dense
+            return layer
+        if not layer_registry.is_supported(layer, "get_prunable_weights"):
+            if direct:
+                raise ValueError(
+                    f"cannot prune layer {layer.name!r} of type {type(layer).__name__}: dc_keras prunes "
+                    "Dense, Conv1D, Conv2D, DepthwiseConv2D, Conv2DTranspose and Embedding layers, and layers "
+                    "that implement get_prunable_weights()")
+            return layer
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, **self.kwargs)
+
+    def check_names(self, names) -> None:
+        """ValueError when per_layer names a layer not among `names`."""
+        unknown = sorted(set(self.overrides) - set(names))
+        if unknown:
+            raise ValueError(f"per_layer names layers that are not in the model: {unknown}; "
+                             f"layers are {sorted(names)}")
+
+
+def _prune_model(model, wrapping: _Wrapping):
+    """A clone of the Sequential/functional `model` whose supported layers are wrapped (the layer objects
+    themselves are reused), with a one-line notice naming weighted layers left unpruned."""
+    if not isinstance(model, keras.Sequential) and not _is_functional(model):
+        raise ValueError(
+            f"prune_low_magnitude accepts Sequential and functional models; {model.name!r} is a subclassed "
+            "model: wrap its layers with prune_low_magnitude(layer) inside the model instead")
+    wrapping.check_names([layer.name for layer in _iter_layers(model)])
+    skipped = []
+
+    def clone_function(layer):
+        wrapped = wrapping.wrap(layer, False)
+        if wrapped is layer and not isinstance(layer, PruneLowMagnitude) and _has_weights(layer) \
+                and not isinstance(layer, keras.Model) and layer.name not in wrapping.overrides:
+            skipped.append(f"{layer.name} ({type(layer).__name__})")
+        return wrapped
+
+    pruned = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    if skipped:
+        _LOG.warning("dc_keras.prune_low_magnitude: not pruned (unsupported type): %s", ", ".join(skipped))
+    return pruned
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), block_pooling_type="AVG",
@@ -312,62 +363,21 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), bloc
     if block_pooling_type not in ("AVG", "MAX"):
         raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type!r}")
     default = as_schedule(pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0))
-    overrides = {}
-    for name, schedule in dict(per_layer or {}).items():
-        overrides[name] = None if schedule is None else as_schedule(schedule)
-
-    def wrap(layer, direct: bool):
-        if isinstance(layer, PruneLowMagnitude):
-            return layer
-        schedule = overrides.get(layer.name, default)
-        if schedule is None:  # per_layer={name: None}: keep this layer dense
-            return layer
-        if not layer_registry.is_supported(layer, "get_prunable_weights"):
-            if direct:
-                raise ValueError(
-                    f"cannot prune layer {layer.name!r} of type {type(layer).__name__}: dc_keras prunes "
-                    "Dense, Conv1D, Conv2D, DepthwiseConv2D, Conv2DTranspose and Embedding layers, and layers "
-                    "that implement get_prunable_weights()")
-            return layer
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, **kwargs)
-
-    def check_names(names):
-        unknown = sorted(set(overrides) - set(names))
-        if unknown:
-            raise ValueError(f"per_layer names layers that are not in the model: {unknown}; "
-                             f"layers are {sorted(names)}")
+    overrides = {name: None if schedule is None else as_schedule(schedule)
+                 for name, schedule in dict(per_layer or {}).items()}
+    wrapping = _Wrapping(default, overrides, kwargs)
 
     if isinstance(to_prune, (list, tuple)):
         for layer in to_prune:
             if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
                 raise ValueError(f"prune_low_magnitude: list items must be keras layers, got {layer!r}")
-        check_names([layer.name for layer in to_prune])
-        return [wrap(layer, True) for layer in to_prune]
-
+        wrapping.check_names([layer.name for layer in to_prune])
+        return [wrapping.wrap(layer, True) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        if not isinstance(to_prune, keras.Sequential) and not _is_functional(to_prune):
-            raise ValueError(
-                f"prune_low_magnitude accepts Sequential and functional models; {to_prune.name!r} is a subclassed "
-                "model: wrap its layers with prune_low_magnitude(layer) inside the model instead")
-        check_names([layer.name for layer in _iter_layers(to_prune)])
-        skipped = []
-
-        def clone_function(layer):
-            wrapped = wrap(layer, False)
-            if wrapped is layer and not isinstance(layer, PruneLowMagnitude) and _has_weights(layer) \
-                    and not isinstance(layer, keras.Model) and layer.name not in overrides:
-                skipped.append(f"{layer.name} ({type(layer).__name__})")
-            return wrapped
-
-        pruned = keras.models.clone_model(to_prune, clone_function=clone_function, recursive=True)
-        if skipped:
-            _LOG.warning("dc_keras.prune_low_magnitude: not pruned (unsupported type): %s", ", ".join(skipped))
-        return pruned
-
+        return _prune_model(to_prune, wrapping)
     if isinstance(to_prune, keras.layers.Layer):
-        check_names([to_prune.name])
-        return wrap(to_prune, True)
-
+        wrapping.check_names([to_prune.name])
+        return wrapping.wrap(to_prune, True)
     raise ValueError(f"prune_low_magnitude accepts a keras Layer, a list of layers or a Sequential/functional "
                      f"keras Model, got {type(to_prune).__name__}")
 

@@ -1,0 +1,162 @@
+"""CompressionConfig: everything a compression run depends on besides the model and the data."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+from typing import Any, Callable, Dict, Union
+
+from dc_keras import limits
+from dc_keras.atomic import atomic_write
+from dc_keras.per_layer import check_per_layer, resolve_per_layer
+
+PerLayer = Union[None, float, int, Dict[str, Any]]
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+
+@dataclasses.dataclass
+class CompressionConfig:
+    """Everything a compression run depends on besides the model and the data.
+
+    Per-layer fields take one value for every compressible layer, or a dict {layer name: value}; a layer
+    missing from a sparsity/quality dict stays dense, a layer missing from a bits dict gets the paper's
+    default (8 bits for conv layers, 5 for fully-connected ones, `dc_keras.layer_registry`).
+
+    Attributes:
+      sparsity: target fraction of pruned weights per layer, in [0, 1). Exclusive with `quality`.
+      quality: the paper's rule instead: prune |w| < quality * std(w) per layer (> 0).
+      bits: codebook index bits per layer (2**bits shared values), 1..8; None = paper defaults; a layer given
+        0 in a dict is not clustered (and so stays a stock op).
+      index_bits: bits of the relative sparse indices per layer, 2..8; None = paper defaults.
+      epochs: dense training epochs (0 when a trained model is given).
+      prune_epochs: retraining epochs summed over all pruning iterations.
+      prune_iterations: pruning steps; the target is reached along a cubic ramp (bigger steps first,
+        as in tfmot's PolynomialDecay) with retraining after each step.
+      cluster_epochs: centroid fine-tuning epochs.
+      batch_size: training batch size of every stage.
+      learning_rate, prune_learning_rate, cluster_learning_rate: Adam learning rates of each stage
+        (retraining uses lower rates: the paper retrains pruned nets at 1/10 to 1/100 of the original).
+      centroid_init: "linear" (the paper's best), "density", "random" or "kmeans++".
+      validation_fraction: share of the training data held out for sensitivity analysis.
+      seed: random seed of weight initialisation, shuffling and k-means.
+    """
+
+    sparsity: PerLayer = 0.9
+    quality: PerLayer = None
+    bits: PerLayer = None
+    index_bits: PerLayer = None
+    epochs: int = 10
+    prune_epochs: int = 6
+    prune_iterations: int = 3
+    cluster_epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    prune_learning_rate: float = 5e-4
+    cluster_learning_rate: float = 1e-4
+    centroid_init: str = "linear"
+    validation_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        if self.sparsity is not None and self.quality is not None:
+            raise ValueError("CompressionConfig: give sparsity or quality, not both (set the other to None)")
+        if self.sparsity is None and self.quality is None:
+            raise ValueError("CompressionConfig: one of sparsity or quality is required")
+        _check_per_layer("sparsity", self.sparsity, lambda v: _is_real(v) and 0.0 <= v < 1.0, "in [0, 1)")
+        _check_per_layer("quality", self.quality, lambda v: _is_real(v) and math.isfinite(v) and v > 0,
+                         "a finite number > 0")
+        if _is_int(self.bits) and self.bits == 0:
+            raise ValueError("CompressionConfig: bits must be " + limits.BITS_RANGE + ", got 0 (0 for every "
+                             "layer would compress nothing; {layer: 0} leaves single layers unclustered)")
+        if isinstance(self.bits, dict):
+            _check_per_layer("bits", self.bits, lambda v: (_is_int(v) and v == 0) or limits.bits_ok(v),
+                             "0 (not clustered) or " + limits.BITS_RANGE)
+        else:
+            _check_per_layer("bits", self.bits, limits.bits_ok, limits.BITS_RANGE)
+        _check_per_layer("index_bits", self.index_bits, limits.index_bits_ok, limits.INDEX_BITS_RANGE)
+        for name in ("epochs", "prune_epochs", "cluster_epochs"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"CompressionConfig: {name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name in ("prune_iterations", "batch_size"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"CompressionConfig: {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.prune_epochs and self.prune_epochs < self.prune_iterations:
+            raise ValueError(f"CompressionConfig: prune_epochs ({self.prune_epochs}) must be 0 or at least "
+                             f"prune_iterations ({self.prune_iterations}): each iteration retrains")
+        for name in ("learning_rate", "prune_learning_rate", "cluster_learning_rate"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"CompressionConfig: {name} must be a number > 0, got {value!r}")
+        if self.centroid_init not in ("linear", "density", "random", "kmeans++"):
+            raise ValueError(f"CompressionConfig: centroid_init must be linear, density, random or kmeans++, "
+                             f"got {self.centroid_init!r}")
+        if not _is_real(self.validation_fraction) or not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"CompressionConfig: validation_fraction must be in [0, 1), "
+                             f"got {self.validation_fraction!r}")
+        if not _is_int(self.seed):
+            raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
+
+    def to_json(self) -> str:
+        """The config as a JSON object (indented, keys in field order)."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "CompressionConfig":
+        """Parse `to_json` output; unknown keys raise ValueError (a typo must not pass silently)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"CompressionConfig: not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"CompressionConfig: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"CompressionConfig: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: str) -> None:
+        """Write `to_json()` to `path` atomically (creating its directory if needed)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, (self.to_json() + "\n").encode())
+
+    @classmethod
+    def load(cls, path: str) -> "CompressionConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(f.read())
+
+    def replace(self, **changes) -> "CompressionConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_per_layer(name: str, value, ok: Callable[[Any], bool], what: str) -> None:
+    check_per_layer("CompressionConfig", name, value, ok, what)
+
+
+def per_layer_value(value: PerLayer, layer_name: str, missing=None):
+    """The value of a per-layer config field for one layer: the scalar, the dict entry, or `missing`."""
+    return resolve_per_layer(value, layer_name, default=missing)
+
+
+def ramp(iteration: int, iterations: int) -> float:
+    """Fraction of the final target reached after `iteration` of `iterations` steps (cubic, as tfmot)."""
+    return 1.0 - (1.0 - iteration / iterations) ** 3
+
+

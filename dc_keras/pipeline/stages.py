@@ -1,0 +1,261 @@
+"""The pipeline's stages as functions: each takes its input model, the data and the config explicitly and
+returns what it produced, leaving its input untouched. `DeepCompression` (dc_keras.pipeline) adds stage
+headers, timing, accuracy records and the result directory around them.
+
+`data` is ((x_train, y_train), (x_test, y_test)) as accepted by `validate_data`, or None for stages that
+need none.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from dc_keras import interrupts
+from dc_keras.atomic import atomic_write
+from dc_keras.pipeline.config import CompressionConfig, per_layer_value, ramp
+from dc_keras.pipeline.keras_tools import (compile_for_classification, compressible_layers, copy_model,
+                                           interrupt_check_callback, kernel_arrays, tflite_accuracy,
+                                           tflite_from_keras)
+from dc_keras.validation import check_layer_names
+
+# The largest drop (absolute) of compressed.tflite's accuracy below its Keras model that verification accepts.
+VERIFY_TOLERANCE = 0.005
+
+
+def require_data(data, stage: str):
+    """`data`, or ValueError saying that `stage` needs it."""
+    if data is None:
+        raise ValueError(f"{stage} needs data: DeepCompression(config, data=((x_train, y_train), "
+                         "(x_test, y_test)))")
+    return data
+
+
+def fit_split(data, config: CompressionConfig):
+    """Training examples, minus the validation share held out for sensitivity analysis."""
+    (x, y), _ = require_data(data, "training")
+    held_out = int(len(x) * config.validation_fraction)
+    return (x[:len(x) - held_out], y[:len(y) - held_out]) if held_out else (x, y)
+
+
+def validation_split(data, config: CompressionConfig):
+    """The held-out tail of the training data (or the test set when validation_fraction is 0)."""
+    (x, y), test = require_data(data, "validation")
+    held_out = int(len(x) * config.validation_fraction)
+    return (x[len(x) - held_out:], y[len(y) - held_out:]) if held_out else test
+
+
+def labels_one_hot(data) -> bool:
+    """True when the training labels are one-hot rows rather than class ids."""
+    return require_data(data, "training")[0][1].ndim == 2
+
+
+def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: float, callbacks=(), verbose: int = 0):
+    """Compile `model` for the data's labels and train it in place for `epochs` (stopping at an interrupt)."""
+    compile_for_classification(model, learning_rate, labels_one_hot(data))
+    if epochs:
+        x, y = fit_split(data, config)
+        model.fit(x, y, batch_size=config.batch_size, epochs=epochs,
+                  callbacks=[*callbacks, interrupt_check_callback()], verbose=verbose, shuffle=True)
+    return model
+
+
+def evaluate(model, data, config: CompressionConfig) -> float:
+    """Test-set accuracy of `model`."""
+    _, (x_test, y_test) = require_data(data, "evaluation")
+    compile_for_classification(model, config.learning_rate, labels_one_hot(data))
+    return float(model.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1])
+
+
+def train_dense(model, data, config: CompressionConfig, epochs: Optional[int] = None, verbose: int = 0):
+    """A trained copy of `model` (config.epochs unless `epochs` is given; seeded by config.seed)."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    trained = copy_model(model)
+    return fit(trained, data, config, config.epochs if epochs is None else epochs, config.learning_rate,
+               verbose=verbose)
+
+
+def sensitivity(model, validation_data, budget: float, sparsities=None, verbose: int = 0):
+    """`sensitivity_analysis` of a copy of `model` on `validation_data` with accuracy budget `budget`."""
+    from dc_keras.sensitivity import DEFAULT_SPARSITIES, sensitivity_analysis
+
+    return sensitivity_analysis(copy_model(model), validation_data, sparsities=sparsities or DEFAULT_SPARSITIES,
+                                budget=budget, verbose=verbose, batch_size=1000)
+
+
+def check_budget_met(result, budget: float) -> None:
+    """ValueError when no layer can be pruned within `budget` (the budget is unmeetable)."""
+    if not result.feasible:
+        worst = {n: round(result.baseline - c[0], 4) for n, c in result.curves.items()}
+        raise ValueError(
+            f"accuracy budget {budget} cannot be met: pruning any layer to {min(result.sparsities):.0%} "
+            f"already costs more (drops per layer: {worst}); raise --budget")
+
+
+def _schedule(config: CompressionConfig, layer_name: str, fraction: float):
+    """The pruning schedule of one layer at `fraction` of its target (None: the layer stays dense). The
+    mask is computed once, at the first training step the wrappers see, and then held while the survivors
+    retrain (prune, retrain, prune more: the paper's iterative pruning); a huge frequency means "never again"."""
+    from dc_keras.pruning.schedule import ConstantSparsity, SensitivityThreshold
+
+    first, hold = 1, 10 ** 9
+    if config.quality is not None:
+        q = per_layer_value(config.quality, layer_name)
+        return SensitivityThreshold(q * fraction, first, -1, hold) if q else None
+    s = per_layer_value(config.sparsity, layer_name, 0.0)
+    return ConstantSparsity(s * fraction, first, -1, hold) if s > 0 else None
+
+
+def prune_schedules(model, config: CompressionConfig, iteration: int) -> Dict[str, Any]:
+    """layer name -> schedule for one pruning iteration: the target scaled by the cubic ramp."""
+    fraction = ramp(iteration, config.prune_iterations)
+    return {layer.name: _schedule(config, layer.name, fraction)
+            for layer in compressible_layers(model)}
+
+
+def prune_once(model, config: CompressionConfig):
+    """Prunes `model` in place to the final targets without retraining (prune_epochs == 0): the quality rule
+    through the same schedule the pruning wrappers use, a sparsity as magnitude pruning."""
+    from dc_keras import layer_registry
+    from dc_keras.sensitivity import magnitude_prune
+
+    for layer in compressible_layers(model):
+        schedule = _schedule(config, layer.name, 1.0)
+        if schedule is None:
+            continue
+        for _, variable in layer_registry.compressible_weights(layer):
+            values = np.asarray(variable.numpy())
+            if config.quality is not None:
+                _, mask = schedule.compute_mask(0, values)
+                variable.assign(np.where(np.asarray(mask) != 0, values, 0).astype(values.dtype))
+            else:
+                variable.assign(magnitude_prune(values, schedule.target_sparsity))
+    return model
+
+
+def describe(schedule) -> str:
+    """A schedule's target for progress lines."""
+    if schedule is None:
+        return "dense"
+    if hasattr(schedule, "quality"):
+        return f"quality {schedule.quality:.3g}"
+    return f"{schedule.target_sparsity:.1%}" if hasattr(schedule, "target_sparsity") else repr(schedule)
+
+
+def prune(model, data, config: CompressionConfig, verbose: int = 0):
+    """Iterative magnitude pruning with retraining; returns the stripped pruned copy of `model`."""
+    import dc_keras
+    from dc_keras.callbacks import UpdatePruningStep
+
+    check_layer_names(model, config, ("sparsity", "quality"))
+    current = copy_model(model)
+    if not config.prune_epochs:
+        current = prune_once(current, config)
+    base, extra = divmod(config.prune_epochs, config.prune_iterations)
+    for iteration in range(1, config.prune_iterations + 1) if config.prune_epochs else ():
+        epochs = base + (1 if iteration <= extra else 0)
+        schedules = prune_schedules(current, config, iteration)
+        if not any(schedules.values()):
+            break
+        if verbose:
+            targets = ", ".join(f"{n} {describe(s)}" for n, s in schedules.items())
+            print(f"pruning iteration {iteration}/{config.prune_iterations} ({epochs} epochs): {targets}", flush=True)
+        wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules)
+        fit(wrapped, data, config, epochs, config.prune_learning_rate, callbacks=[UpdatePruningStep()],
+            verbose=verbose)
+        current = dc_keras.strip_pruning(wrapped)
+    return current
+
+
+def cluster(model, data, config: CompressionConfig, verbose: int = 0):
+    """Weight sharing with centroid fine-tuning, zeros preserved; returns the stripped clustered copy of
+    `model`, or None when bits == 0 for every layer (nothing to cluster)."""
+    import dc_keras
+
+    check_layer_names(model, config, ("bits",))
+    names = [layer.name for layer in compressible_layers(model)]
+    bits = {n: per_layer_value(config.bits, n) for n in names}
+    skip = [n for n, b in bits.items() if b == 0]
+    chosen = {n: b for n, b in bits.items() if b not in (None, 0)}
+    if len(skip) == len(names):
+        return None
+    source = copy_model(model)
+    keras_bits = chosen if chosen else None
+    if skip:
+        # Leave the skipped layers as they are: clustering layer by layer lets us pass over them.
+        clustered = _cluster_some(source, [n for n in names if n not in skip], keras_bits, config)
+    else:
+        clustered = dc_keras.cluster_weights(source, bits=keras_bits, cluster_centroids_init=config.centroid_init,
+                                             preserve_sparsity=True, seed=config.seed)
+    fit(clustered, data, config, config.cluster_epochs, config.cluster_learning_rate, verbose=verbose)
+    return dc_keras.strip_clustering(clustered)
+
+
+def _cluster_some(model, names, bits, config: CompressionConfig):
+    """cluster_weights on a subset of layers (the others kept as they are), via clone_model."""
+    import keras
+
+    import dc_keras
+
+    def clone(layer):
+        if layer.name in names:
+            wanted = None if bits is None else {layer.name: bits[layer.name]} if layer.name in bits else None
+            return dc_keras.cluster_weights(layer, bits=wanted, cluster_centroids_init=config.centroid_init,
+                                            preserve_sparsity=True, seed=config.seed)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def export(model, dense_model, output_dir: str, config: CompressionConfig, verify: bool = True):
+    """(export report, {file name: path}): compressed.tflite from `model` (dc_keras.export_tflite) and, when
+    `dense_model` is given, the stock baselines dense.tflite (float32) and dense_int8.tflite (dynamic-range
+    int8, what dc-benchmark compares against), each written under a temporary name and renamed."""
+    import dc_keras
+
+    os.makedirs(output_dir, exist_ok=True)
+    files = {"compressed.tflite": os.path.join(output_dir, "compressed.tflite")}
+    # bits=None: the exporter stores each layer with the fewest index bits that hold its shared values,
+    # which is never more than the clustering bits. The exporter writes atomically itself.
+    report = dc_keras.export_tflite(model, files["compressed.tflite"], index_bits=config.index_bits, verify=verify)
+    interrupts.check()
+    if dense_model is not None:
+        for name, int8 in (("dense.tflite", False), ("dense_int8.tflite", True)):
+            path = os.path.join(output_dir, name)
+            atomic_write(path, tflite_from_keras(dense_model, scratch_dir=output_dir, int8=int8))
+            files[name] = path
+            interrupts.check()
+    return report, files
+
+
+def verify(files: Mapping[str, str], data, keras_accuracy: Mapping[str, Optional[float]],
+           verbose: int = 0) -> Dict[str, Any]:
+    """{file name: {accuracy, keras_accuracy, bytes}}: test accuracy of each .tflite beside its Keras model's
+    (`keras_accuracy` gives "compressed.tflite"'s and the dense files' by file name). compressed.tflite runs
+    with dc_keras's delegate; RuntimeError when it falls more than VERIFY_TOLERANCE below its Keras model."""
+    _, (x_test, y_test) = require_data(data, "verify")
+    results = {}
+    for name, path in files.items():
+        accuracy = tflite_accuracy(path, x_test, y_test, with_dc_delegate=(name == "compressed.tflite"))
+        reference = keras_accuracy.get(name)
+        results[name] = {"accuracy": accuracy, "keras_accuracy": reference, "bytes": os.path.getsize(path)}
+        if verbose:
+            shown = f"{reference:.4f}" if reference is not None else "n/a"
+            print(f"{name}: .tflite accuracy {accuracy:.4f} (Keras {shown})", flush=True)
+        if name == "compressed.tflite" and reference is not None and accuracy < reference - VERIFY_TOLERANCE:
+            raise RuntimeError(f"verification failed: {name} reaches {accuracy:.4f} but its Keras model "
+                               f"{reference:.4f}")
+    return results
+
+
+def sparsity_by_layer(model) -> Dict[str, float]:
+    """layer name -> fraction of zero kernel weights."""
+    return {n: float(np.mean(k == 0)) for n, k in kernel_arrays(model).items()}
+
+
+def distinct_values_by_layer(model) -> Dict[str, int]:
+    """layer name -> number of distinct nonzero kernel values."""
+    return {n: int(np.unique(k[k != 0]).size) for n, k in kernel_arrays(model).items()}
