@@ -1,6 +1,6 @@
-"""The custom options records are written in Python (struct formats in dc_keras/export) and read in C++ at
-byte offsets (tflite_delegate/src/tflite_kernels/options_layout.h): the delegate reports the struct format its
-offsets amount to, which must equal the exporter's."""
+"""The custom options records are written in Python (each op's spec in dc_keras/export/op_specs.py) and read
+in C++ at byte offsets (tflite_delegate/src/tflite_kernels/options_layout.h): the delegate reports the struct
+format its offsets amount to, which must equal the spec's."""
 from __future__ import annotations
 
 import ctypes
@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from dc_keras import delegate
-from dc_keras.export import conv_rewriters, options
+from dc_keras.export import op_specs
 
 
 def _cpp_format(custom_name: str) -> str:
@@ -22,13 +22,9 @@ def _cpp_format(custom_name: str) -> str:
     return out.value.decode()
 
 
-@pytest.mark.parametrize("custom_name, python_format", [
-    ("DcFullyConnected", options._FC_FORMAT),
-    ("DcConv2D", conv_rewriters._CONV_FORMAT),
-    ("DcDepthwiseConv2D", conv_rewriters._DW_FORMAT),
-    ("DcGather", conv_rewriters._GATHER_FORMAT),
-])
-def test_cpp_offsets_match_python_struct_format(custom_name, python_format):
+@pytest.mark.parametrize("custom_name", sorted(op_specs.BY_CUSTOM_CODE))
+def test_cpp_offsets_match_python_struct_format(custom_name):
+    python_format = op_specs.BY_CUSTOM_CODE[custom_name].struct_format
     cpp = _cpp_format(custom_name)
     assert cpp == python_format, f"{custom_name}: C++ reads {cpp}, the exporter writes {python_format}"
     assert struct.calcsize(cpp) == struct.calcsize(python_format)
