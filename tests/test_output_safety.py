@@ -340,6 +340,26 @@ def test_reused_pid_counts_as_gone_only_with_a_different_start_time():
 
 # ---------------------------------------------------------------------------------------------- signals
 
+@pytest.fixture(autouse=True)
+def _sigint_not_ignored():
+    """A test run started in the background (nohup, `cmd &` in a script, some CI runners) inherits SIGINT as
+    ignored, and dc_keras keeps an ignored signal ignored on purpose; these tests need it delivered."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _default_signal_handling():
+    """preexec_fn of signalled children: SIGINT and SIGTERM at their defaults, whatever this process has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def test_guard_catches_an_interrupt_that_was_swallowed():
     with interrupts.InterruptGuard() as guard:
         try:
@@ -409,7 +429,7 @@ def _signal_run(tmp_path, stage, signum, extra=()):
             f"--output_dir={out}", "--epochs=20", "--prune_epochs=10", "--prune_iterations=1", "--cluster_epochs=10",
             "--batch_size=32", "--sparsity=0.8", "--bits=4", "--verbosity_level=2", *extra]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-                               text=True)
+                               text=True, preexec_fn=_default_signal_handling)
     seen = []
     try:
         for line in process.stdout:
