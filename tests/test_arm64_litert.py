@@ -1,8 +1,10 @@
 """The real arm64 stack: Debian's aarch64 CPython running the aarch64 ai-edge-litert wheel, which loads
 libdc_delegate.so cross-built for aarch64, all under qemu-user (tflite_delegate/tools/arm64_stack.py).
 
-Compressed LeNet-300-100, LeNet-5, a MobileNet-style network and an embedding model (every dc op kind:
-DcFullyConnected, DcConv2D, DcDepthwiseConv2D, DcGather) run there in sparse and dense modes with 1 and 2
+Compressed LeNet-300-100, LeNet-5, a MobileNet-style network, a network whose Conv2D / DepthwiseConv2D /
+Dense layers are followed by BatchNormalization (scales separated from the folded weights, applied by stock
+MULs) and an embedding model (every dc op kind: DcFullyConnected, DcConv2D, DcDepthwiseConv2D, DcGather) run
+there in sparse and dense modes with 1 and 2
 threads, and must match the x86-64 delegate and Keras within 1e-5 relative; the delegate must report its NEON
 path; without the delegate the aarch64 interpreter must fail with "unresolved custom op". Every emulated run
 happens in one qemu process (starting the emulated python costs seconds).
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_channel_scale import _bn_net, _trained_like
 from test_export_models import max_rel_error, prune_and_share
 
 import dc_keras
@@ -81,6 +84,7 @@ def _build_models():
                                                "ip2": (0.81, 32)}),
                    rng.random((2, 28, 28), dtype=np.float32)),
         "mobilenet_style": (_compress(_mobilenet_style(), {}), rng.normal(size=(2, 16, 16, 3)).astype(np.float32)),
+        "batchnorm": (_trained_like(_compress(_bn_net(), {})), rng.normal(size=(2, 12, 12, 3)).astype(np.float32)),
         "embedding": (_compress(_embedding_model(), {"embed": (0.7, 8)}),
                       rng.integers(0, 200, size=(3, 6)).astype(np.int32)),
     }
@@ -130,6 +134,9 @@ def test_every_dc_op_kind_is_in_the_models(exported):
     kinds = {op for *_rest, ops in exported.values() for op in ops}
     assert kinds == set(DC_OPS)
     assert set(exported["mobilenet_style"][3]) == {"DcConv2D", "DcDepthwiseConv2D", "DcFullyConnected"}
+    # every folded layer of the BatchNorm network is a dc op: 2 convs, 1 depthwise, 2 dense
+    assert sorted(exported["batchnorm"][3]) == ["DcConv2D", "DcConv2D", "DcDepthwiseConv2D", "DcFullyConnected",
+                                                 "DcFullyConnected"]
     assert "DcGather" in exported["embedding"][3]
 
 
