@@ -118,3 +118,28 @@ def test_unscaled_layers_are_left_alone(tmp_path):
     tflite = flatbuffer.load(dense.read_bytes())
     kernels = channel_scale.tflite_layout_kernels(model.layers)
     assert channel_scale.separate_channel_scales(tflite, kernels) == []
+
+
+def test_headline_counts_layers_left_stock_at_float32(tmp_path):
+    from dc_keras.pipeline.report import all_weights_summary, format_report
+
+    model = _shared(_trained_like(_bn_net()))
+    # the depthwise layer's blob is less than 5x smaller than its floats: it stays stock, counted at float32
+    report = dc_keras.export_tflite(model, tmp_path / "m.tflite", min_rate=5.0)
+    stock = {s["layer"]: s for s in report.stock}
+    assert stock and all(s["weights"] > 0 for s in stock.values())
+    summary = all_weights_summary(report)
+    compressed = report.totals()
+    assert summary["weights"] == compressed["weights"] + sum(s["weights"] for s in stock.values())
+    assert summary["rate_pqh"] > compressed["rate_pqh"]
+    expected = (sum(l.blob_bytes for l in report.layers) + 4 * sum(s["weights"] for s in stock.values())) \
+        / (4 * summary["weights"])
+    assert summary["rate_pqh"] == pytest.approx(expected)
+    text = format_report({"table2": [], "stock_layers": report.stock, "weights_all": summary,
+                          "files": {"dense.tflite": 1, "compressed.tflite": 1, "ratio": 1.0},
+                          "accuracy": {}, "tflite_accuracy": {}, "seconds": {}})
+    assert f"all {summary['weights']} weights of weighted layers compressed" in text
+    assert "weights): " in text  # stock rows carry their weight count
+    # dc-inspect reads the same from the file
+    assert dc_keras.export.inspect_tflite(tmp_path / "m.tflite").totals()["stock_weights"] == \
+        compressed["stock_weights"]

@@ -209,7 +209,8 @@ def _rewrite_ops(tflite_model, names: Dict[str, str], settings: RewriteSettings)
             layer = _layer_name(names, weights, out_name)
             result = rewrite(tflite_model, subgraph, op, layer, settings)
             if isinstance(result, Skipped):
-                skipped.append({"layer": result.layer, "op": result.op, "reason": result.reason})
+                skipped.append({"layer": result.layer, "op": result.op, "reason": result.reason,
+                                "weights": int(weights.size) if weights is not None else None})
             else:
                 rewritten += 1
     return rewritten, skipped

@@ -97,7 +97,19 @@ class ExportReport:
             "index_bits_pqh": sum(8 * l.delta_stream_bytes for l in self.layers) / nnz if nnz else 0.0,
             "rate_pq": sum(l.pq_bits for l in self.layers) / (32 * weights) if weights else 0.0,
             "rate_pqh": sum(l.blob_bytes for l in self.layers) / (4 * weights) if weights else 0.0,
+            **self._totals_with_stock(weights),
         }
+
+    def _totals_with_stock(self, compressed_weights: int) -> dict:
+        """Rates over every weight of the weighted ops, the ones left stock counted at float32: what the
+        whole network's weights shrank by, not only its compressed layers'."""
+        stock = sum(int(s.get("weights") or 0) for s in self.stock)
+        everything = compressed_weights + stock
+        if not everything:
+            return {"stock_weights": stock, "rate_pq_all": 0.0, "rate_pqh_all": 0.0}
+        return {"stock_weights": stock,
+                "rate_pq_all": (sum(l.pq_bits for l in self.layers) + 32 * stock) / (32 * everything),
+                "rate_pqh_all": (sum(l.blob_bytes for l in self.layers) + 4 * stock) / (4 * everything)}
 
     def to_dict(self) -> dict:
         layers = []
@@ -201,6 +213,9 @@ def _check_metadata(entry) -> None:
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("layer", "op", "reason")):
             raise ValueError(f"{what}: stock entries must be {{layer, op, reason}} objects of strings, "
                              f"got {_short(item)}")
+        count = item.get("weights")
+        if count is not None and (not limits.is_int(count) or count < 0):
+            raise ValueError(f"{what}: a stock entry's weights must be a count, got {_short(item)}")
 
 
 def _short(value) -> str:

@@ -36,7 +36,7 @@ from dc_keras.pipeline.keras_tools import (_output_is_probability, _output_layer
                                            compile_for_classification, compressible_layers, copy_model,
                                            kernel_arrays, tflite_accuracy, tflite_from_keras)
 from dc_keras.pipeline.plots import write_plots  # run() looks it up here, where tests replace it
-from dc_keras.pipeline.report import TABLE2_COLUMNS, format_report, table2_rows
+from dc_keras.pipeline.report import TABLE2_COLUMNS, all_weights_summary, format_report, table2_rows
 from dc_keras.result_dir import NotOwnedError, OutputDirError, ResultDirectory  # run() raises them
 # validate_data and check_data_fits_model belong to this module's API as well.
 from dc_keras.validation import check_data_fits_model, check_layer_names, check_run_inputs, validate_data
@@ -254,6 +254,7 @@ class DeepCompression:
             "config": dataclasses.asdict(self.config),
             "table2": rows,
             "stock_layers": list(self.export_report.stock) if self.export_report is not None else [],
+            "weights_all": all_weights_summary(self.export_report),
             "export_verification": (self.export_report.verification
                                     if self.export_report is not None else None),
             "files": {"dense.tflite": dense_bytes, "dense_int8.tflite": int8_bytes,

@@ -31,6 +31,18 @@ def table2_rows(export_report) -> List[Dict[str, Any]]:
     return rows
 
 
+def all_weights_summary(export_report) -> Dict[str, Any]:
+    """The headline over every weight of the weighted layers, those left stock counted at float32:
+    {"weights", "rate_pq", "rate_pqh"} (empty without a report)."""
+    if export_report is None:
+        return {}
+    total = export_report.to_dict()["total"]
+    if "rate_pq_all" not in total:
+        return {}
+    return {"weights": total["weights"] + total["stock_weights"], "rate_pq": total["rate_pq_all"],
+            "rate_pqh": total["rate_pqh_all"]}
+
+
 def format_report(report: Dict[str, Any]) -> str:
     """report.txt: the Table-2 layout of the paper, then file sizes and accuracies."""
     lines = ["Deep Compression report (Han, Mao, Dally 2016, Table 2 layout)", ""]
@@ -48,11 +60,18 @@ def format_report(report: Dict[str, Any]) -> str:
                      f"{fmt(row['index_bits_pq'], '.1f'):>9}{fmt(row['index_bits_pqh'], '.1f'):>9}"
                      f"{fmt(row['rate_pq'], '.2%'):>9}{fmt(row['rate_pqh'], '.2%'):>9}")
     total = report["table2"][-1] if report["table2"] else None
-    if total and total.get("rate_pq") and total.get("rate_pqh"):
-        lines.append(f"{'':<14}weights compressed {1 / total['rate_pq']:.1f}x (P+Q), "
+    stock_layers = report.get("stock_layers", [])
+    everything = report.get("weights_all") or {}
+    if everything.get("rate_pq") and everything.get("rate_pqh"):
+        lines.append(f"{'':<14}all {everything['weights']} weights of weighted layers compressed "
+                     f"{1 / everything['rate_pq']:.1f}x (P+Q), {1 / everything['rate_pqh']:.1f}x (P+Q+H)"
+                     + (f"; the {len(stock_layers)} layers left stock count at float32" if stock_layers else ""))
+    if total and total.get("rate_pq") and total.get("rate_pqh") and stock_layers:
+        lines.append(f"{'':<14}compressed layers alone: {1 / total['rate_pq']:.1f}x (P+Q), "
                      f"{1 / total['rate_pqh']:.1f}x (P+Q+H)")
-    for stock in report.get("stock_layers", []):
-        lines.append(f"left stock: {stock.get('layer')} ({stock.get('op')}): {stock.get('reason')}")
+    for stock in stock_layers:
+        weights = f", {stock['weights']} weights" if stock.get("weights") else ""
+        lines.append(f"left stock: {stock.get('layer')} ({stock.get('op')}{weights}): {stock.get('reason')}")
     files = report["files"]
     lines.append("")
     int8 = (f", dense_int8.tflite {fmt(files['dense_int8.tflite'], 'd')} bytes"
