@@ -29,3 +29,41 @@ def builtin_model(name: str):
     if name not in builders:
         raise ValueError(f"no built-in model {name!r}: known are {', '.join(BUILTIN_MODELS)}")
     return builders[name]()
+
+
+# Targets for a model without a preset, by layer kind, in the spirit of the paper's Tables 1-4: fully
+# connected layers lose ~90% (AlexNet/VGG FC 91-96%, LeNet 92%), convolutions far less (AlexNet conv 63-70%),
+# depthwise convolutions, with 9 weights per channel, less again; the first layer, which sees raw inputs,
+# and the last, which every class reads, are the most sensitive (LeNet-5 conv1 34%, AlexNet fc8 75%).
+DEFAULT_SPARSITY_BY_KIND = {"fc": 0.9, "conv": 0.65, "depthwise": 0.35, "embedding": 0.8}
+FIRST_LAYER_CAP = 0.5
+LAST_LAYER_CAP = 0.75
+SMALL_LAYER_WEIGHTS = 1024
+"""Layers with fewer weights than this are capped at FIRST_LAYER_CAP: they cost little and prune poorly."""
+
+
+def default_sparsity(layers) -> tuple:
+    """Per-layer sparsity targets for a model without a preset: ({layer name: sparsity}, [why, per layer]).
+
+    `layers` are the model's compressible layers in order (dc_keras.pipeline.compressible_layers).
+    """
+    import keras
+
+    from dc_keras import layer_registry
+
+    targets, reasons = {}, []
+    for position, layer in enumerate(layers):
+        kind = layer_registry.layer_kind(layer)
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kind = "depthwise"
+        target = DEFAULT_SPARSITY_BY_KIND.get(kind, DEFAULT_SPARSITY_BY_KIND["conv"])
+        why = f"{kind} {target:.0%}"
+        weights = sum(int(w.numpy().size) for _, w in layer_registry.compressible_weights(layer))
+        for applies, cap, label in ((position == 0, FIRST_LAYER_CAP, "first layer"),
+                                    (position == len(layers) - 1, LAST_LAYER_CAP, "last layer"),
+                                    (weights < SMALL_LAYER_WEIGHTS, FIRST_LAYER_CAP, f"{weights} weights")):
+            if applies and target > cap:
+                target, why = cap, f"{why}, {label}: at most {cap:.0%}"
+        targets[layer.name] = target
+        reasons.append(f"{layer.name}: {target:.0%} ({why})")
+    return targets, reasons

@@ -258,3 +258,34 @@ def test_garbage_model_file_is_a_one_line_error(tmp_path, capsys):
     assert compress.compress(fv) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"dc-compress: error: --model {model}: cannot load it as a Keras model") and err.count("\n") == 1
+
+
+def _mixed_model():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, name="stem")(inputs)                   # first layer: capped at 50%
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)                    # depthwise (below every cap)
+    x = keras.layers.Conv2D(64, 3, name="conv")(x)                       # convolution
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(128, name="fc")(x)                            # fully connected
+    return keras.Model(inputs, keras.layers.Dense(10, name="out")(x))   # last layer: capped at 75%
+
+
+def test_model_without_preset_gets_sparsity_by_layer_kind(capsys):
+    from dc_keras import presets
+
+    config = compress.build_config(_flags("--model=my.keras"), pretrained=True, model=_mixed_model())
+    assert config.sparsity == {"stem": presets.FIRST_LAYER_CAP, "dw": presets.DEFAULT_SPARSITY_BY_KIND["depthwise"],
+                               "conv": presets.DEFAULT_SPARSITY_BY_KIND["conv"],
+                               "fc": presets.DEFAULT_SPARSITY_BY_KIND["fc"], "out": presets.LAST_LAYER_CAP}
+    assert config.quality is None
+    out = capsys.readouterr().out
+    assert "no preset for this model" in out
+    assert "stem: 50% (conv 65%, first layer: at most 50%)" in out
+    assert "out: 75% (fc 90%, last layer: at most 75%)" in out
+
+
+@pytest.mark.parametrize("given", ["--sparsity=0.6", "--quality=0.5", "--budget=0.02"])
+def test_explicit_settings_replace_the_layer_kind_defaults(given, capsys):
+    config = compress.build_config(_flags("--model=my.keras", given), pretrained=True, model=_mixed_model())
+    assert not isinstance(config.sparsity, dict)
+    assert "no preset for this model" not in capsys.readouterr().out

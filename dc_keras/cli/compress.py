@@ -146,8 +146,12 @@ def load_data(path: Optional[str], train_examples: Optional[int] = None):
     return data, source
 
 
-def build_config(fv: flags.FlagValues, pretrained: bool):
-    """The CompressionConfig from --config (or defaults) with the flags given on the command line applied."""
+def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
+    """The CompressionConfig from --config (or defaults) with the flags given on the command line applied.
+
+    A `model` that is neither built in nor given --sparsity, --quality, --budget or --config gets per-layer
+    targets by layer kind (presets.default_sparsity), printed with the reason for each.
+    """
     from dc_keras.pipeline import CompressionConfig
 
     if fv.config:
@@ -181,6 +185,15 @@ def build_config(fv: flags.FlagValues, pretrained: bool):
                     changes[name] = value
             elif fv[name].value is None:
                 changes[name] = value
+    if (model is not None and fv.model not in BUILTIN_PRESETS and not fv.config and fv.sparsity is None
+            and fv.quality is None and fv.budget is None):
+        from dc_keras.pipeline import compressible_layers
+        from dc_keras.presets import default_sparsity
+
+        targets, reasons = default_sparsity(compressible_layers(model))
+        changes.update(sparsity=targets, quality=None)
+        print("dc-compress: no preset for this model: sparsity by layer kind (--sparsity, --quality or --budget "
+              "override it):\n  " + "\n  ".join(reasons), flush=True)
     if pretrained and fv.epochs is None:
         changes["epochs"] = 0  # a given model is trained: no dense training unless asked
     if ("prune_epochs" in changes and "prune_iterations" not in changes
@@ -208,7 +221,7 @@ def compress(fv: flags.FlagValues) -> int:
         if not compressible_layers(model):
             raise InputError(f"--model {fv.model}: model {model.name!r} has no compressible layers (Dense, Conv, "
                              "Embedding): nothing to compress")
-        config = build_config(fv, pretrained)
+        config = build_config(fv, pretrained, model)
         data, source = load_data(fv.data, fv.train_examples)
         try:
             check_run_inputs(model, config, data)
