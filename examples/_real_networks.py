@@ -1,0 +1,76 @@
+"""What examples/mobilenet_v2.py and examples/resnet.py share: Fashion-MNIST as 32x32 RGB images, the
+Deep Compression pipeline with per-layer targets by layer kind, and the README row (file ratio, dense and
+compressed accuracy, dc-benchmark latency against the stock int8 and float files from the same run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+from dc_keras import benchmark, presets
+from dc_keras.datasets import fashion_mnist
+from dc_keras.pipeline import CompressionConfig, DeepCompression, compressible_layers
+
+
+def fashion_mnist_32x32_rgb(train_examples=None):
+    """Fashion-MNIST scaled to [0, 1], zero-padded from 28x28 to 32x32 and repeated over 3 channels, the
+    input shape of CIFAR-style networks; ``(x_train, y_train), (x_test, y_test)``."""
+    (x_train, y_train), (x_test, y_test) = fashion_mnist()
+    if train_examples:
+        x_train, y_train = x_train[:train_examples], y_train[:train_examples]
+
+    def images(x):
+        x = np.pad(x.astype(np.float32) / 255.0, ((0, 0), (2, 2), (2, 2)))
+        return np.repeat(x[..., None], 3, axis=-1)
+
+    return (images(x_train), y_train.astype(np.int64)), (images(x_test), y_test.astype(np.int64))
+
+
+def arguments(description: str, epochs: int, prune_epochs: int, cluster_epochs: int, output_dir: str):
+    """The examples' command line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--output_dir", default=output_dir, help="result directory (new, empty or our own)")
+    parser.add_argument("--epochs", type=int, default=epochs, help="dense training epochs")
+    parser.add_argument("--prune_epochs", type=int, default=prune_epochs)
+    parser.add_argument("--cluster_epochs", type=int, default=cluster_epochs)
+    parser.add_argument("--bits", type=int, default=4, help="codebook index bits of every layer")
+    parser.add_argument("--train_examples", type=int, default=None, help="use only this many (a quick try)")
+    parser.add_argument("--num_runs", type=int, default=200, help="dc-benchmark invocations per configuration")
+    return parser.parse_args()
+
+
+def compress(model, args) -> dict:
+    """Trains, prunes (targets by layer kind), clusters and exports `model` on Fashion-MNIST 32x32 into
+    args.output_dir, benchmarks the result, prints and returns the README row."""
+    start = time.perf_counter()
+    data = fashion_mnist_32x32_rgb(args.train_examples)
+    sparsity, reasons = presets.default_sparsity(compressible_layers(model))
+    print("per-layer sparsity:\n  " + "\n  ".join(reasons), flush=True)
+    config = CompressionConfig(sparsity=sparsity, bits=args.bits, epochs=args.epochs,
+                               prune_epochs=args.prune_epochs, prune_iterations=min(3, max(1, args.prune_epochs)),
+                               cluster_epochs=args.cluster_epochs)
+    report = DeepCompression(config, data, verbose=2).run(model, args.output_dir, plots=False)
+    compressed = os.path.join(args.output_dir, "compressed.tflite")
+    timing = benchmark.run_benchmark(compressed, num_runs=args.num_runs)
+    print(timing.format(), flush=True)
+    rows = {row.name: row for row in timing.rows}
+    row = {
+        "network": model.name, "dense_tflite_bytes": report["files"]["dense.tflite"],
+        "compressed_bytes": report["files"]["compressed.tflite"], "ratio": report["files"]["ratio"],
+        "dense_accuracy": report["tflite_accuracy"].get("dense.tflite"),
+        "compressed_accuracy": report["tflite_accuracy"].get("compressed.tflite"),
+        "latency_ms": {name: r.median_ms for name, r in rows.items()}, "simd_path": timing.simd_path,
+        "minutes": round((time.perf_counter() - start) / 60, 1),
+    }
+    print(json.dumps(row, indent=2))
+    drop = 100 * (row["dense_accuracy"] - row["compressed_accuracy"])
+    print(f"{model.name}: {row['ratio']:.1f}x smaller, test accuracy {100 * row['dense_accuracy']:.2f}% -> "
+          f"{100 * row['compressed_accuracy']:.2f}% ({-drop:+.2f} points)", flush=True)
+    return row
+
+
+__all__ = ["arguments", "compress", "fashion_mnist_32x32_rgb"]
