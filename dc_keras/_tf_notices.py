@@ -9,6 +9,7 @@ everything.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -39,10 +40,22 @@ def enabled() -> bool:
 @contextlib.contextmanager
 def filtered(conversion: bool = False) -> Iterator[None]:
     """Within the block, stderr lines that are TensorFlow start-up notices (and with `conversion`, TFLite
-    conversion's INFO chatter) are dropped; others, warnings and errors among them, are kept."""
+    conversion's INFO chatter, plus what Keras's SavedModel export prints to stdout: the artifact path and
+    its signatures) are dropped; others, warnings and errors among them, are kept."""
     if not enabled():
         yield
         return
+    if conversion:
+        with contextlib.redirect_stdout(io.StringIO()), _filtered_fd2(conversion=True):
+            yield
+        return
+    with _filtered_fd2(conversion=False):
+        yield
+
+
+@contextlib.contextmanager
+def _filtered_fd2(conversion: bool) -> Iterator[None]:
+    """The fd-level part of filtered(): stderr captured in the block, replayed without the notices."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)

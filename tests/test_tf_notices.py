@@ -51,3 +51,12 @@ def test_export_prints_no_conversion_chatter(tmp_path):
     assert (tmp_path / "m.tflite").is_file()
     chatter = [line for line in run.stderr.splitlines() if _tf_notices._CONVERSION_CHATTER.search(line)]
     assert not chatter, chatter
+    assert b"Saved artifact" not in run.stdout and b"TensorSpec" not in run.stdout
+
+
+def test_conversion_hides_keras_export_printout():
+    code = ("import sys\nfrom dc_keras import _tf_notices\nwith _tf_notices.filtered(conversion=True):\n"
+            "    print(\"Saved artifact at '/tmp/x'. The following endpoints are available:\")\n"
+            "print('after')\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, env=_CHILD_ENV, timeout=300)
+    assert run.stdout.splitlines() == [b"after"]
