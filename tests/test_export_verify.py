@@ -104,3 +104,14 @@ def test_automatic_tolerance_still_catches_small_corruptions(exported_lenet, cha
     dc_keras.export_tflite(_altered(model, change), corrupted)
     with pytest.raises(ExportVerificationError, match="max relative error"):
         exporter._verify(model, corrupted.read_bytes(), None, None, (1, 32), dense=dense)
+
+
+def test_tflite_accuracy_feeds_integer_ids(tmp_path):
+    from dc_keras import pipeline
+
+    model = _embedding_model(vocab=50)
+    path = tmp_path / "emb.tflite"
+    dc_keras.export_tflite(model, path)
+    ids = np.random.default_rng(3).integers(0, 50, size=(40, 12)).astype(np.int64)
+    labels = np.asarray(model(ids.astype(np.int32))).argmax(axis=-1)
+    assert pipeline.tflite_accuracy(path, ids, labels, batch_size=16, with_dc_delegate=True) == 1.0

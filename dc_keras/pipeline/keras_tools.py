@@ -107,7 +107,7 @@ def tflite_from_keras(model, scratch_dir: Optional[str] = None, int8: bool = Fal
 def tflite_accuracy(path_or_bytes, x: np.ndarray, y: np.ndarray, batch_size: int = 1000,
                     with_dc_delegate: bool = False) -> float:
     """Top-1 accuracy of a .tflite file run by ai_edge_litert, with dc_keras's delegate if asked (files with
-    dc custom ops need it)."""
+    dc custom ops need it). Inputs are fed in the file's input dtype (token ids stay integers)."""
     kwargs = {}
     if isinstance(path_or_bytes, (bytes, bytearray)):
         kwargs["model_content"] = bytes(path_or_bytes)
@@ -121,12 +121,13 @@ def tflite_accuracy(path_or_bytes, x: np.ndarray, y: np.ndarray, batch_size: int
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(**kwargs)
-    input_index = interpreter.get_input_details()[0]["index"]
+    input_detail = interpreter.get_input_details()[0]
+    input_index, input_dtype = input_detail["index"], np.dtype(input_detail["dtype"])
     output_index = interpreter.get_output_details()[0]["index"]
     labels = y.argmax(axis=-1) if y.ndim == 2 else y
     correct, shape = 0, None
     for start in range(0, len(x), batch_size):
-        batch = np.asarray(x[start:start + batch_size], np.float32)
+        batch = np.asarray(x[start:start + batch_size]).astype(input_dtype, copy=False)
         if batch.shape != shape:
             interpreter.resize_tensor_input(input_index, batch.shape)
             interpreter.allocate_tensors()
