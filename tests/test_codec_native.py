@@ -170,7 +170,7 @@ def test_cpp_unit_tests_under_asan_ubsan(tmp_path):
 
 @pytest.mark.skipif(shutil.which("clang++") is None, reason="clang++ not installed")
 def test_fuzz_decoders_for_30_seconds(tmp_path):
-    from test_fuzz import build_fuzzer, write_regression_corpus
+    from test_fuzz import FUZZ_SEED, build_fuzzer, write_regression_corpus
 
     exe = build_fuzzer("fuzz_decode")
     seeds = tmp_path / "seeds"
@@ -182,7 +182,7 @@ def test_fuzz_decoders_for_30_seconds(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     result = subprocess.run(
-        [str(exe), "-max_total_time=30", "-rss_limit_mb=2048", "-print_final_stats=1",
+        [str(exe), "-max_total_time=30", FUZZ_SEED, "-rss_limit_mb=2048", "-print_final_stats=1",
          f"-artifact_prefix={tmp_path}/", str(corpus), str(seeds)],
         capture_output=True, text=True, timeout=240)
     log = result.stderr

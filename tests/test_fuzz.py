@@ -25,6 +25,10 @@ from dc_keras import _native, codec
 ROOT = Path(__file__).resolve().parents[1]
 CODEC_DIR = ROOT / "ops" / "codec"
 DELEGATE_DIR = ROOT / "tflite_delegate"
+FUZZ_SEED = f"-seed={os.environ.get('DC_KERAS_FUZZ_SEED', '1')}"
+"""libFuzzer seed of the 30-second CI runs: fixed, so that a run is reproducible and a failure is a finding
+to fix rather than chance; DC_KERAS_FUZZ_SEED=0 asks libFuzzer for a random seed when exploring."""
+
 FUZZ_FLAGS = ["-std=c++17", "-O1", "-g", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
               "-pthread"]
 
@@ -130,7 +134,7 @@ def test_fuzz_fully_connected_for_30_seconds(tmp_path):
     write_regression_corpus("fuzz_fully_connected", tmp_path / "regression")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    result = _run_fuzzer(exe, ["-max_total_time=30", "-rss_limit_mb=2048", "-print_final_stats=1",
+    result = _run_fuzzer(exe, ["-max_total_time=30", FUZZ_SEED, "-rss_limit_mb=2048", "-print_final_stats=1",
                                f"-artifact_prefix={tmp_path}/", corpus, tmp_path / "fully_connected",
                                tmp_path / "regression"], timeout=240)
     log = result.stderr
