@@ -143,3 +143,20 @@ def test_headline_counts_layers_left_stock_at_float32(tmp_path):
     # dc-inspect reads the same from the file
     assert dc_keras.export.inspect_tflite(tmp_path / "m.tflite").totals()["stock_weights"] == \
         compressed["stock_weights"]
+
+
+def test_declined_separation_leaves_the_op_untouched(tmp_path):
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = _shared(_trained_like(_bn_net()))
+    dense = tmp_path / "dense.tflite"
+    dc_keras.export_tflite(model, tmp_path / "m.tflite", dense_path=dense, min_rate=0.0)
+    tflite = flatbuffer.load(dense.read_bytes())
+    subgraph = tflite.subgraphs[0]
+    conv = next(op for op in subgraph.operators
+                if flatbuffer.builtin_code(tflite, op) == schema.BuiltinOperator.CONV_2D)
+    subgraph.tensors[int(conv.inputs[2])].buffer = 0  # a bias that is not a constant: cannot be divided by s
+    weights_buffer = subgraph.tensors[int(conv.inputs[1])].buffer
+    separated = channel_scale.separate_channel_scales(tflite, channel_scale.tflite_layout_kernels(model.layers))
+    assert "conv" not in separated and "project" in separated
+    assert subgraph.tensors[int(conv.inputs[1])].buffer == weights_buffer

@@ -148,18 +148,21 @@ def _scale_after(model, subgraph, position: int, op, scale: np.ndarray, activati
 
 
 def _separate(model, subgraph, position: int, op, weights_input: int, kernel: np.ndarray, scale) -> bool:
-    """Rewrites one folded op in place; False (nothing changed) when its activation cannot move to a MUL."""
+    """Rewrites one folded op in place; False, with nothing changed, when its activation cannot move to a MUL
+    or its bias is not a constant per output channel."""
     options = op.builtinOptions
     activation = int(getattr(options, "fusedActivationFunction", 0) or 0)
     if activation not in _MUL_ACTIVATIONS:
         return False
-    weights = subgraph.tensors[int(op.inputs[weights_input])]
-    weights.buffer = flatbuffer.add_buffer(model, np.ascontiguousarray(kernel, dtype="<f4").tobytes())
+    bias_tensor = bias = None
     if len(op.inputs) > 2 and int(op.inputs[2]) >= 0:
         bias_tensor = subgraph.tensors[int(op.inputs[2])]
         bias = flatbuffer.tensor_data(model, bias_tensor)
         if bias is None or bias.shape != scale.shape:
             return False
+    weights = subgraph.tensors[int(op.inputs[weights_input])]
+    weights.buffer = flatbuffer.add_buffer(model, np.ascontiguousarray(kernel, dtype="<f4").tobytes())
+    if bias_tensor is not None:
         bias_tensor.buffer = flatbuffer.add_buffer(model, (bias / scale).astype("<f4").tobytes())
     if options is not None:
         options.fusedActivationFunction = schema.ActivationFunctionType.NONE
