@@ -4,6 +4,8 @@ Kept apart from models.py so that the command line can list and validate names w
 """
 from __future__ import annotations
 
+import math
+
 BUILTIN_MODELS = ("lenet300", "lenet5")
 """Names accepted by dc-compress --model besides a saved model's path."""
 
@@ -58,7 +60,7 @@ def default_sparsity(layers) -> tuple:
             kind = "depthwise"
         target = DEFAULT_SPARSITY_BY_KIND.get(kind, DEFAULT_SPARSITY_BY_KIND["conv"])
         why = f"{kind} {target:.0%}"
-        weights = sum(int(w.numpy().size) for _, w in layer_registry.compressible_weights(layer))
+        weights = sum(math.prod(w.shape) for _, w in layer_registry.compressible_weights(layer))
         for applies, cap, label in ((position == 0, FIRST_LAYER_CAP, "first layer"),
                                     (position == len(layers) - 1, LAST_LAYER_CAP, "last layer"),
                                     (weights < SMALL_LAYER_WEIGHTS, FIRST_LAYER_CAP, f"{weights} weights")):
