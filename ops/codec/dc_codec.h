@@ -178,6 +178,40 @@ struct SparseMatrix {
   void ExpandRow(int64_t r, float* out) const;
 };
 
+// Which way the blocks of a block-sparse layout run, in the 2-D view above (rows = shape[0] = outputs of an
+// FC layer, cols = inputs).
+enum class BlockAxis : uint8_t {
+  kCols = 1,  // a block is `block_len` consecutive columns of one row ("L consecutive inputs of one output")
+  kRows = 2,  // a block is `block_len` consecutive rows of one column ("L consecutive outputs of one input")
+};
+
+// The in-memory form of a block-sparse blob: only whole aligned blocks are stored, every weight of a stored
+// block has its own codebook index. Blocks at the matrix edge may reach past it (cols or rows not a multiple
+// of block_len); their positions past the edge hold code 0 and mean nothing.
+//   kCols: groups are rows (group_ptr has rows + 1 offsets); block_start[b] is the block's first column, a
+//          multiple of block_len, increasing within a row.
+//   kRows: groups are row bands of block_len rows (ceil(rows / block_len) + 1 offsets); block_start[b] is
+//          the block's column, increasing within a band.
+// codes holds block_len codes per block, block after block, each block's codes in row or column order.
+struct BlockSparseMatrix {
+  int64_t rows = 0, cols = 0;
+  BlockAxis axis = BlockAxis::kCols;
+  int block_len = 0;                   // 4, 8 or 16
+  std::vector<uint32_t> group_ptr;     // offsets into block_start, in blocks
+  std::vector<uint32_t> block_start;   // one per stored block
+  std::vector<uint8_t> codes;          // block_len per stored block
+  std::vector<float> codebook;         // 1..256 centroids
+
+  uint64_t NumBlocks() const { return block_start.size(); }
+  int64_t NumGroups() const {
+    return axis == BlockAxis::kCols ? rows : (rows + block_len - 1) / (block_len > 0 ? block_len : 1);
+  }
+  size_t ResidentBytes() const {
+    return group_ptr.capacity() * sizeof(uint32_t) + block_start.capacity() * sizeof(uint32_t) +
+           codes.capacity() + codebook.capacity() * sizeof(float);
+  }
+};
+
 // Decodes into the sparse in-memory form (re-encoding gaps with 255-step fillers per row).
 Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out);
 // Same for a blob already opened: no second parse or CRC pass.

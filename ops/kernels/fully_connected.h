@@ -12,6 +12,7 @@
 
 #include "dc_codec.h"
 #include "kernels/base.h"
+#include "kernels/block_fully_connected.h"
 #include "kernels/weights.h"
 
 namespace dc::kernels {
@@ -121,11 +122,13 @@ class FullyConnectedWeights {
  public:
   // Validates `w` (ValidateSparseMatrix) and builds the form; an error names what is wrong with `w`.
   Status Init(codec::SparseMatrix w);
+  // Same for block-sparse weights (ValidateBlockSparseMatrix): the block loops.
+  Status Init(codec::BlockSparseMatrix w);
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
   uint64_t nonzeros() const { return nonzeros_; }
-  // "chunked", "pair" or "walk": which loops Run uses (for reports and tests).
+  // "chunked", "pair", "walk" or "block": which loops Run uses (for reports and tests).
   const char* form_name() const;
   // Floats of scratch Run needs for `batch` input rows.
   size_t ScratchFloats(int64_t batch) const;
@@ -135,13 +138,14 @@ class FullyConnectedWeights {
   size_t ResidentBytes() const;
 
  private:
-  enum class Form { kWalk, kChunked, kPair };
+  enum class Form { kWalk, kChunked, kPair, kBlock };
   Form form_ = Form::kWalk;
   int64_t rows_ = 0, cols_ = 0;
   uint64_t nonzeros_ = 0;
   codec::SparseMatrix walk_;
   ChunkedMatrix chunked_;
   PairMatrix pairs_;
+  BlockFullyConnectedWeights block_;
 };
 
 // True when this process runs the x86-64 AVX2+FMA+BMI2 clones of the FC loops (CPU has them and

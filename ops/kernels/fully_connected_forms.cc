@@ -175,8 +175,20 @@ Status FullyConnectedWeights::Init(codec::SparseMatrix w) {
   return Status();
 }
 
+Status FullyConnectedWeights::Init(codec::BlockSparseMatrix w) {
+  *this = FullyConnectedWeights();
+  rows_ = w.rows;
+  cols_ = w.cols;
+  Status built = block_.Init(std::move(w));
+  if (!built.ok()) return built;
+  nonzeros_ = block_.stored_weights();
+  form_ = Form::kBlock;
+  return Status();
+}
+
 const char* FullyConnectedWeights::form_name() const {
   switch (form_) {
+    case Form::kBlock: return "block";
     case Form::kChunked: return "chunked";
     case Form::kPair: return "pair";
     case Form::kWalk: break;
@@ -186,6 +198,7 @@ const char* FullyConnectedWeights::form_name() const {
 
 size_t FullyConnectedWeights::ResidentBytes() const {
   switch (form_) {
+    case Form::kBlock: return block_.ResidentBytes();
     case Form::kChunked: return chunked_.ResidentBytes();
     case Form::kPair: return pairs_.ResidentBytes();
     case Form::kWalk: break;

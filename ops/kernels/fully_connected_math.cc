@@ -417,6 +417,7 @@ void SparseFullyConnectedReference(const SparseMatrix& w, const float* bias, con
 
 size_t FullyConnectedWeights::ScratchFloats(int64_t batch) const {
   switch (form_) {
+    case Form::kBlock: return block_.ScratchFloats(batch);
     case Form::kChunked: return ChunkedScratchFloats(cols_, batch);
     case Form::kPair: return PairScratchFloats(cols_, batch);
     case Form::kWalk: break;
@@ -427,6 +428,7 @@ size_t FullyConnectedWeights::ScratchFloats(int64_t batch) const {
 void FullyConnectedWeights::Run(const float* bias, const float* x, int64_t batch, float* y, Activation act,
                                 float* scratch, RowSplitter* pool) const {
   switch (form_) {
+    case Form::kBlock: return block_.Run(bias, x, batch, y, act, scratch, pool);
     case Form::kChunked: return ChunkedFullyConnected(chunked_, bias, x, batch, y, act, scratch, pool);
     case Form::kPair: return PairFullyConnected(pairs_, bias, x, batch, y, act, scratch, pool);
     case Form::kWalk: break;
