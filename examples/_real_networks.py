@@ -16,10 +16,13 @@ from dc_keras.datasets import fashion_mnist
 from dc_keras.pipeline import CompressionConfig, DeepCompression, compressible_layers
 
 
-def fashion_mnist_32x32_rgb(train_examples=None):
+def fashion_mnist_32x32_rgb(train_examples=None, seed: int = 0):
     """Fashion-MNIST scaled to [0, 1], zero-padded from 28x28 to 32x32 and repeated over 3 channels, the
-    input shape of CIFAR-style networks; ``(x_train, y_train), (x_test, y_test)``."""
+    input shape of CIFAR-style networks; ``(x_train, y_train), (x_test, y_test)``. The training examples are
+    shuffled once with `seed`, so that the pipeline's validation share (the tail) holds every class."""
     (x_train, y_train), (x_test, y_test) = fashion_mnist()
+    order = np.random.default_rng(seed).permutation(len(x_train))
+    x_train, y_train = x_train[order], y_train[order]
     if train_examples:
         x_train, y_train = x_train[:train_examples], y_train[:train_examples]
 
@@ -38,9 +41,34 @@ def arguments(description: str, epochs: int, prune_epochs: int, cluster_epochs: 
     parser.add_argument("--prune_epochs", type=int, default=prune_epochs)
     parser.add_argument("--cluster_epochs", type=int, default=cluster_epochs)
     parser.add_argument("--bits", type=int, default=4, help="codebook index bits of every layer")
+    parser.add_argument("--conv_sparsity", type=float, default=None,
+                        help="sparsity target of convolutions (default: dc_keras.presets' by-kind target)")
+    parser.add_argument("--patience", type=int, default=4,
+                        help="dense training stops after this many epochs without a better validation accuracy")
     parser.add_argument("--train_examples", type=int, default=None, help="use only this many (a quick try)")
     parser.add_argument("--num_runs", type=int, default=200, help="dc-benchmark invocations per configuration")
     return parser.parse_args()
+
+
+def train_validated_dense(model, data, args, validation_fraction: float = 0.1):
+    """Trains `model` in place for up to args.epochs on the training data minus its validation tail (the
+    same tail the pipeline holds out), keeping the weights of the epoch with the best validation accuracy:
+    the dense baseline the compressed model is measured against. Returns that validation accuracy."""
+    import keras
+
+    (x, y), _ = data
+    held_out = int(len(x) * validation_fraction)
+    keras.utils.set_random_seed(0)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    stop = keras.callbacks.EarlyStopping("val_accuracy", patience=args.patience, restore_best_weights=True,
+                                         mode="max", verbose=1)
+    history = model.fit(x[:-held_out], y[:-held_out], validation_data=(x[-held_out:], y[-held_out:]),
+                        epochs=args.epochs, batch_size=128, callbacks=[stop], verbose=2)
+    best = max(history.history["val_accuracy"])
+    print(f"dense: best validation accuracy {100 * best:.2f}% after "
+          f"{len(history.history['val_accuracy'])} epochs", flush=True)
+    return best
 
 
 def compress(model, args) -> dict:
@@ -49,8 +77,11 @@ def compress(model, args) -> dict:
     start = time.perf_counter()
     data = fashion_mnist_32x32_rgb(args.train_examples)
     sparsity, reasons = presets.default_sparsity(compressible_layers(model))
+    if args.conv_sparsity is not None:
+        sparsity, reasons = _override_conv(model, sparsity, reasons, args.conv_sparsity)
     print("per-layer sparsity:\n  " + "\n  ".join(reasons), flush=True)
-    config = CompressionConfig(sparsity=sparsity, bits=args.bits, epochs=args.epochs,
+    validation_accuracy = train_validated_dense(model, data, args) if args.epochs else None
+    config = CompressionConfig(sparsity=sparsity, bits=args.bits, epochs=0,
                                prune_epochs=args.prune_epochs, prune_iterations=min(3, max(1, args.prune_epochs)),
                                cluster_epochs=args.cluster_epochs)
     report = DeepCompression(config, data, verbose=2).run(model, args.output_dir, plots=False)
@@ -61,6 +92,7 @@ def compress(model, args) -> dict:
     row = {
         "network": model.name, "dense_tflite_bytes": report["files"]["dense.tflite"],
         "compressed_bytes": report["files"]["compressed.tflite"], "ratio": report["files"]["ratio"],
+        "dense_validation_accuracy": validation_accuracy,
         "dense_accuracy": report["tflite_accuracy"].get("dense.tflite"),
         "compressed_accuracy": report["tflite_accuracy"].get("compressed.tflite"),
         "latency_ms": {name: r.median_ms for name, r in rows.items()}, "simd_path": timing.simd_path,
@@ -73,4 +105,23 @@ def compress(model, args) -> dict:
     return row
 
 
-__all__ = ["arguments", "compress", "fashion_mnist_32x32_rgb"]
+def _override_conv(model, sparsity: dict, reasons: list, target: float):
+    """`sparsity` with every full convolution raised or lowered to `target`, except where the by-kind rule
+    capped it (first, last and small layers keep their caps)."""
+    import keras
+
+    by_name = {layer.name: layer for layer in compressible_layers(model)}
+    new_sparsity, new_reasons = dict(sparsity), []
+    for reason in reasons:
+        name = reason.split(":")[0]
+        layer = by_name.get(name)
+        capped = "at most" in reason
+        if (isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, keras.layers.DepthwiseConv2D)
+                and not capped):
+            new_sparsity[name] = target
+            reason = f"{name}: {target:.0%} (conv, --conv_sparsity)"
+        new_reasons.append(reason)
+    return new_sparsity, new_reasons
+
+
+__all__ = ["arguments", "compress", "fashion_mnist_32x32_rgb", "train_validated_dense"]
