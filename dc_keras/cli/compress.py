@@ -12,6 +12,8 @@ takes it back), and PNG plots (weight histograms before/after pruning and cluste
 centroids) when matplotlib is installed, and .dc_keras_manifest.json (what it wrote, so that a rerun may
 replace it). The result appears only when everything succeeded; --output_dir must be new, empty, or an
 earlier dc-compress result (checked before training). Ctrl-C / SIGTERM exit 130 / 143, old result intact.
+A compressed model more than --max_drop points below the validated dense model prints a warning; with
+--strict the exit status is 3 (the result is still written).
 
 --data takes an .npz with x_train, y_train, x_test, y_test; uint8 images are scaled to [0, 1], labels
 are class ids (or one-hot rows). A --model file (.keras) is taken as trained: dense training is skipped

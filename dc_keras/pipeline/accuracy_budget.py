@@ -23,7 +23,7 @@ def drop_points(dense: Optional[float], compressed: Optional[float]) -> Optional
     """How far `compressed` accuracy lies below `dense`, in percentage points (negative: above)."""
     if dense is None or compressed is None:
         return None
-    return round(100.0 * (dense - compressed), 6)
+    return round(100.0 * (dense - compressed), 4)
 
 
 def budget_check(dense_test: Optional[float], compressed_test: Optional[float], max_drop: float,
@@ -35,7 +35,7 @@ def budget_check(dense_test: Optional[float], compressed_test: Optional[float], 
     return {"dense_validation": dense_validation, "dense_test": dense_test,
             "compressed_validation": compressed_validation, "compressed_test": compressed_test,
             "compressed_measured_on": measured_on,
-            "change_points": None if drop is None else -drop, "max_drop_points": max_drop,
+            "change_points": None if drop is None else -drop + 0.0, "max_drop_points": max_drop,
             "met": None if drop is None else bool(drop <= max_drop + 1e-9)}
 
 
