@@ -198,7 +198,7 @@ def _npz(path):
     return str(path)
 
 
-def test_cli_strict_exits_3_when_max_drop_is_missed_and_still_writes_the_result(tmp_path, capsys):
+def test_cli_auto_then_strict_exits_3_when_max_drop_is_missed_and_still_writes_the_result(tmp_path, capsys):
     from absl import flags
 
     from dc_keras.cli import compress
@@ -209,13 +209,15 @@ def test_cli_strict_exits_3_when_max_drop_is_missed_and_still_writes_the_result(
     fv(["dc-compress", f"--model={model_path}", f"--data={_npz(tmp_path / 'd.npz')}",
         f"--output_dir={tmp_path / 'out'}", "--epochs=1", "--prune_epochs=1", "--prune_iterations=1",
         "--cluster_epochs=0", "--sparsity=0.5", "--bits=4", "--batch_size=64", "--verbosity_level=0",
-        "--noplots", "--max_drop=-100", "--strict"])
+        "--noplots", "--max_drop=-100", "--strict", "--auto", "--auto_rounds=1"])
     assert compress.compress(fv) == compress.EXIT_BUDGET_MISSED == 3
     err = capsys.readouterr().err
     assert "dc-compress: error: compressed test accuracy" in err and "--max_drop allows -100" in err
     report = json.loads((tmp_path / "out" / "report.json").read_text())  # written all the same
     assert report["accuracy_budget"]["met"] is False and report["accuracy_budget"]["max_drop_points"] == -100
     assert report["validation_accuracy"]["dense"] is not None
+    assert [r["round"] for r in report["auto_rounds"]] == [1]  # --auto tried once, in vain
+    assert report["config"]["sparsity"] == {"fc1": 0.25, "fc2": 0.5} and report["config"]["bits"]["fc1"] == 5
     assert "NOT met" in (tmp_path / "out" / "report.txt").read_text()
     assert os.path.exists(tmp_path / "out" / "compressed.tflite")
 
