@@ -35,7 +35,7 @@ def budget_check(dense_test: Optional[float], compressed_test: Optional[float], 
     return {"dense_validation": dense_validation, "dense_test": dense_test,
             "compressed_validation": compressed_validation, "compressed_test": compressed_test,
             "compressed_measured_on": measured_on,
-            "change_points": None if drop is None else -drop + 0.0, "max_drop_points": max_drop,
+            "change_points": None if drop is None else 0.0 - drop, "max_drop_points": max_drop,
             "met": None if drop is None else bool(drop <= max_drop + 1e-9)}
 
 
