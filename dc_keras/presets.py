@@ -15,7 +15,7 @@ BUILTIN_MODELS = ("lenet300", "lenet5")
 # baseline while the file shrinks by a further ~25% (README, "Results", has the measured runs).
 BUILTIN_PRESETS = {
     "lenet300": {"sparsity": {"ip1": 0.94, "ip2": 0.92, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
-                 "epochs": 15, "prune_epochs": 15, "cluster_epochs": 5, "validation_fraction": 0.0},
+                 "epochs": 15, "prune_epochs": 15, "cluster_epochs": 5},
     "lenet5": {"sparsity": {"conv1": 0.4, "conv2": 0.9, "ip1": 0.95, "ip2": 0.85},
                "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4},
                "epochs": 6, "prune_epochs": 6, "cluster_epochs": 2},

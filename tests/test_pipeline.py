@@ -75,6 +75,10 @@ def test_config_save_load(tmp_path):
     ({"centroid_init": "forgy"}, "centroid_init"),
     ({"validation_fraction": 1.0}, "validation_fraction"),
     ({"epochs": True}, "epochs must be"),
+    ({"patience": 0}, "patience must be an integer >= 1"),
+    ({"distill_weight": 1.5}, r"distill_weight must be in \[0, 1\]"),
+    ({"distill_temperature": 0.0}, "distill_temperature must be a number > 0"),
+    ({"max_drop": float("nan")}, "max_drop must be a finite number"),
 ])
 def test_config_rejects_bad_values(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -176,10 +176,10 @@ def test_builtin_models_default_to_their_presets_and_flags_override_them():
     assert config.prune_epochs == preset["prune_epochs"] and config.cluster_epochs == preset["cluster_epochs"]
     overridden = compress.build_config(_flags("--model=lenet300", "--bits=6", "--prune_epochs=2"), pretrained=False)
     assert overridden.bits == 6 and overridden.prune_epochs == 2 and overridden.sparsity == preset["sparsity"]
-    assert config.validation_fraction == 0.0
-    # --budget's sensitivity analysis needs the held-out split, so the preset leaves it in place
-    with_budget = compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False)
-    assert with_budget.validation_fraction > 0
+    # every stage selects its model on the held-out split, so the presets keep it
+    assert config.validation_fraction == 0.1
+    assert compress.build_config(_flags("--model=lenet300", "--validation_fraction=0.2"),
+                                 pretrained=False).validation_fraction == 0.2
     assert compress.build_config(_flags("--model=lenet5", "--sparsity=0.8"), pretrained=False).sparsity == 0.8
     # with a budget, the sensitivity analysis chooses; the config keeps the generic default until then
     assert compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False).sparsity == 0.9

@@ -12,6 +12,8 @@ takes it back), and PNG plots (weight histograms before/after pruning and cluste
 centroids) when matplotlib is installed, and .dc_keras_manifest.json (what it wrote, so that a rerun may
 replace it). The result appears only when everything succeeded; --output_dir must be new, empty, or an
 earlier dc-compress result (checked before training). Ctrl-C / SIGTERM exit 130 / 143, old result intact.
+A compressed model more than --max_drop points below the validated dense model prints a warning; with
+--strict the exit status is 3 (the result is still written).
 
 --data takes an .npz with x_train, y_train, x_test, y_test; uint8 images are scaled to [0, 1], labels
 are class ids (or one-hot rows). A --model file (.keras) is taken as trained: dense training is skipped
@@ -28,6 +30,7 @@ from absl import app, flags
 from dc_keras import presets
 from dc_keras.cli import keras_verbosity, one_line, run_tool
 from dc_keras.presets import BUILTIN_MODELS, BUILTIN_PRESETS
+
 
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValues:
     """Define dc-compress's flags in `flag_values` (once); called by `run()`, and by tests on their own
@@ -61,6 +64,20 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_integer("seed", None, "random seed", flag_values=fv)
     flags.DEFINE_integer("train_examples", None, "use only the first N training examples (quick runs)",
                          flag_values=fv)
+    flags.DEFINE_float("validation_fraction", None, "share of the training data held out (seeded shuffle) to "
+                       "select each stage's best epoch and for --budget (default 0.1)", flag_values=fv)
+    flags.DEFINE_integer("patience", None, "dense training stops after this many epochs without a better "
+                         "validation accuracy (default 5)", flag_values=fv)
+    flags.DEFINE_float("distill_weight", None, "weight in [0, 1] of distillation from the dense model during "
+                       "retraining and fine-tuning (0 off)", flag_values=fv)
+    flags.DEFINE_float("distill_temperature", None, "distillation temperature (default 4)", flag_values=fv)
+    flags.DEFINE_float("max_drop", None, "largest allowed test-accuracy drop below the validated dense model, in "
+                       "percentage points (default 0.5); a miss warns, or fails with --strict", flag_values=fv)
+    flags.DEFINE_bool("strict", False, f"exit with status {EXIT_BUDGET_MISSED} (result still written) when "
+                      "--max_drop is not met", flag_values=fv)
+    flags.DEFINE_bool("auto", False, "when the validation drop exceeds --max_drop, relax the most sensitive "
+                      "layer (less sparsity, one more bit) and retrain, up to --auto_rounds times", flag_values=fv)
+    flags.DEFINE_integer("auto_rounds", 3, "most back-off rounds of --auto", lower_bound=1, flag_values=fv)
     flags.DEFINE_bool("plots", True, "write PNG plots (needs matplotlib)", flag_values=fv)
     flags.DEFINE_integer("verbosity_level", None, "0 quiet, 1 progress bars, 2 one line per epoch (default: 1 on a "
                          "terminal, 2 when stdout is a file or pipe)", lower_bound=0, upper_bound=2, flag_values=fv)
@@ -69,7 +86,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
 
 _FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "bits", "index_bits",
                "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
-               "train_examples", "plots", "verbosity_level")
+               "train_examples", "validation_fraction", "patience", "distill_weight", "distill_temperature",
+               "max_drop", "strict", "auto", "auto_rounds", "plots", "verbosity_level")
+
+# Exit status of a run whose result was written but missed --max_drop under --strict.
+EXIT_BUDGET_MISSED = 3
 
 
 class InputError(ValueError):
@@ -165,7 +186,8 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
         config = CompressionConfig()
     changes = {}
     for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
-                 "index_bits"):
+                 "index_bits", "validation_fraction", "patience", "distill_weight", "distill_temperature",
+                 "max_drop"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
     if fv.quality is not None:
@@ -179,10 +201,6 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
             if name == "sparsity":
                 if fv.sparsity is None and fv.quality is None and fv.budget is None:
                     changes.update(sparsity=value, quality=None)
-            elif name == "validation_fraction":
-                # The held-out split only serves the sensitivity analysis; without --budget, train on it all.
-                if fv.budget is None:
-                    changes[name] = value
             elif fv[name].value is None:
                 changes[name] = value
     if (model is not None and fv.model not in BUILTIN_PRESETS and not fv.config and fv.sparsity is None
@@ -209,7 +227,8 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
 
 
 def compress(fv: flags.FlagValues) -> int:
-    """Run dc-compress with parsed flags; returns the exit status (0 success, 1 bad input or failure)."""
+    """Run dc-compress with parsed flags; returns the exit status (0 success, 1 bad input or failure,
+    EXIT_BUDGET_MISSED when --strict and --max_drop was not met)."""
     from dc_keras.pipeline import DeepCompression, compressible_layers
     from dc_keras.result_dir import NotOwnedError, OutputDirError, read_manifest
     from dc_keras.validation import check_run_inputs
@@ -233,10 +252,11 @@ def compress(fv: flags.FlagValues) -> int:
         return 1
 
     pipeline = DeepCompression(config, data, verbose=keras_verbosity(fv.verbosity_level))
-    metadata = {"model": fv.model, "data": source, "budget": fv.budget}
+    metadata = {"model": fv.model, "data": source, "budget": fv.budget, "auto": fv.auto}
     try:
-        pipeline.run(model, output_dir, plots=fv.plots, budget=fv.budget,
-                     skip_dense_training=pretrained and config.epochs == 0, metadata=metadata)
+        report = pipeline.run(model, output_dir, plots=fv.plots, budget=fv.budget,
+                              skip_dense_training=pretrained and config.epochs == 0, metadata=metadata,
+                              auto_rounds=fv.auto_rounds if fv.auto else 0)
     except KeyboardInterrupt as interrupt:  # SIGINT or SIGTERM (dc_keras.interrupts.Interrupted)
         outcome = "the new result is complete" if getattr(interrupt, "result_complete", False) else "left as it was"
         print(f"\ndc-compress: {interrupt or 'interrupted'}; {output_dir} {outcome}", file=sys.stderr)
@@ -254,7 +274,17 @@ def compress(fv: flags.FlagValues) -> int:
         return 1
     written = read_manifest(output_dir) or {}  # the result's files, not what else the directory holds
     print(f"\ndc-compress: wrote {output_dir}: " + ", ".join(sorted(written)))
-    return 0
+    return _budget_status(report.get("accuracy_budget") or {}, fv.strict)
+
+
+def _budget_status(check, strict: bool) -> int:
+    """0, or EXIT_BUDGET_MISSED under --strict, after a warning naming the gap when max_drop was missed."""
+    from dc_keras.pipeline.accuracy_budget import shortfall_message
+
+    if check.get("met") is not False:
+        return 0
+    print(f"dc-compress: {'error' if strict else 'warning'}: {shortfall_message(check)}", file=sys.stderr)
+    return EXIT_BUDGET_MISSED if strict else 0
 
 
 def _output_dir_message(flag_value: str, error) -> str:

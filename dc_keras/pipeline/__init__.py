@@ -5,7 +5,11 @@
     -> weight sharing with centroid fine-tuning     (dc_keras.cluster_weights, strip_clustering)
     -> export with relative indices + Huffman       (dc_keras.export_tflite)
     -> verification (the .tflite files against the Keras models, on the test set)
-    -> report (the paper's Table 2 columns per layer and in total, plus file sizes and accuracies)
+    -> report (the paper's Table 2 columns per layer and in total, plus file sizes and accuracies, and
+       whether the compressed model stayed within `max_drop` points of the validated dense model)
+
+Every stage that trains selects its model on a validation split carved out of the training data (best
+validated epoch); the test set gives only the reported numbers (`training`, `accuracy_budget`).
 
 `DeepCompression(config)` holds one small `CompressionConfig` and the models each stage produced, so
 `run()` does everything and `train_dense()`, `prune()`, `cluster()`, `export()`, `verify()` and
@@ -30,8 +34,8 @@ from typing import Any, Dict, Mapping, Optional
 
 from dc_keras import interrupts
 from dc_keras.atomic import atomic_write
-from dc_keras.pipeline import stages
-from dc_keras.pipeline.config import CompressionConfig, PerLayer, per_layer_value, ramp
+from dc_keras.pipeline import accuracy_budget, stages
+from dc_keras.pipeline.config import CompressionConfig, PerLayer, dense_epoch_budget, per_layer_value, ramp
 from dc_keras.pipeline.keras_tools import (_output_is_probability, _output_layer,  # noqa: F401 - tests use them
                                            compile_for_classification, compressible_layers, copy_model,
                                            kernel_arrays, tflite_accuracy, tflite_from_keras)
@@ -57,12 +61,14 @@ StagingDirectory = ResultDirectory
 
 @dataclasses.dataclass
 class StageResult:
-    """Accuracy and time of one finished stage (accuracy on the test set, None when not measured)."""
+    """Accuracy and time of one finished stage (accuracy on the test set, validation_accuracy on the
+    validation split; None when not measured)."""
 
     name: str
     accuracy: Optional[float]
     seconds: float
     details: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    validation_accuracy: Optional[float] = None
 
 
 class DeepCompression:
@@ -98,7 +104,9 @@ class DeepCompression:
         self.stages: Dict[str, StageResult] = {}
         self.verification: Dict[str, Any] = {}
         self.sensitivity = None
+        self.auto_rounds = []
         self._stage_count = 0
+        self._splits = None
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -112,9 +120,23 @@ class DeepCompression:
     def _require_data(self, stage: str):
         return stages.require_data(self.data, stage)
 
+    def splits(self):
+        """The data as DataSplits (fit, validation, test), carved once per validation_fraction and seed."""
+        key = (self.config.validation_fraction, self.config.seed)
+        if self._splits is None or self._splits[0] != key:
+            self._splits = (key, stages.splits(self._require_data("training"), self.config))
+        return self._splits[1]
+
     def validation_data(self):
-        """The held-out tail of the training data (or the test set when validation_fraction is 0)."""
-        return stages.validation_split(self.data, self.config)
+        """The validation split: a seeded random share of the training data (None when validation_fraction
+        is 0)."""
+        return self.splits().validation if self.data is not None else None
+
+    def _teacher(self, model):
+        """The distillation teacher of a stage: the dense model, else the stage's input."""
+        if not self.config.distill_weight:
+            return None
+        return self.dense_model if self.dense_model is not None else model
 
     def _input(self, model, attribute: str, stage: str):
         model = model if model is not None else getattr(self, attribute)
@@ -130,12 +152,14 @@ class DeepCompression:
 
     def _record(self, name, model, start, **details) -> StageResult:
         interrupts.check()
-        accuracy = (stages.evaluate(model, self.data, self.config)
-                    if model is not None and self.data is not None else None)
-        result = StageResult(name, accuracy, time.perf_counter() - start, details)
+        measured = model is not None and self.data is not None
+        accuracy = stages.evaluate(model, self.splits(), self.config) if measured else None
+        validation = stages.validation_accuracy(model, self.splits(), self.config) if measured else None
+        result = StageResult(name, accuracy, time.perf_counter() - start, details, validation)
         self.stages[name] = result
         if self.verbose and accuracy is not None:
-            print(f"{name}: test accuracy {accuracy:.4f} ({result.seconds:.0f} s)", flush=True)
+            shown = f"validation accuracy {validation:.4f}, " if validation is not None else ""
+            print(f"{name}: {shown}test accuracy {accuracy:.4f} ({result.seconds:.0f} s)", flush=True)
         return result
 
     def _print(self, title: str, values: Mapping[str, Any], spec: str) -> None:
@@ -145,13 +169,20 @@ class DeepCompression:
     # -- stages ------------------------------------------------------------------------------------
 
     def train_dense(self, model, epochs: Optional[int] = None):
-        """Train `model` (a fresh or pre-trained Keras classifier) densely; returns the trained copy."""
-        epochs = self.config.epochs if epochs is None else epochs
-        start = self._header(f"dense training ({epochs} epochs)")
+        """Train `model` (a fresh or pre-trained Keras classifier) densely; returns the trained copy.
+
+        Runs up to `epochs` (default: the compressed model's whole budget, config.dense_epoch_budget),
+        stopping config.patience epochs after the validation accuracy last improved; keeps the best
+        validated epoch.
+        """
+        epochs = dense_epoch_budget(self.config) if epochs is None else epochs
+        start = self._header(f"dense training (up to {epochs} epochs, best validated epoch kept)")
         self._input(model, "dense_model", "train_dense")
-        trained = stages.train_dense(model, self.data, self.config, epochs, verbose=self.verbose)
+        trained, summary = stages.train_dense(model, self.splits(), self.config, epochs, verbose=self.verbose)
         self.dense_model = trained
-        self._record("dense", trained, start, epochs=epochs)
+        self._record("dense", trained, start, epochs=epochs, **summary)
+        if self.verbose and summary["best_epoch"]:
+            print(f"dense: best validated epoch {summary['best_epoch']} of {summary['epochs_run']} run", flush=True)
         return trained
 
     def sensitivity_targets(self, budget: float, model=None, sparsities=None):
@@ -161,6 +192,8 @@ class DeepCompression:
         """
         model = self._input(model, "dense_model", "sensitivity analysis")
         start = self._header(f"sensitivity analysis (budget {budget:.4f})")
+        if self.validation_data() is None:
+            raise ValueError("sensitivity analysis needs a validation split: set validation_fraction > 0")
         result = stages.sensitivity(model, self.validation_data(), budget, sparsities, verbose=self.verbose)
         self.sensitivity = result
         stages.check_budget_met(result, budget)
@@ -175,10 +208,10 @@ class DeepCompression:
         check_layer_names(model, self.config, ("sparsity", "quality"))
         c = self.config
         start = self._header(f"pruning: {c.prune_iterations} iterations, {c.prune_epochs} retraining epochs")
-        pruned = stages.prune(model, self.data, c, verbose=self.verbose)
+        pruned, summaries = stages.prune(model, self.splits(), c, verbose=self.verbose, teacher=self._teacher(model))
         self.pruned_model = pruned
         sparsity = stages.sparsity_by_layer(pruned)
-        self._record("pruned", pruned, start, sparsity=sparsity)
+        self._record("pruned", pruned, start, sparsity=sparsity, iterations=summaries)
         self._print("kernel sparsity", sparsity, ".1%")
         return pruned
 
@@ -191,15 +224,16 @@ class DeepCompression:
         c = self.config
         check_layer_names(model, c, ("bits",))
         start = self._header(f"weight sharing ({c.cluster_epochs} fine-tuning epochs, init {c.centroid_init})")
-        clustered = stages.cluster(model, self.data, c, verbose=self.verbose)
+        clustered, summary = stages.cluster(model, self.splits(), c, verbose=self.verbose, teacher=self._teacher(model))
         if clustered is None:
             self.clustered_model = model
-            self.stages["clustered"] = StageResult("clustered", self.stages.get("pruned", StageResult(
-                "pruned", None, 0)).accuracy, 0.0, {"skipped": True})
+            pruned = self.stages.get("pruned", StageResult("pruned", None, 0))
+            self.stages["clustered"] = StageResult("clustered", pruned.accuracy, 0.0, {"skipped": True},
+                                                   pruned.validation_accuracy)
             return model
         self.clustered_model = clustered
         distinct = stages.distinct_values_by_layer(clustered)
-        self._record("clustered", clustered, start, distinct_nonzero_values=distinct)
+        self._record("clustered", clustered, start, distinct_nonzero_values=distinct, fit=summary)
         self._print("distinct nonzero values", distinct, "d")
         return clustered
 
@@ -237,11 +271,52 @@ class DeepCompression:
         for name in files:
             keras_stage = "clustered" if name == "compressed.tflite" else "dense"
             keras_accuracy[name] = self.stages[keras_stage].accuracy if keras_stage in self.stages else None
-        results = stages.verify(files, self.data, keras_accuracy, verbose=self.verbose)
+        results = stages.verify(files, self.splits(), keras_accuracy, verbose=self.verbose)
         self.verification = results
         self.stages["verify"] = StageResult("verify", results.get("compressed.tflite", {}).get("accuracy"),
                                             time.perf_counter() - start)
         return results
+
+    def accuracy_budget(self) -> Dict[str, Any]:
+        """The compressed model's test accuracy against the validated dense model's and config.max_drop
+        (accuracy_budget.budget_check); the compressed figure is compressed.tflite's when verified."""
+        dense, clustered = self.stages.get("dense"), self.stages.get("clustered")
+        tflite = self.verification.get("compressed.tflite", {}).get("accuracy")
+        compressed = tflite if tflite is not None else (clustered.accuracy if clustered else None)
+        return accuracy_budget.budget_check(
+            dense.accuracy if dense else None, compressed, self.config.max_drop,
+            dense.validation_accuracy if dense else None, clustered.validation_accuracy if clustered else None,
+            "compressed.tflite" if tflite is not None else "clustered Keras model")
+
+    def back_off(self, rounds: int) -> list:
+        """While the compressed model's validation accuracy lies more than config.max_drop points below the
+        dense model's, relax the most sensitive layer (accuracy_budget.relax: less sparsity, one more bit)
+        and prune and cluster again from the dense model, at most `rounds` times. Decides on the
+        validation split only. Returns (and keeps in `auto_rounds`) one dict per round."""
+        if self.validation_data() is None:
+            raise ValueError("--auto needs a validation split: set validation_fraction > 0")
+        for round_number in range(1, rounds + 1):
+            dense, clustered = self.stages["dense"], self.stages["clustered"]
+            drop = accuracy_budget.drop_points(dense.validation_accuracy, clustered.validation_accuracy)
+            if drop <= self.config.max_drop:
+                break
+            drops = accuracy_budget.layer_drops(stages.copy_model(self.dense_model), self.validation_data(),
+                                                stages.sparsity_by_layer(self.pruned_model))
+            relaxed, change = accuracy_budget.relax(self.config, self.dense_model, drops)
+            if self.verbose:
+                print(f"\nauto round {round_number}/{rounds}: validation drop {drop:.2f} points > max_drop "
+                      f"{self.config.max_drop:g}; relaxing {change}", flush=True)
+            if relaxed is None:
+                break
+            self.config = relaxed
+            self.prune()
+            self.cluster()
+            after = accuracy_budget.drop_points(dense.validation_accuracy, self.stages["clustered"].validation_accuracy)
+            self.auto_rounds.append({"round": round_number, "validation_drop_before": drop, "change": change,
+                                     "validation_drop_after": after})
+            if self.verbose:
+                print(f"auto round {round_number}: validation drop now {after:.2f} points", flush=True)
+        return self.auto_rounds
 
     def report(self) -> Dict[str, Any]:
         """The result as a JSON-serialisable dict: Table-2 rows per layer and total, files, accuracies."""
@@ -262,7 +337,11 @@ class DeepCompression:
                       "ratio": (dense_bytes / compressed_bytes) if dense_bytes and compressed_bytes else None},
             "accuracy": {name: stage.accuracy for name, stage in self.stages.items()
                          if name in ("dense", "pruned", "clustered")},
+            "validation_accuracy": {name: stage.validation_accuracy for name, stage in self.stages.items()
+                                    if name in ("dense", "pruned", "clustered")},
             "tflite_accuracy": {name: v["accuracy"] for name, v in self.verification.items()},
+            "accuracy_budget": self.accuracy_budget(),
+            "auto_rounds": list(self.auto_rounds),
             "seconds": {name: round(stage.seconds, 1) for name, stage in self.stages.items()},
         }
         if self.sensitivity is not None:
@@ -270,7 +349,8 @@ class DeepCompression:
         return result
 
     def run(self, model, output_dir: str, plots: bool = True, budget: Optional[float] = None,
-            skip_dense_training: bool = False, metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+            skip_dense_training: bool = False, metadata: Optional[Dict[str, Any]] = None,
+            auto_rounds: int = 0) -> Dict[str, Any]:
         """All stages; every file appears under `output_dir` at once, only if everything succeeded.
 
         Args:
@@ -283,6 +363,8 @@ class DeepCompression:
             with this largest accuracy drop (absolute), replacing config.sparsity/quality.
           skip_dense_training: `model` is trained already; use it as the dense model.
           metadata: extra JSON-serialisable entries for report.json (e.g. the model and data used).
+          auto_rounds: when > 0, `back_off` up to this many rounds while the validation drop exceeds
+            config.max_drop.
 
         Writes dense.tflite, compressed.tflite, report.txt, report.json, config.json, the plots and the
         manifest .dc_keras_manifest.json. Returns `report()` (plus `metadata`). SIGINT or SIGTERM stop the
@@ -291,6 +373,9 @@ class DeepCompression:
         """
         self._require_data("run")
         check_run_inputs(model, self.config, self.data)  # before anything trains or is written
+        if (budget is not None or auto_rounds) and self.validation_data() is None:
+            raise ValueError(f"{'--budget' if budget is not None else '--auto'} needs a validation split: "
+                             "set validation_fraction > 0")
         with interrupts.InterruptGuard(), ResultDirectory(output_dir, OUTPUT_FILES) as staging:
             if skip_dense_training:
                 self.dense_model = copy_model(self._input(model, "dense_model", "run"))
@@ -301,6 +386,8 @@ class DeepCompression:
                 self.sensitivity_targets(budget)
             self.prune()
             self.cluster()
+            if auto_rounds:
+                self.back_off(auto_rounds)
             self.export(staging.path)
             self.verify()
             report = self.report()

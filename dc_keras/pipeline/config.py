@@ -32,7 +32,10 @@ class CompressionConfig:
       bits: codebook index bits per layer (2**bits shared values), 1..8; None = paper defaults; a layer given
         0 in a dict is not clustered (and so stays a stock op).
       index_bits: bits of the relative sparse indices per layer, 2..8; None = paper defaults.
-      epochs: dense training epochs (0 when a trained model is given).
+      epochs: the dense model's own training epochs (0 when a trained model is given). Dense training may
+        run up to epochs + prune_epochs + cluster_epochs (the compressed model's total, so the baseline
+        gets at least the training the compressed model got) and stops early `patience` epochs after
+        its validation accuracy last improved, keeping its best validated epoch.
       prune_epochs: retraining epochs summed over all pruning iterations.
       prune_iterations: pruning steps; the target is reached along a cubic ramp (bigger steps first,
         as in tfmot's PolynomialDecay) with retraining after each step.
@@ -41,7 +44,15 @@ class CompressionConfig:
       learning_rate, prune_learning_rate, cluster_learning_rate: Adam learning rates of each stage
         (retraining uses lower rates: the paper retrains pruned nets at 1/10 to 1/100 of the original).
       centroid_init: "linear" (the paper's best), "density", "random" or "kmeans++".
-      validation_fraction: share of the training data held out for sensitivity analysis.
+      validation_fraction: share of the training data held out (after a seeded shuffle) to select every
+        stage's model (best validated epoch) and for sensitivity analysis; 0 trains on all of it and keeps
+        each stage's last epoch.
+      patience: dense training stops after this many epochs without a better validation accuracy.
+      distill_weight: weight of knowledge distillation from the dense model during pruning retraining and
+        centroid fine-tuning, in [0, 1]: loss = (1 - w) * CE + w * T^2 * KL(teacher_T || student_T); 0 off.
+      distill_temperature: the distillation temperature T (> 0).
+      max_drop: largest allowed test-accuracy drop of the compressed model below the validated dense model,
+        in percentage points; report.json says whether it was met.
       seed: random seed of weight initialisation, shuffling and k-means.
     """
 
@@ -59,6 +70,10 @@ class CompressionConfig:
     cluster_learning_rate: float = 1e-4
     centroid_init: str = "linear"
     validation_fraction: float = 0.1
+    patience: int = 5
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
+    max_drop: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -101,6 +116,17 @@ class CompressionConfig:
         if not _is_real(self.validation_fraction) or not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"CompressionConfig: validation_fraction must be in [0, 1), "
                              f"got {self.validation_fraction!r}")
+        if not _is_int(self.patience) or self.patience < 1:
+            raise ValueError(f"CompressionConfig: patience must be an integer >= 1, got {self.patience!r}")
+        if not _is_real(self.distill_weight) or not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"CompressionConfig: distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        if not _is_real(self.distill_temperature) or not math.isfinite(self.distill_temperature) \
+                or self.distill_temperature <= 0:
+            raise ValueError(f"CompressionConfig: distill_temperature must be a number > 0, "
+                             f"got {self.distill_temperature!r}")
+        if not _is_real(self.max_drop) or not math.isfinite(self.max_drop):
+            raise ValueError(f"CompressionConfig: max_drop must be a finite number (percentage points), "
+                             f"got {self.max_drop!r}")
         if not _is_int(self.seed):
             raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
 
@@ -153,6 +179,12 @@ def _check_per_layer(name: str, value, ok: Callable[[Any], bool], what: str) -> 
 def per_layer_value(value: PerLayer, layer_name: str, missing=None):
     """The value of a per-layer config field for one layer: the scalar, the dict entry, or `missing`."""
     return resolve_per_layer(value, layer_name, default=missing)
+
+
+def dense_epoch_budget(config: CompressionConfig) -> int:
+    """The most epochs dense training may run: its own plus every retraining epoch the compressed model
+    gets, so that the baseline never had less training than what it is compared with."""
+    return config.epochs + config.prune_epochs + config.cluster_epochs if config.epochs else 0
 
 
 def ramp(iteration: int, iterations: int) -> float:

@@ -78,11 +78,16 @@ def format_report(report: Dict[str, Any]) -> str:
             if files.get("dense_int8.tflite") else "")
     lines.append(f"dense.tflite {fmt(files['dense.tflite'], 'd')} bytes{int8}, compressed.tflite "
                  f"{fmt(files['compressed.tflite'], 'd')} bytes, ratio {fmt(files['ratio'], '.1f')}x")
+    validation = ", ".join(f"{k} {v:.4f}" for k, v in (report.get("validation_accuracy") or {}).items()
+                           if v is not None)
+    if validation:
+        lines.append(f"Keras validation accuracy (model selection): {validation}")
     accuracy = ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items() if v is not None)
     lines.append(f"Keras test accuracy: {accuracy}")
     if report["tflite_accuracy"]:
         lines.append(".tflite test accuracy: "
                      + ", ".join(f"{k} {v:.4f}" for k, v in report["tflite_accuracy"].items()))
+    lines += budget_lines(report.get("accuracy_budget"), report.get("auto_rounds") or [])
     if report.get("sensitivity"):
         proposal = report["sensitivity"]["proposal"]
         lines.append("sensitivity-analysis targets: " + ", ".join(f"{k} {v:.0%}" for k, v in proposal.items()))
@@ -90,3 +95,19 @@ def format_report(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+
+
+def budget_lines(check, auto_rounds) -> List[str]:
+    """report.txt's accuracy-budget lines: validated dense vs compressed, the change and max_drop."""
+    if not check or check.get("met") is None:
+        return []
+    dense_val = check.get("dense_validation")
+    shown_val = f" (validation {dense_val:.4f})" if dense_val is not None else ""
+    lines = [f"accuracy budget: validated dense {check['dense_test']:.4f}{shown_val} -> compressed "
+             f"{check['compressed_test']:.4f} ({check['compressed_measured_on']}), change "
+             f"{check['change_points']:+.2f} points; max_drop {check['max_drop_points']:g} points: "
+             + ("met" if check["met"] else "NOT met")]
+    for entry in auto_rounds:
+        lines.append(f"auto round {entry['round']}: {entry['change']}; validation drop "
+                     f"{entry['validation_drop_before']:.2f} -> {entry['validation_drop_after']:.2f} points")
+    return lines

@@ -14,10 +14,11 @@ import numpy as np
 
 from dc_keras import interrupts
 from dc_keras.atomic import atomic_write
-from dc_keras.pipeline.config import CompressionConfig, per_layer_value, ramp
-from dc_keras.pipeline.keras_tools import (compile_for_classification, compressible_layers, copy_model,
-                                           interrupt_check_callback, kernel_arrays, tflite_accuracy,
+from dc_keras.pipeline.config import CompressionConfig, dense_epoch_budget, per_layer_value, ramp
+from dc_keras.pipeline.keras_tools import (compressible_layers, copy_model, kernel_arrays, tflite_accuracy,
                                            tflite_from_keras)
+from dc_keras.pipeline.training import (DataSplits, TeacherTargets, accuracy_on, fit, split_data,
+                                        teacher_targets)
 from dc_keras.validation import check_layer_names
 
 # The largest drop (absolute) of compressed.tflite's accuracy below its Keras model that verification accepts.
@@ -32,50 +33,53 @@ def require_data(data, stage: str):
     return data
 
 
+def splits(data, config: CompressionConfig) -> DataSplits:
+    """`data` as DataSplits (fit, validation, test); DataSplits pass through unchanged."""
+    return split_data(require_data(data, "training") if not isinstance(data, DataSplits) else data, config)
+
+
 def fit_split(data, config: CompressionConfig):
-    """Training examples, minus the validation share held out for sensitivity analysis."""
-    (x, y), _ = require_data(data, "training")
-    held_out = int(len(x) * config.validation_fraction)
-    return (x[:len(x) - held_out], y[:len(y) - held_out]) if held_out else (x, y)
+    """Training examples, minus the validation share (drawn after a seeded shuffle)."""
+    return splits(data, config).fit
 
 
 def validation_split(data, config: CompressionConfig):
-    """The held-out tail of the training data (or the test set when validation_fraction is 0)."""
-    (x, y), test = require_data(data, "validation")
-    held_out = int(len(x) * config.validation_fraction)
-    return (x[len(x) - held_out:], y[len(y) - held_out:]) if held_out else test
-
-
-def labels_one_hot(data) -> bool:
-    """True when the training labels are one-hot rows rather than class ids."""
-    return require_data(data, "training")[0][1].ndim == 2
-
-
-def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: float, callbacks=(), verbose: int = 0):
-    """Compile `model` for the data's labels and train it in place for `epochs` (stopping at an interrupt)."""
-    compile_for_classification(model, learning_rate, labels_one_hot(data))
-    if epochs:
-        x, y = fit_split(data, config)
-        model.fit(x, y, batch_size=config.batch_size, epochs=epochs,
-                  callbacks=[*callbacks, interrupt_check_callback()], verbose=verbose, shuffle=True)
-    return model
+    """The held-out validation examples (None when validation_fraction is 0)."""
+    return splits(data, config).validation
 
 
 def evaluate(model, data, config: CompressionConfig) -> float:
     """Test-set accuracy of `model`."""
-    _, (x_test, y_test) = require_data(data, "evaluation")
-    compile_for_classification(model, config.learning_rate, labels_one_hot(data))
-    return float(model.evaluate(x_test, y_test, batch_size=1000, verbose=0)[1])
+    return accuracy_on(model, splits(data, config).test, config)
+
+
+def validation_accuracy(model, data, config: CompressionConfig) -> Optional[float]:
+    """Validation-split accuracy of `model` (None when validation_fraction is 0)."""
+    return accuracy_on(model, splits(data, config).validation, config)
 
 
 def train_dense(model, data, config: CompressionConfig, epochs: Optional[int] = None, verbose: int = 0):
-    """A trained copy of `model` (config.epochs unless `epochs` is given; seeded by config.seed)."""
+    """(trained copy of `model`, fit summary): up to `epochs` (default dense_epoch_budget(config)), stopping
+    config.patience epochs after validation accuracy last improved and keeping the best validated epoch;
+    seeded by config.seed."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
     trained = copy_model(model)
-    return fit(trained, data, config, config.epochs if epochs is None else epochs, config.learning_rate,
-               verbose=verbose)
+    epochs = dense_epoch_budget(config) if epochs is None else epochs
+    summary = fit(trained, data, config, epochs, config.learning_rate, verbose=verbose, patience=config.patience)
+    return trained, summary
+
+
+def distillation_targets(teacher, data, config: CompressionConfig, verbose: int = 0) -> Optional[TeacherTargets]:
+    """The teacher's targets for one stage, or None when distillation is off or there is no teacher."""
+    if teacher is None or not config.distill_weight:
+        return None
+    targets = teacher_targets(teacher, splits(data, config))
+    if verbose:
+        print(f"distillation: teacher log-probabilities of {len(targets.fit)} examples in {targets.seconds:.1f} s "
+              f"(T {config.distill_temperature:g}, weight {config.distill_weight:g})", flush=True)
+    return targets
 
 
 def sensitivity(model, validation_data, budget: float, sparsities=None, verbose: int = 0):
@@ -145,17 +149,23 @@ def describe(schedule) -> str:
     return f"{schedule.target_sparsity:.1%}" if hasattr(schedule, "target_sparsity") else repr(schedule)
 
 
-def prune(model, data, config: CompressionConfig, verbose: int = 0):
-    """Iterative magnitude pruning with retraining; returns the stripped pruned copy of `model`."""
+def prune(model, data, config: CompressionConfig, verbose: int = 0, teacher=None):
+    """Iterative magnitude pruning with retraining; returns (stripped pruned copy of `model`, fit summaries).
+
+    Each iteration keeps its best validated epoch: its epochs all share one mask, so they compare models
+    of equal sparsity. With `teacher` and config.distill_weight > 0, retraining distils from `teacher`.
+    """
     import dc_keras
     from dc_keras.callbacks import UpdatePruningStep
 
     check_layer_names(model, config, ("sparsity", "quality"))
     current = copy_model(model)
     if not config.prune_epochs:
-        current = prune_once(current, config)
+        return prune_once(current, config), []
+    distill = distillation_targets(teacher, data, config, verbose)
+    summaries = []
     base, extra = divmod(config.prune_epochs, config.prune_iterations)
-    for iteration in range(1, config.prune_iterations + 1) if config.prune_epochs else ():
+    for iteration in range(1, config.prune_iterations + 1):
         epochs = base + (1 if iteration <= extra else 0)
         schedules = prune_schedules(current, config, iteration)
         if not any(schedules.values()):
@@ -164,15 +174,16 @@ def prune(model, data, config: CompressionConfig, verbose: int = 0):
             targets = ", ".join(f"{n} {describe(s)}" for n, s in schedules.items())
             print(f"pruning iteration {iteration}/{config.prune_iterations} ({epochs} epochs): {targets}", flush=True)
         wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules)
-        fit(wrapped, data, config, epochs, config.prune_learning_rate, callbacks=[UpdatePruningStep()],
-            verbose=verbose)
+        summaries.append(fit(wrapped, data, config, epochs, config.prune_learning_rate,
+                             callbacks=[UpdatePruningStep()], verbose=verbose, teacher=distill))
         current = dc_keras.strip_pruning(wrapped)
-    return current
+    return current, summaries
 
 
-def cluster(model, data, config: CompressionConfig, verbose: int = 0):
-    """Weight sharing with centroid fine-tuning, zeros preserved; returns the stripped clustered copy of
-    `model`, or None when bits == 0 for every layer (nothing to cluster)."""
+def cluster(model, data, config: CompressionConfig, verbose: int = 0, teacher=None):
+    """Weight sharing with centroid fine-tuning, zeros preserved, keeping the best validated epoch (and
+    distilling from `teacher` when config.distill_weight > 0); returns (stripped clustered copy of `model`,
+    fit summary), or (None, None) when bits == 0 for every layer (nothing to cluster)."""
     import dc_keras
 
     check_layer_names(model, config, ("bits",))
@@ -181,7 +192,7 @@ def cluster(model, data, config: CompressionConfig, verbose: int = 0):
     skip = [n for n, b in bits.items() if b == 0]
     chosen = {n: b for n, b in bits.items() if b not in (None, 0)}
     if len(skip) == len(names):
-        return None
+        return None, None
     source = copy_model(model)
     keras_bits = chosen if chosen else None
     if skip:
@@ -190,8 +201,10 @@ def cluster(model, data, config: CompressionConfig, verbose: int = 0):
     else:
         clustered = dc_keras.cluster_weights(source, bits=keras_bits, cluster_centroids_init=config.centroid_init,
                                              preserve_sparsity=True, seed=config.seed)
-    fit(clustered, data, config, config.cluster_epochs, config.cluster_learning_rate, verbose=verbose)
-    return dc_keras.strip_clustering(clustered)
+    targets = distillation_targets(teacher, data, config, verbose) if config.cluster_epochs else None
+    summary = fit(clustered, data, config, config.cluster_epochs, config.cluster_learning_rate, verbose=verbose,
+                  teacher=targets)
+    return dc_keras.strip_clustering(clustered), summary
 
 
 def _cluster_some(model, names, bits, config: CompressionConfig):
@@ -236,7 +249,7 @@ def verify(files: Mapping[str, str], data, keras_accuracy: Mapping[str, Optional
     """{file name: {accuracy, keras_accuracy, bytes}}: test accuracy of each .tflite beside its Keras model's
     (`keras_accuracy` gives "compressed.tflite"'s and the dense files' by file name). compressed.tflite runs
     with dc_keras's delegate; RuntimeError when it falls more than VERIFY_TOLERANCE below its Keras model."""
-    _, (x_test, y_test) = require_data(data, "verify")
+    x_test, y_test = data.test if isinstance(data, DataSplits) else require_data(data, "verify")[1]
     results = {}
     for name, path in files.items():
         accuracy = tflite_accuracy(path, x_test, y_test, with_dc_delegate=(name == "compressed.tflite"))
