@@ -14,12 +14,13 @@ import numpy as np
 from dc_keras import benchmark, presets
 from dc_keras.datasets import fashion_mnist
 from dc_keras.pipeline import CompressionConfig, DeepCompression, compressible_layers
+from dc_keras.pipeline.training import split_data
 
 
 def fashion_mnist_32x32_rgb(train_examples=None, seed: int = 0):
     """Fashion-MNIST scaled to [0, 1], zero-padded from 28x28 to 32x32 and repeated over 3 channels, the
     input shape of CIFAR-style networks; ``(x_train, y_train), (x_test, y_test)``. The training examples are
-    shuffled once with `seed`, so that the pipeline's validation share (the tail) holds every class."""
+    shuffled once with `seed`, so that --train_examples takes a sample of every class."""
     (x_train, y_train), (x_test, y_test) = fashion_mnist()
     order = np.random.default_rng(seed).permutation(len(x_train))
     x_train, y_train = x_train[order], y_train[order]
@@ -50,21 +51,21 @@ def arguments(description: str, epochs: int, prune_epochs: int, cluster_epochs: 
     return parser.parse_args()
 
 
-def train_validated_dense(model, data, args, validation_fraction: float = 0.1):
-    """Trains `model` in place for up to args.epochs on the training data minus its validation tail (the
-    same tail the pipeline holds out), keeping the weights of the epoch with the best validation accuracy:
-    the dense baseline the compressed model is measured against. Returns that validation accuracy."""
+def train_validated_dense(model, data, args, config: CompressionConfig):
+    """Trains `model` in place for up to args.epochs on the pipeline's fit split, keeping the weights of the
+    epoch with the best accuracy on its validation split (dc_keras.pipeline.split_data, the split every later
+    stage selects on): the dense baseline the compressed model is measured against. Returns that validation
+    accuracy."""
     import keras
 
-    (x, y), _ = data
-    held_out = int(len(x) * validation_fraction)
-    keras.utils.set_random_seed(0)
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    splits = split_data(data, config)
+    keras.utils.set_random_seed(config.seed)
+    model.compile(keras.optimizers.Adam(config.learning_rate),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     stop = keras.callbacks.EarlyStopping("val_accuracy", patience=args.patience, restore_best_weights=True,
                                          mode="max", verbose=1)
-    history = model.fit(x[:-held_out], y[:-held_out], validation_data=(x[-held_out:], y[-held_out:]),
-                        epochs=args.epochs, batch_size=128, callbacks=[stop], verbose=2)
+    history = model.fit(*splits.fit, validation_data=splits.validation, epochs=args.epochs,
+                        batch_size=config.batch_size, callbacks=[stop], verbose=2)
     best = max(history.history["val_accuracy"])
     print(f"dense: best validation accuracy {100 * best:.2f}% after "
           f"{len(history.history['val_accuracy'])} epochs", flush=True)
@@ -80,10 +81,10 @@ def compress(model, args) -> dict:
     if args.conv_sparsity is not None:
         sparsity, reasons = _override_conv(model, sparsity, reasons, args.conv_sparsity)
     print("per-layer sparsity:\n  " + "\n  ".join(reasons), flush=True)
-    validation_accuracy = train_validated_dense(model, data, args) if args.epochs else None
     config = CompressionConfig(sparsity=sparsity, bits=args.bits, epochs=0,
                                prune_epochs=args.prune_epochs, prune_iterations=min(3, max(1, args.prune_epochs)),
                                cluster_epochs=args.cluster_epochs)
+    validation_accuracy = train_validated_dense(model, data, args, config) if args.epochs else None
     report = DeepCompression(config, data, verbose=2).run(model, args.output_dir, plots=False)
     compressed = os.path.join(args.output_dir, "compressed.tflite")
     timing = benchmark.run_benchmark(compressed, num_runs=args.num_runs)
