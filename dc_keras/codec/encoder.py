@@ -124,13 +124,14 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
       The blob (bytes).
 
     Raises:
-      ValueError: invalid arguments, non-finite weights, too many distinct values for `bits`, a tensor
-        too large for the format, or float16 overflow.
+      ValueError: invalid arguments, non-finite weights, too many distinct values for `bits` (in a block
+        layout: counting zero when a stored block holds one), a tensor too large for the format, or float16
+        overflow.
     """
     _check_arguments(bits, index_bits, coder, codebook_dtype, layout)
     block = _check_block(block, layout)
     bits, index_bits = int(bits), int(index_bits)
-    fp16, auto_coder = codebook_dtype == "float16", coder == "auto"
+    fp16 = codebook_dtype == "float16"
     array = _weights_array(weights)
     if isinstance(block, tuple):
         return _encode_block(array, block[0], block[1], bits, index_bits, coder, fp16)
