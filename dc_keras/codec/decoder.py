@@ -128,7 +128,9 @@ def _block_form(parsed: ParsedBlob, delta: np.ndarray, code: np.ndarray) -> dict
     past_edge = np.arange(L)[None, :] >= inside[:, None]
     if np.any(codes[past_edge] != 0):
         block = int(np.nonzero(np.any(past_edge & (codes != 0), axis=1))[0][0])
-        raise CodecError(f"corrupt blob: block {block} has a nonzero code past the matrix edge")
+        edge_codes = codes[block][past_edge[block]]
+        code = int(edge_codes[edge_codes != 0][0])
+        raise CodecError(f"corrupt blob: block {block} has nonzero code {code} past the matrix edge")
     group_ptr = np.zeros(grid_rows + 1, np.int64)
     np.add.at(group_ptr, groups + 1, 1)
     return {"rows": rows, "cols": cols, "axis": info.block_axis, "block_len": L,
