@@ -207,4 +207,4 @@ def test_exported_block_pruned_dense_runs_the_block_loops(tmp_path):
     got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
     np.testing.assert_allclose(got, np.asarray(model(x)), rtol=1e-4, atol=1e-5)
     forms = [form for op, form in delegate.weight_forms(dc) if op == "DcFullyConnected"]
-    assert sorted(forms)[0] == "block" and len(forms) == 2
+    assert len(forms) == 2 and forms.count("block") == 1  # the head layer is unstructured
