@@ -84,6 +84,8 @@ def _library():
     library.dc_delegate_claimed_nodes.argtypes = [ctypes.c_void_p]
     library.dc_delegate_simd_path.restype = ctypes.c_char_p
     library.dc_delegate_simd_path.argtypes = []
+    library.dc_delegate_weight_forms.restype = ctypes.c_int64
+    library.dc_delegate_weight_forms.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
     return library
 
 
@@ -102,6 +104,18 @@ def resident_weight_bytes(delegate) -> int:
 def claimed_nodes(delegate) -> int:
     """Number of TFLite nodes the delegate runs."""
     return int(_library().dc_delegate_claimed_nodes(_pointer(delegate)))
+
+
+def weight_forms(delegate) -> list:
+    """[(custom op, weight form)] of every kernel the delegate prepared that has a choice of forms, in order:
+    DcFullyConnected's "block", "chunked", "pair", "walk" or "dense" (mode=dense)."""
+    library, pointer = _library(), _pointer(delegate)
+    size = int(library.dc_delegate_weight_forms(pointer, None, 0))
+    if size < 0:
+        raise RuntimeError("the dc delegate could not report its weight forms")
+    buffer = ctypes.create_string_buffer(size + 1)
+    library.dc_delegate_weight_forms(pointer, buffer, size + 1)
+    return [tuple(line.split(":", 1)) for line in buffer.value.decode().splitlines()]
 
 
 def simd_path() -> str:

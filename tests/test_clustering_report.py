@@ -125,3 +125,17 @@ def test_report_index_bits_override_and_plain_model():
     report = dc_keras.compression_report(_pruned_model(), index_bits={"ip1": 8})
     assert report.rows[0].index_bits == 8 and report.rows[1].index_bits == 5
     assert report.rows[0].weight_bits == 32  # not quantized: distinct values are as many as weights
+
+
+def test_block_pruned_fc_kernel_is_costed_as_a_block_layout():
+    """An FC kernel ([in, out]) pruned in aligned 16-input blocks is costed as the exporter's block layout:
+    one 5-bit index per block, 16 codes per block, and that is smaller than the sparse estimate."""
+    rng = np.random.default_rng(4)
+    stored = np.repeat(rng.random((30, 4)) < 0.25, 16, axis=1)[:, :64]  # [out, in] mask: 16-input blocks
+    values = np.where(stored, rng.choice(np.array([0.5, -0.5, 1.0, -1.0], np.float32), (30, 64)), 0).T
+    row = estimate_row("ip1", "fc", values.astype(np.float32), index_bits=5, clusters=4)
+    blocks = int(stored.reshape(30, 4, 16).any(axis=2).sum())
+    assert (row.storage, row.block, row.blocks) == ("block", "cols16", blocks)
+    assert row.size_bits == blocks * 16 * 2 + (blocks + row.fillers) * 5 + 4 * 32
+    sparse = estimate_row("ip1", "conv", values.astype(np.float32), index_bits=5, clusters=4)
+    assert sparse.storage == "sparse" and row.size_bits < sparse.size_bits

@@ -279,7 +279,7 @@ def test_bad_magic(blob):
 
 
 def test_unsupported_version(blob):
-    with pytest.raises(codec.CodecError, match="unsupported format version 9: this reader understands version 1"):
+    with pytest.raises(codec.CodecError, match="unsupported format version 9: this reader understands versions 1 to 2"):
         codec.decode(blob[:2] + b"\x09" + blob[3:])
 
 
@@ -323,10 +323,19 @@ def test_oversized_header_values():
         codec.decode(reassemble(bytes([0, 1, 10, 0x55, 40, 0, 0])))
 
 
+def with_version(blob: bytes, version: int) -> bytes:
+    """`blob` with its version byte replaced (the CRC covers the body only)."""
+    return blob[:2] + bytes([version]) + blob[3:]
+
+
 def test_reserved_flags_rejected(blob):
+    """Flags bits 6-7 are reserved in version 1 and the block axis in version 2, where 3 is invalid."""
     body = bytearray(body_of(blob))
     body[0] |= 0x80
     with pytest.raises(codec.CodecError, match="unsupported feature flags"):
+        codec.decode(with_version(reassemble(bytes(body)), 1))
+    body[0] |= 0xC0
+    with pytest.raises(codec.CodecError, match="unknown block axis 3"):
         codec.decode(reassemble(bytes(body)))
 
 

@@ -152,6 +152,17 @@ def _write_vectors(directory):
                 (directory / f"v{count}.blob").write_bytes(blob)
                 (directory / f"v{count}.f32").write_bytes(weights.tobytes())
                 count += 1
+    # Block layouts (version 2): both axes, every L, edge blocks (30 and 130 columns are not multiples of 8
+    # or 16), zeros inside stored blocks, one case per coder.
+    block_cases = [((20, 30), ("cols", 8)), ((20, 30), ("rows", 16)), ((150, 130), ("cols", 16)),
+                   ((150, 130), ("rows", 4)), ((3, 4, 5), ("cols", 4)), ((7,), ("rows", 8))]
+    for index, (shape, block) in enumerate(block_cases):
+        weights = clustered(rng, shape, 0.6, 7)
+        coder = ("huffman", "rans", "raw")[index % 3]
+        blob = codec.encode(weights, bits=3, index_bits=3, coder=coder, block=block)
+        (directory / f"v{count}.blob").write_bytes(blob)
+        (directory / f"v{count}.f32").write_bytes(weights.tobytes())
+        count += 1
     return count
 
 

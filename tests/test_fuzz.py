@@ -107,11 +107,14 @@ def write_seed_corpora(directory: Path, include_empty_layer: bool = True) -> dic
         weights = _weights(rng, shape, density, k)
         bits = max(1, int(np.ceil(np.log2(max(k, 2)))))
         for coder in ("huffman", "rans", "raw"):
-            for layout in ("sparse", "dense"):
+            for layout in ("sparse", "dense", "block"):
+                # Block layouts cycle through both axes and the three block lengths.
+                block = (("cols", "rows")[count % 2], (4, 8, 16)[count % 3]) if layout == "block" else None
                 try:
-                    blob = codec.encode(weights, bits=bits, index_bits=3 + count % 4, coder=coder, layout=layout)
+                    blob = codec.encode(weights, bits=bits, index_bits=3 + count % 4, coder=coder,
+                                        layout="sparse" if block else layout, block=block)
                 except ValueError:
-                    continue  # dense layout without a zero slot in the codebook
+                    continue  # no codebook slot for zero (dense layout, or zeros inside stored blocks)
                 options = bytes([(count & 1) | ((count >> 1) % 3) << 1 | (count % 5) << 3 | ((count >> 2) & 1) << 6,
                                  count & 0xFF])
                 (decode_dir / f"seed{count:03d}").write_bytes(blob)
@@ -159,7 +162,7 @@ def test_corpus_is_clean_under_asan_and_ubsan(target, tmp_path):
     assert result.returncode == 0, result.stderr[-6000:]
     assert len(re.findall(r"Executed .* in \d+ ms", result.stderr)) == counts[target] + regression
     if target == "fuzz_fully_connected":
-        assert set(re.findall(r"form: (\w+)", result.stderr)) == {"dense", "chunked", "pair", "walk"}
+        assert set(re.findall(r"form: (\w+)", result.stderr)) == {"dense", "chunked", "pair", "walk", "block"}
 
 
 def _exported_blobs(tmp_path) -> list:

@@ -26,7 +26,7 @@ import numpy as np
 
 from dc_keras import layer_registry, limits
 from dc_keras.per_layer import resolve_per_layer
-from dc_keras.codec.encoder import fillers_before
+from dc_keras.codec.encoder import block_stats, detect_block, fillers_before
 from dc_keras.clustering.wrapper import MAX_BITS, ClusterWeights, bits_for_clusters
 
 __all__ = ["CompressionRow", "Column", "CompressionReport", "compression_report", "estimate_row",
@@ -50,7 +50,8 @@ class CompressionRow:
       fillers: filler entries for gaps wider than the index bits allow.
       codebook_bits: bits of the codebook (32 per centroid).
       size_bits: total expected storage of the layer at this stage (P+Q).
-      storage: "sparse" or "dense" ("" for the total).
+      storage: "sparse", "dense" or "block" ("" for the total). A block row stores `blocks` aligned blocks
+        of `block` (e.g. "cols16", the exporter's block layout): one index per block, one code per weight.
       extra: further columns keyed by `Column.key` (e.g. the exporter's measured P+Q+H figures).
     """
 
@@ -66,6 +67,13 @@ class CompressionRow:
     size_bits: int
     storage: str
     extra: Dict[str, Any] = field(default_factory=dict)
+    block: str = ""
+    blocks: int = 0
+
+    @property
+    def block_len(self) -> int:
+        """L of a block row (0 otherwise)."""
+        return int(self.block[4:]) if self.block else 0
 
     @property
     def density(self) -> float:
@@ -206,12 +214,15 @@ def _json_default(value):
 
 
 def _total(rows: List[CompressionRow]) -> CompressionRow:
-    entries = [(r.nonzero + r.fillers) if r.storage == "sparse" else r.weights for r in rows]
-    stored = sum(entries)
-    sparse_entries = sum(e for e, r in zip(entries, rows) if r.storage == "sparse")
-    weight_bits = sum(e * r.weight_bits for e, r in zip(entries, rows)) / stored if stored else 0.0
-    index_bits = (sum(e * r.index_bits for e, r in zip(entries, rows) if r.storage == "sparse") / sparse_entries
-                  if sparse_entries else 0.0)
+    # Codes stored per row, and index entries (fillers included) per row that has indices.
+    codes = [r.nonzero + r.fillers if r.storage == "sparse" else r.blocks * r.block_len if r.storage == "block"
+             else r.weights for r in rows]
+    indices = [r.nonzero + r.fillers if r.storage == "sparse" else r.blocks + r.fillers if r.storage == "block"
+               else 0 for r in rows]
+    stored = sum(codes)
+    indexed = sum(indices)
+    weight_bits = sum(c * r.weight_bits for c, r in zip(codes, rows)) / stored if stored else 0.0
+    index_bits = sum(e * r.index_bits for e, r in zip(indices, rows)) / indexed if indexed else 0.0
     return CompressionRow(
         layer="total", kind="", weights=sum(r.weights for r in rows), nonzero=sum(r.nonzero for r in rows),
         clusters=None, weight_bits=round(weight_bits, 3), index_bits=round(index_bits, 3),
@@ -243,6 +254,11 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
       index_bits: bits of a sparse entry's relative index.
       clusters: the codebook size when known (a clustering wrapper); None infers it from the number of
         distinct nonzero values, and counts the weights as unquantized floats when that is not smaller.
+
+    A fully-connected kernel ([in, out], kind "fc") pruned in aligned blocks is also costed as the block
+    layout the exporter would detect in its [out, in] form (dc_keras.codec.encoder.detect_block): one index
+    per block, a code per weight of every stored block (edge positions included), zero joining the codebook
+    when a stored block holds one.
     """
     flat = np.asarray(values).reshape(-1)
     n = int(flat.size)
@@ -256,6 +272,7 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
             candidates.append((distinct, bits_for_clusters(distinct), distinct * FLOAT_BITS))
     else:
         candidates = [(int(clusters), bits_for_clusters(clusters), int(clusters) * FLOAT_BITS)]
+    block_option = _block_option(values, index_bits) if kind == "fc" else None
     best = None
     for k, bits, codebook in candidates:
         # (storage, weight bits, index bits, fillers, codebook bits, size)
@@ -270,13 +287,41 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
             dense_k = k + (1 if has_zeros else 0)
             dense_bits = bits_for_clusters(dense_k)
             options.append(("dense", dense_bits, 0, 0, dense_k * FLOAT_BITS, n * dense_bits + dense_k * FLOAT_BITS))
+        if k is not None and block_option is not None:
+            block, blocks, block_fillers, zero_inside = block_option
+            block_k = k + int(zero_inside)
+            if block_k <= 2 ** MAX_BITS:
+                block_bits = bits_for_clusters(block_k)
+                length = int(block[4:])
+                options.append((block, block_bits, int(index_bits), block_fillers, block_k * FLOAT_BITS,
+                                blocks * length * block_bits + (blocks + block_fillers) * int(index_bits)
+                                + block_k * FLOAT_BITS, blocks))
         for option in options:
-            if best is None or option[-1] < best[-1][-1]:
+            # The exporter keeps a block layout when it is not larger: ties go to it.
+            better = best is None or option[5] < best[1][5] or (option[5] == best[1][5] and len(option) > 6)
+            if better:
                 best = (k, option)
-    k, (storage, wbits, ibits, nfill, codebook_bits, size) = best
+    k, (storage, wbits, ibits, nfill, codebook_bits, size, *block_blocks) = best
+    block = storage if block_blocks else ""
     return CompressionRow(layer=layer, kind=kind, weights=n, nonzero=nonzero, clusters=k, weight_bits=wbits,
                           index_bits=ibits, fillers=nfill, codebook_bits=codebook_bits, size_bits=int(size),
-                          storage=storage)
+                          storage="block" if block else storage, block=block,
+                          blocks=block_blocks[0] if block_blocks else 0)
+
+
+def _block_option(values: np.ndarray, index_bits: int):
+    """(block name such as "cols16", stored blocks, fillers, whether a zero lies inside a stored block) of the
+    block layout the exporter would detect in a 2-D FC kernel's [out, in] form, or None."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.ndim != 2:
+        return None
+    stored = values.T
+    found = detect_block(stored)
+    if found is None:
+        return None
+    axis, length = found
+    blocks, fillers, zero_inside = block_stats(stored, axis, length)
+    return f"{axis}{length}", blocks, fillers[int(index_bits)], zero_inside
 
 
 def _index_bits_for(name: str, kind: str, index_bits) -> int:

@@ -6,8 +6,10 @@ entries for longer gaps), weight-shared values as codebook indices (`bits` wide)
 The byte layout is specified in ops/codec/FORMAT.md.
 
 Public API:
-  encode(weights, bits=5, index_bits=5, coder="huffman", codebook_dtype="float32", layout="auto") -> bytes
+  encode(weights, bits=5, index_bits=5, coder="huffman", codebook_dtype="float32", layout="auto",
+         block=None) -> bytes         block: None, "auto" or ("cols" | "rows", 4 | 8 | 16)
   decode(blob) -> np.ndarray          pure-numpy reference decoder (independent of the C++ core)
+  decode_blocks(blob) -> dict         a block-layout blob's block form, as stored
   parse_info(blob) -> BlobInfo         header fields, without decoding the streams
   analyze(blob) -> dict                per-stream sizes, entropy, average code length, counts
   CodecError                           ValueError subclass raised for malformed blobs
@@ -26,11 +28,13 @@ _LAZY = {
     "encode": "dc_keras.codec.encoder",
     "decode": "dc_keras.codec.decoder",
     "decode_streams": "dc_keras.codec.decoder",
+    "decode_blocks": "dc_keras.codec.decoder",
     "parse_info": "dc_keras.codec.format",
     "analyze": "dc_keras.codec.analysis",
 }
 
-__all__ = ["BlobInfo", "CodecError", "analyze", "decode", "decode_streams", "encode", "native", "parse_info"]
+__all__ = ["BlobInfo", "CodecError", "analyze", "decode", "decode_blocks", "decode_streams", "encode", "native",
+           "parse_info"]
 
 
 def __getattr__(name: str):

@@ -51,7 +51,9 @@ def _stream_report(data: bytes, section: Optional[StreamSection]) -> Dict[str, A
 def analyze(blob) -> Dict[str, Any]:
     """Per-stream and per-part sizes of a blob.
 
-    Returns a dict with the header fields (shape, bits, index_bits, layout, counts), `total_bytes`,
+    Returns a dict with the header fields (shape, bits, index_bits, layout "sparse" / "dense" / "block",
+    block_axis and block_len of a block layout, format_version, counts; a block layout's num_nonzeros counts
+    its stored blocks), `total_bytes`,
     `header_bytes`, `codebook_bytes`, `num_fillers`, `bits_per_nonzero` (whole blob), and per stream
     ("delta": relative indices, "code": codebook indices) its coder, symbol count, section bytes, table
     bytes (coder table, lane sizes), payload bytes, Shannon entropy of its symbols (bits/symbol and the
@@ -65,7 +67,10 @@ def analyze(blob) -> Dict[str, Any]:
     info = parsed.info
     report: Dict[str, Any] = {
         "shape": info.shape,
-        "layout": "dense" if info.dense_layout else "sparse",
+        "layout": info.layout,
+        "block_axis": info.block_axis,
+        "block_len": info.block_len,
+        "format_version": info.format_version,
         "bits": info.bits,
         "index_bits": info.index_bits,
         "num_centroids": info.num_centroids,

@@ -11,7 +11,7 @@ import numpy as np
 
 from dc_keras.codec import huffman, rans
 from dc_keras.codec.format import (CODER_HUFFMAN, CODER_RANS, CODER_RAW, CodecError, ParsedBlob, StreamSection,
-                                   parse)
+                                   block_grid, matrix_dims, parse)
 
 
 def _decode_raw(data: bytes, section: StreamSection) -> np.ndarray:
@@ -71,19 +71,87 @@ def decode(blob) -> np.ndarray:
                 raise CodecError(f"corrupt blob: dense layout decodes {nonzero} nonzeros, header says "
                                  f"{info.num_nonzeros}")
         return out.reshape(info.shape)
+    if info.block_axis:
+        return _decode_block_layout(parsed, delta, code)
+    positions = _walk(info, delta, info.num_elements)
+    if len(code) and int(code.max()) >= info.num_centroids:
+        raise CodecError("corrupt blob: codebook index outside the codebook")
+    out[positions] = parsed.codebook[code]
+    return out.reshape(info.shape)
+
+
+def _walk(info, delta: np.ndarray, cells: int) -> np.ndarray:
+    """Positions the delta stream lists (cursor from -1, symbol 0 a filler of 2^index_bits - 1), checked
+    against the header's count, the no-trailing-filler rule and the `cells` walked."""
+    what = "blocks" if info.block_axis else "nonzeros"
     step = (1 << info.index_bits) - 1
     real = delta != 0
     if int(real.sum()) != info.num_nonzeros:
-        raise CodecError(f"corrupt blob: delta stream lists {int(real.sum())} nonzeros, header says "
+        raise CodecError(f"corrupt blob: delta stream lists {int(real.sum())} {what}, header says "
                          f"{info.num_nonzeros}")
     if len(delta) and not real[-1]:
         raise CodecError("corrupt blob: delta stream ends with a filler")
     positions = np.cumsum(np.where(real, delta.astype(np.int64), step)) - 1
     positions = positions[real]
-    if len(positions) and positions[-1] >= info.num_elements:
-        raise CodecError(f"corrupt blob: nonzero position {int(positions[-1])} outside the tensor of "
-                         f"{info.num_elements} elements")
-    if len(code) and int(code.max()) >= info.num_centroids:
-        raise CodecError("corrupt blob: codebook index outside the codebook")
-    out[positions] = parsed.codebook[code]
+    if len(positions) and positions[-1] >= cells:
+        where = f"the block grid of {cells} blocks" if info.block_axis else f"the tensor of {cells} elements"
+        raise CodecError(f"corrupt blob: {what[:-1]} position {int(positions[-1])} outside {where}")
+    return positions
+
+
+def decode_blocks(blob) -> dict:
+    """A block-layout blob's block form, as stored (mirrors dc::codec::BlockSparseMatrix): a dict with rows,
+    cols, axis ("cols" or "rows"), block_len, group_ptr (offsets per grid row, in blocks), block_start (first
+    column of each block), codes (block_len per block; past the matrix edge 0) and codebook.
+
+    Raises:
+      CodecError: the blob is malformed or has no block layout.
+    """
+    parsed = parse(blob)
+    if not parsed.info.block_axis:
+        raise CodecError("the blob has no block layout (it stores single weights)")
+    delta, code = _streams(parsed)
+    return _block_form(parsed, delta, code)
+
+
+def _block_form(parsed: ParsedBlob, delta: np.ndarray, code: np.ndarray) -> dict:
+    info = parsed.info
+    L = info.block_len
+    rows, cols = matrix_dims(info.shape)
+    grid_rows, grid_cols = block_grid(info.shape, info.block_axis, L)
+    cells = _walk(info, delta, grid_rows * grid_cols)
+    groups, cell = np.divmod(cells, max(grid_cols, 1))
+    starts = cell * L if info.block_axis == "cols" else cell
+    codes = code.reshape(-1, L) if len(code) else np.zeros((0, L), np.uint8)
+    # Positions past the matrix edge must hold code 0: one spelling per blob.
+    inside = (cols - starts) if info.block_axis == "cols" else (rows - groups * L)
+    past_edge = np.arange(L)[None, :] >= inside[:, None]
+    if np.any(codes[past_edge] != 0):
+        block = int(np.nonzero(np.any(past_edge & (codes != 0), axis=1))[0][0])
+        edge_codes = codes[block][past_edge[block]]
+        code = int(edge_codes[edge_codes != 0][0])
+        raise CodecError(f"corrupt blob: block {block} has nonzero code {code} past the matrix edge")
+    group_ptr = np.zeros(grid_rows + 1, np.int64)
+    np.add.at(group_ptr, groups + 1, 1)
+    return {"rows": rows, "cols": cols, "axis": info.block_axis, "block_len": L,
+            "group_ptr": np.cumsum(group_ptr), "block_start": starts.astype(np.int64), "codes": codes,
+            "codebook": parsed.codebook, "groups": groups}
+
+
+def _decode_block_layout(parsed: ParsedBlob, delta: np.ndarray, code: np.ndarray) -> np.ndarray:
+    """Dense float32 of a block layout: every stored block's in-matrix weights from the codebook."""
+    info = parsed.info
+    form = _block_form(parsed, delta, code)
+    rows, cols, L = form["rows"], form["cols"], info.block_len
+    out = np.zeros((rows, cols), dtype=np.float32)
+    offsets = np.arange(L)
+    if info.block_axis == "cols":
+        r = np.repeat(form["groups"], L)
+        c = (form["block_start"][:, None] + offsets[None, :]).reshape(-1)
+    else:
+        r = (form["groups"][:, None] * L + offsets[None, :]).reshape(-1)
+        c = np.repeat(form["block_start"], L)
+    values = form["codebook"][form["codes"].reshape(-1)] if len(r) else np.zeros(0, np.float32)
+    keep = (r < rows) & (c < cols)
+    out[r[keep], c[keep]] = values[keep]
     return out.reshape(info.shape)

@@ -10,11 +10,16 @@ import numpy as np
 
 from dc_keras import limits
 from dc_keras.codec import huffman, rans
-from dc_keras.codec.format import (CODER_HUFFMAN, CODER_RANS, CODER_RAW, FLAG_DENSE, FLAG_FP16,
-                                   MAX_ELEMENTS, MAX_RANK, assemble, write_varint)
+from dc_keras.codec.format import (BLOCK_AXIS_IDS, BLOCK_AXIS_SHIFT, BLOCK_LENGTHS, CODER_HUFFMAN, CODER_RANS,
+                                   CODER_RAW, FLAG_DENSE, FLAG_FP16, MAX_ELEMENTS, MAX_RANK, assemble, matrix_dims,
+                                   write_varint)
 
 _CODERS = ("huffman", "rans", "raw", "auto")
 _LAYOUTS = ("auto", "sparse", "dense")
+
+BLOCK_MIN_FILL = 0.9
+"""block="auto" takes a block shape only when at least this fraction of the stored blocks' weights (inside
+the matrix) is nonzero: the weights were pruned in such blocks, not merely scattered."""
 
 
 def _raw_pack(symbols: np.ndarray, width: int) -> bytes:
@@ -92,7 +97,7 @@ def _encode_stream(symbols: np.ndarray, alphabet: int, width: int, coder: int, a
 
 
 def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
-           codebook_dtype: str = "float32", layout: str = "auto") -> bytes:
+           codebook_dtype: str = "float32", layout: str = "auto", block=None) -> bytes:
     """Encodes a pruned, weight-shared tensor into one blob.
 
     Args:
@@ -106,18 +111,47 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
       codebook_dtype: "float32" (exact) or "float16" (centroids rounded to half precision).
       layout: "sparse" (relative indices + codes of nonzeros), "dense" (a code for every position, zero
         being a codebook value) or "auto" (whichever is smaller).
+      block: None (single weights, as `layout` says), ("cols" | "rows", L) with L in 4, 8, 16, or "auto".
+        A block layout stores whole aligned blocks of L weights of the 2-D view [shape[0], prod(shape[1:])]:
+        "cols" blocks are L consecutive columns of one row (for an FC weight stored [out, in]: L consecutive
+        inputs of one output), "rows" blocks L consecutive rows of one column. Every block holding a nonzero
+        is stored whole; a zero inside it becomes a codebook entry (which needs a free slot of the 2^bits).
+        "auto" picks the first of L = 16, 8, 4 ("cols" before "rows") whose stored blocks are at least
+        BLOCK_MIN_FILL nonzero and keeps it when the blob is not larger than without blocks. Not with
+        layout="dense".
 
     Returns:
       The blob (bytes).
 
     Raises:
-      ValueError: invalid arguments, non-finite weights, too many distinct values for `bits`, a tensor
-        too large for the format, or float16 overflow.
+      ValueError: invalid arguments, non-finite weights, too many distinct values for `bits` (in a block
+        layout: counting zero when a stored block holds one), a tensor too large for the format, or float16
+        overflow.
     """
     _check_arguments(bits, index_bits, coder, codebook_dtype, layout)
+    block = _check_block(block, layout)
     bits, index_bits = int(bits), int(index_bits)
-    fp16, auto_coder = codebook_dtype == "float16", coder == "auto"
+    fp16 = codebook_dtype == "float16"
     array = _weights_array(weights)
+    if isinstance(block, tuple):
+        return _encode_block(array, block[0], block[1], bits, index_bits, coder, fp16)
+    blob = _encode_elementwise(array, bits, index_bits, coder, fp16, layout)
+    if block == "auto":
+        shape = detect_block(array.reshape(matrix_dims(array.shape)))
+        if shape is not None:
+            try:
+                candidate = _encode_block(array, shape[0], shape[1], bits, index_bits, coder, fp16)
+            except ValueError:  # no codebook slot left for the zeros inside the blocks
+                return blob
+            if len(candidate) <= len(blob):
+                return candidate
+    return blob
+
+
+def _encode_elementwise(array: np.ndarray, bits: int, index_bits: int, coder: str, fp16: bool,
+                        layout: str) -> bytes:
+    """The sparse- or dense-layout blob of `array` (encode without blocks)."""
+    auto_coder = coder == "auto"
     flat = array.reshape(-1)
     positions = np.flatnonzero(flat)
     codebook, codes = _shared_values(flat[positions], bits, fp16)
@@ -142,15 +176,122 @@ def encode(weights, bits: int = 5, index_bits: int = 5, coder: str = "huffman",
         widths = bits | (index_bits << 4)
         counts = write_varint(len(codebook)) + write_varint(len(positions)) + write_varint(len(delta))
         sections = delta_section + code_section
+    return _blob(flags, array.shape, widths, counts, codebook, sections, fp16)
+
+
+def _blob(flags: int, shape, widths: int, counts: bytes, codebook: np.ndarray, sections: bytes, fp16: bool,
+          block_len: int = 0) -> bytes:
+    """Assembles the body (flags, block length in a block layout, shape, widths, counts, codebook, streams)
+    and its container."""
     flags |= FLAG_FP16 if fp16 else 0
-    body = bytearray([flags, array.ndim])
-    for dim in array.shape:
+    body = bytearray([flags])
+    if block_len:
+        body.append(block_len)
+    body.append(len(shape))
+    for dim in shape:
         body += write_varint(dim)
     body.append(widths)
     body += counts
     body += codebook.astype("<f2" if fp16 else "<f4").tobytes()
     body += sections
     return assemble(bytes(body))
+
+
+def _check_block(block, layout: str):
+    """`block` normalised to None, "auto" or (axis, L); ValueError naming what is wrong with it."""
+    if block is None or (isinstance(block, str) and block == "auto"):
+        if block == "auto" and layout == "dense":
+            raise ValueError('block="auto" cannot be combined with layout="dense"')
+        return block
+    if isinstance(block, (tuple, list)) and len(block) == 2:
+        axis, length = block
+        if axis not in BLOCK_AXIS_IDS:
+            raise ValueError(f"block axis must be 'cols' or 'rows', got {axis!r}")
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or int(length) not in BLOCK_LENGTHS:
+            raise ValueError(f"block length must be one of {BLOCK_LENGTHS}, got {length!r}")
+        if layout == "dense":
+            raise ValueError("a block layout cannot be combined with layout='dense'")
+        return str(axis), int(length)
+    raise ValueError(f"block must be None, 'auto' or (axis, length) such as ('cols', 16), got {block!r}")
+
+
+def block_cells(matrix: np.ndarray, axis: str, block_len: int) -> tuple:
+    """(values, inside) of the aligned blocks of a 2-D matrix, both shaped (grid rows, grid cols, L) in the
+    block grid's C order: each block's L weights (0 past the matrix edge) and which of them lie inside it."""
+    rows, cols = matrix.shape
+    L = int(block_len)
+    if axis == "cols":
+        width = -(-cols // L) * L
+        values = np.zeros((rows, width), np.float32)
+        inside = np.zeros((rows, width), bool)
+        values[:, :cols], inside[:, :cols] = matrix, True
+        return values.reshape(rows, width // L, L), inside.reshape(rows, width // L, L)
+    height = -(-rows // L) * L
+    values = np.zeros((height, cols), np.float32)
+    inside = np.zeros((height, cols), bool)
+    values[:rows], inside[:rows] = matrix, True
+    return (values.reshape(height // L, L, cols).transpose(0, 2, 1),
+            inside.reshape(height // L, L, cols).transpose(0, 2, 1))
+
+
+def detect_block(matrix: np.ndarray, min_fill: float = BLOCK_MIN_FILL):
+    """(axis, L) of the longest aligned block shape (L = 16, 8, 4; "cols" before "rows") whose blocks holding
+    a nonzero are at least `min_fill` nonzero inside the matrix, or None (no nonzero, or no such shape)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    nonzero = int(np.count_nonzero(matrix))
+    if matrix.ndim != 2 or nonzero == 0:
+        return None
+    for length in BLOCK_LENGTHS[::-1]:
+        for axis in ("cols", "rows"):
+            values, inside = block_cells(matrix, axis, length)
+            stored = np.any(values != 0, axis=2)
+            if nonzero >= min_fill * int(inside[stored].sum()):
+                return axis, length
+    return None
+
+
+def block_stats(matrix: np.ndarray, axis: str, block_len: int) -> tuple:
+    """(stored blocks, fillers at `index_bits` of each of 2..8 as a dict, whether a zero lies inside a stored
+    block) of a 2-D matrix in a block layout: what its size depends on besides the codes."""
+    values, inside = block_cells(np.asarray(matrix, np.float32), axis, block_len)
+    stored = np.any(values != 0, axis=2)
+    cells = np.flatnonzero(stored)
+    gaps = np.diff(cells, prepend=-1) - 1
+    fillers = {ib: int(np.sum(fillers_before(gaps, ib))) for ib in range(2, 9)}
+    zero_inside = bool(np.any((values[stored] == 0) & inside[stored]))
+    return len(cells), fillers, zero_inside
+
+
+def _encode_block(array: np.ndarray, axis: str, block_len: int, bits: int, index_bits: int, coder: str,
+                  fp16: bool) -> bytes:
+    """The block-layout blob of `array`: every aligned block holding a nonzero, L codes each (0 past the
+    matrix edge), zero joining the codebook when a stored block holds one."""
+    auto_coder = coder == "auto"
+    matrix = array.reshape(matrix_dims(array.shape))
+    values, inside = block_cells(matrix, axis, block_len)
+    values, inside = values.reshape(-1, block_len), inside.reshape(-1, block_len)
+    cells = np.flatnonzero(np.any(values != 0, axis=1))
+    stored, stored_inside = values[cells], inside[cells]
+    codebook, _ = _shared_values(matrix[matrix != 0], bits, fp16)
+    if np.any((stored == 0) & stored_inside):
+        if len(codebook) >= 1 << bits:
+            raise ValueError(f"a block layout needs a codebook slot for the zeros inside its blocks, but the "
+                             f"{len(codebook)} distinct nonzero values already fill 2^bits = {1 << bits}")
+        codebook = np.insert(codebook, int(np.searchsorted(codebook, 0.0)), 0.0).astype(np.float32)
+    codes = np.searchsorted(codebook, stored).astype(np.uint8) if len(codebook) else np.zeros(stored.shape, np.uint8)
+    codes[~stored_inside] = 0
+    codes = codes.reshape(-1)
+    delta = _relative_indices(cells, index_bits)
+    delta_plan = _stream_plan(delta, np.bincount(delta, minlength=1 << index_bits), 1 << index_bits, index_bits,
+                              coder)[0] if len(delta) else 0
+    code_plan = _stream_plan(codes, np.bincount(codes, minlength=len(codebook)), len(codebook), bits,
+                             coder)[0] if len(codes) else 0
+    delta_coder, delta_section = _encode_stream(delta, 1 << index_bits, index_bits, delta_plan, auto_coder)
+    code_coder, code_section = _encode_stream(codes, len(codebook), bits, code_plan, auto_coder)
+    flags = (code_coder << 2) | (delta_coder << 4) | (BLOCK_AXIS_IDS[axis] << BLOCK_AXIS_SHIFT)
+    counts = write_varint(len(codebook)) + write_varint(len(cells)) + write_varint(len(delta))
+    return _blob(flags, array.shape, bits | (index_bits << 4), counts, codebook, delta_section + code_section,
+                 fp16, block_len)
 
 
 def _check_arguments(bits, index_bits, coder: str, codebook_dtype: str, layout: str) -> None:

@@ -14,7 +14,10 @@ import numpy as np
 from dc_keras.limits import MAX_BITS, MAX_BLOB_ELEMENTS, MAX_INDEX_BITS, MIN_BITS, MIN_INDEX_BITS
 
 MAGIC = b"DC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version the writer writes; version 2 added the block layouts."""
+MIN_FORMAT_VERSION = 1
+"""Oldest version the readers still accept."""
 MAX_ELEMENTS = MAX_BLOB_ELEMENTS
 MAX_RANK = 8
 MAX_HUFFMAN_BITS = 12
@@ -29,7 +32,13 @@ CODER_IDS = {name: ident for ident, name in CODER_NAMES.items()}
 
 FLAG_DENSE = 0x01
 FLAG_FP16 = 0x02
-FLAG_RESERVED = 0xC0
+BLOCK_AXIS_SHIFT = 6
+"""Flags bits 6-7 hold the block axis (version 2; reserved in version 1)."""
+BLOCK_AXIS_IDS = {"cols": 1, "rows": 2}
+"""Block axis name -> flags value. "cols": a block is L consecutive columns of one row (an FC [out, in]
+weight's L consecutive inputs of one output); "rows": L consecutive rows of one column."""
+BLOCK_AXIS_NAMES = {ident: name for name, ident in BLOCK_AXIS_IDS.items()}
+BLOCK_LENGTHS = (4, 8, 16)
 
 
 class CodecError(ValueError):
@@ -192,6 +201,34 @@ class BlobInfo:
     delta_stream_bytes: int
     code_stream_bytes: int
     total_bytes: int
+    format_version: int = FORMAT_VERSION
+    block_axis: Optional[str] = None   # "cols" or "rows" in a block layout (num_nonzeros then counts blocks)
+    block_len: int = 0                 # 4, 8 or 16 in a block layout
+
+    @property
+    def layout(self) -> str:
+        """"dense", "sparse" or "block"."""
+        return "dense" if self.dense_layout else "block" if self.block_axis else "sparse"
+
+
+def matrix_dims(shape) -> Tuple[int, int]:
+    """The 2-D view every in-memory form uses: (shape[0], prod(shape[1:])); a scalar is 1x1."""
+    shape = tuple(int(d) for d in shape)
+    if not shape:
+        return 1, 1
+    cols = 1
+    for dim in shape[1:]:
+        cols *= dim
+    return shape[0], cols
+
+
+def block_grid(shape, axis: str, block_len: int) -> Tuple[int, int]:
+    """(rows, cols) of a block layout's grid, in blocks: "cols" rows x ceil(cols / L), "rows" ceil(rows / L)
+    x cols."""
+    rows, cols = matrix_dims(shape)
+    if axis == "cols":
+        return rows, -(-cols // block_len)
+    return -(-rows // block_len), cols
 
 
 @dataclasses.dataclass
@@ -291,14 +328,16 @@ def _parse_section(reader: Reader, section: StreamSection) -> None:
     section.lanes, section.lane_sizes = lanes, tuple(sizes)
 
 
-def _check_container(data: bytes, reader: "Reader") -> None:
-    """Magic, format version, body length and CRC32; leaves `reader` at the body's first byte."""
+def _check_container(data: bytes, reader: "Reader") -> int:
+    """Magic, format version, body length and CRC32; leaves `reader` at the body's first byte and returns
+    the version."""
     if len(data) < 2 or data[:2] != MAGIC:
         raise CodecError(f"bad magic: expected {MAGIC!r} (a dc_keras weight blob), got {data[:2]!r}")
     reader.pos = 2
     version = reader.u8("format version")
-    if version != FORMAT_VERSION:
-        raise CodecError(f"unsupported format version {version}: this reader understands version {FORMAT_VERSION}")
+    if not MIN_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        raise CodecError(f"unsupported format version {version}: this reader understands versions "
+                         f"{MIN_FORMAT_VERSION} to {FORMAT_VERSION}")
     body_len = reader.varint("body length", MAX_BODY_LEN)
     crc_stored = int.from_bytes(reader.take(4, "CRC32"), "little")
     body_start = reader.pos
@@ -309,21 +348,34 @@ def _check_container(data: bytes, reader: "Reader") -> None:
     crc = zlib.crc32(data[body_start:]) & 0xFFFFFFFF
     if crc != crc_stored:
         raise CodecError(f"CRC32 mismatch: stored {crc_stored:08x}, computed {crc:08x} (blob corrupted)")
+    return version
 
 
-def _read_flags(reader: "Reader") -> tuple:
-    """(dense layout, fp16 codebook, code coder id, delta coder id) from the flags byte."""
+def _read_flags(reader: "Reader", version: int) -> tuple:
+    """(dense layout, fp16 codebook, code coder id, delta coder id, block axis name or None, block length) from
+    the flags byte and, in a block layout, the block length byte after it."""
     flags = reader.u8("flags")
-    if flags & FLAG_RESERVED:
-        raise CodecError(f"unsupported feature flags 0x{flags & FLAG_RESERVED:02x} (written by a newer dc_keras?)")
+    axis_id = flags >> BLOCK_AXIS_SHIFT
+    if axis_id and version < 2:
+        raise CodecError(f"unsupported feature flags 0x{flags & 0xC0:02x} (written by a newer dc_keras?)")
+    if axis_id == 3:
+        raise CodecError("corrupt blob: unknown block axis 3 in flags")
     dense = bool(flags & FLAG_DENSE)
+    block_axis, block_len = None, 0
+    if axis_id:
+        if dense:
+            raise CodecError("corrupt blob: dense layout with a block axis")
+        block_len = reader.u8("block length")
+        if block_len not in BLOCK_LENGTHS:
+            raise CodecError(f"corrupt blob: block length {block_len} (must be 4, 8 or 16)")
+        block_axis = BLOCK_AXIS_NAMES[axis_id]
     code_coder = (flags >> 2) & 3
     delta_coder = (flags >> 4) & 3
     if code_coder == 3 or delta_coder == 3:
         raise CodecError("unsupported coder id 3 in flags")
     if dense and delta_coder:
         raise CodecError("corrupt blob: dense layout with a delta-stream coder")
-    return dense, bool(flags & FLAG_FP16), code_coder, delta_coder
+    return dense, bool(flags & FLAG_FP16), code_coder, delta_coder, block_axis, block_len
 
 
 def _read_shape(reader: "Reader") -> tuple:
@@ -342,9 +394,10 @@ def _read_shape(reader: "Reader") -> tuple:
     return shape, elements
 
 
-def _read_counts(reader: "Reader", dense: bool, elements: int) -> tuple:
+def _read_counts(reader: "Reader", dense: bool, elements: int, positions: int, block: bool) -> tuple:
     """(bits, index_bits, centroids, nonzeros, entries) from the widths byte and the counts, each checked
-    against what the layout and the tensor's size allow."""
+    against what the layout and the tensor's size allow (`positions`: cells the delta stream walks, the
+    elements or, in a block layout, the block grid's cells)."""
     widths = reader.u8("widths")
     bits, index_bits = widths & 15, widths >> 4
     if not MIN_BITS <= bits <= MAX_BITS:
@@ -354,7 +407,7 @@ def _read_counts(reader: "Reader", dense: bool, elements: int) -> tuple:
     if not dense and not MIN_INDEX_BITS <= index_bits <= MAX_INDEX_BITS:
         raise CodecError(f"corrupt blob: index_bits {index_bits} outside {MIN_INDEX_BITS}..{MAX_INDEX_BITS}")
     k = reader.varint("number of centroids", 1 << bits)
-    nnz = reader.varint("number of nonzeros", elements)
+    nnz = reader.varint("number of blocks" if block else "number of nonzeros", positions)
     if dense:
         entries = elements
         if elements and not k:
@@ -365,10 +418,11 @@ def _read_counts(reader: "Reader", dense: bool, elements: int) -> tuple:
             raise CodecError(f"corrupt blob: {entries} entries cannot hold {nnz} nonzeros")
         if nnz and not k:
             raise CodecError("corrupt blob: nonzeros without a codebook")
-        # Every filler advances the cursor by M and every real entry by at least 1, within the tensor.
-        if (entries - nnz) * ((1 << index_bits) - 1) + nnz > elements:
-            raise CodecError(f"corrupt blob: {nnz} nonzeros and {entries - nnz} fillers overrun a tensor of "
-                             f"{elements} elements")
+        # Every filler advances the cursor by M and every real entry by at least 1, within the walked cells.
+        if (entries - nnz) * ((1 << index_bits) - 1) + nnz > positions:
+            where = f"a block grid of {positions} blocks" if block else f"a tensor of {elements} elements"
+            raise CodecError(f"corrupt blob: {nnz} {'blocks' if block else 'nonzeros'} and {entries - nnz} "
+                             f"fillers overrun {where}")
     return bits, index_bits, k, nnz, entries
 
 
@@ -386,10 +440,14 @@ def parse(blob) -> ParsedBlob:
     """Parses and validates a blob's container, header and section tables (no stream decoding)."""
     data = bytes(blob)
     reader = Reader(data)
-    _check_container(data, reader)
-    dense, fp16, code_coder, delta_coder = _read_flags(reader)
+    version = _check_container(data, reader)
+    dense, fp16, code_coder, delta_coder, block_axis, block_len = _read_flags(reader, version)
     shape, elements = _read_shape(reader)
-    bits, index_bits, k, nnz, entries = _read_counts(reader, dense, elements)
+    positions = elements
+    if block_axis:
+        grid_rows, grid_cols = block_grid(shape, block_axis, block_len)
+        positions = grid_rows * grid_cols
+    bits, index_bits, k, nnz, entries = _read_counts(reader, dense, elements, positions, bool(block_axis))
     header_end = reader.pos
     cb_raw, codebook = _read_codebook(reader, k, fp16)
 
@@ -397,7 +455,7 @@ def parse(blob) -> ParsedBlob:
     if not dense and entries:
         delta = StreamSection("delta", delta_coder, entries, 1 << index_bits, index_bits)
         _parse_section(reader, delta)
-    code_count = elements if dense else nnz
+    code_count = elements if dense else nnz * block_len if block_axis else nnz
     if code_count:
         code = StreamSection("code", code_coder, code_count, k, bits)
         _parse_section(reader, code)
@@ -409,7 +467,7 @@ def parse(blob) -> ParsedBlob:
         delta_coder=CODER_NAMES[delta_coder], code_coder=CODER_NAMES[code_coder], num_elements=elements,
         header_bytes=header_end, codebook_bytes=len(cb_raw),
         delta_stream_bytes=delta.nbytes if delta else 0, code_stream_bytes=code.nbytes if code else 0,
-        total_bytes=len(data))
+        total_bytes=len(data), format_version=version, block_axis=block_axis, block_len=block_len)
     return ParsedBlob(info=info, data=data, codebook=codebook, delta=delta, code=code)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from dc_keras._native import SOURCE_ROOT, build_shared_library, cpp_library
-from dc_keras.codec.format import CODER_NAMES, BlobInfo, CodecError
+from dc_keras.codec.format import BLOCK_AXIS_NAMES, CODER_NAMES, BlobInfo, CodecError
 
 CODEC_DIR = SOURCE_ROOT / "ops" / "codec"
 SOURCES, INCLUDE_DIRS = cpp_library("codec_c_api")
@@ -30,7 +30,8 @@ class _Info(ctypes.Structure):
                 ("codebook_fp16", ctypes.c_int32), ("delta_coder", ctypes.c_int32), ("code_coder", ctypes.c_int32),
                 ("header_bytes", ctypes.c_uint64), ("codebook_bytes", ctypes.c_uint64),
                 ("delta_stream_bytes", ctypes.c_uint64), ("code_stream_bytes", ctypes.c_uint64),
-                ("total_bytes", ctypes.c_uint64)]
+                ("total_bytes", ctypes.c_uint64), ("format_version", ctypes.c_int32),
+                ("block_axis", ctypes.c_int32), ("block_len", ctypes.c_int32)]
 
 
 @dataclasses.dataclass
@@ -112,7 +113,8 @@ def parse_info(blob: bytes) -> BlobInfo:
         delta_coder=CODER_NAMES[info.delta_coder], code_coder=CODER_NAMES[info.code_coder],
         num_elements=info.num_elements, header_bytes=info.header_bytes, codebook_bytes=info.codebook_bytes,
         delta_stream_bytes=info.delta_stream_bytes, code_stream_bytes=info.code_stream_bytes,
-        total_bytes=info.total_bytes)
+        total_bytes=info.total_bytes, format_version=info.format_version,
+        block_axis=BLOCK_AXIS_NAMES.get(info.block_axis), block_len=info.block_len)
 
 
 def decode(blob: bytes) -> np.ndarray:
@@ -137,7 +139,8 @@ def decode_streams(blob: bytes, info: BlobInfo | None = None, out=None):
     info = info or parse_info(blob)
     lib = _load()
     if out is None:
-        code_count = info.num_elements if info.dense_layout else info.num_nonzeros
+        code_count = (info.num_elements if info.dense_layout else
+                      info.num_nonzeros * info.block_len if info.block_axis else info.num_nonzeros)
         out = (np.empty(0 if info.dense_layout else info.num_entries, np.uint8), np.empty(code_count, np.uint8))
     delta, code = out
     err = ctypes.create_string_buffer(_ERR_LEN)

@@ -42,6 +42,15 @@ class LayerReport:
     num_entries: int        # relative-index entries, fillers included
     blob_bytes: int
     coder: str
+    layout: str = "sparse"           # "sparse", "dense" or "block"
+    block_axis: Optional[str] = None  # block layout: "cols" (L inputs of one output) or "rows" (L outputs)
+    block_len: int = 0               # block layout: L
+    num_blocks: int = 0              # block layout: stored blocks (each holds block_len codes)
+
+    @property
+    def layout_text(self) -> str:
+        """"sparse", "dense" or "block <axis> x<L>"."""
+        return f"block {self.block_axis} x{self.block_len}" if self.layout == "block" else self.layout
 
     @property
     def weights_fraction(self) -> float:
@@ -58,7 +67,8 @@ class LayerReport:
     @property
     def pq_bits(self) -> int:
         """Bits of the layer stored with fixed-width codes and indices (no entropy coding)."""
-        return self.nonzeros * self.bits + self.num_entries * self.index_bits + 8 * self.codebook_bytes
+        codes = self.num_blocks * self.block_len if self.layout == "block" else self.nonzeros
+        return codes * self.bits + self.num_entries * self.index_bits + 8 * self.codebook_bytes
 
     @property
     def rate_pq(self) -> float:
@@ -115,7 +125,7 @@ class ExportReport:
         layers = []
         for l in self.layers:
             row = dataclasses.asdict(l)
-            row.update(weights_fraction=l.weights_fraction, weight_bits_pqh=l.weight_bits_pqh,
+            row.update(layout_text=l.layout_text, weights_fraction=l.weights_fraction, weight_bits_pqh=l.weight_bits_pqh,
                        index_bits_pqh=l.index_bits_pqh, rate_pq=l.rate_pq, rate_pqh=l.rate_pqh)
             layers.append(row)
         return {"path": self.path, "layers": layers, "total": self.totals(), "stock": self.stock,
@@ -124,17 +134,17 @@ class ExportReport:
 
     def format(self) -> str:
         """The report as a text table (what dc-inspect prints)."""
-        head = ("layer", "op", "#weights", "weights%", "w bits P+Q", "w bits P+Q+H", "idx bits P+Q",
+        head = ("layer", "op", "layout", "#weights", "weights%", "w bits P+Q", "w bits P+Q+H", "idx bits P+Q",
                 "idx bits P+Q+H", "rate P+Q", "rate P+Q+H", "blob B")
         rows = []
         for l in self.layers:
-            rows.append((l.name, l.op, _count(l.weights), f"{100 * l.weights_fraction:.1f}%", str(l.bits),
+            rows.append((l.name, l.op, l.layout_text, _count(l.weights), f"{100 * l.weights_fraction:.1f}%", str(l.bits),
                          f"{l.weight_bits_pqh:.2f}", str(l.index_bits) if l.index_bits else "-",
                          f"{l.index_bits_pqh:.2f}" if l.index_bits else "-", f"{100 * l.rate_pq:.2f}%",
                          f"{100 * l.rate_pqh:.2f}%", str(l.blob_bytes)))
         t = self.totals()
         if self.layers:
-            rows.append(("total", "", _count(t["weights"]), f"{100 * t['weights_fraction']:.1f}%",
+            rows.append(("total", "", "", _count(t["weights"]), f"{100 * t['weights_fraction']:.1f}%",
                          f"{t['weight_bits_pq']:.2f}", f"{t['weight_bits_pqh']:.2f}", f"{t['index_bits_pq']:.2f}",
                          f"{t['index_bits_pqh']:.2f}",
                          f"{100 * t['rate_pq']:.2f}% ({1 / t['rate_pq']:.0f}x)" if t["rate_pq"] else "-",
@@ -169,12 +179,15 @@ def layer_report(name: str, op: str, blob: bytes) -> LayerReport:
     from dc_keras import codec
 
     info = codec.parse_info(blob)
+    # A block layout's header counts blocks; its nonzero weights are counted from the decoded values.
+    nonzeros = int(np.count_nonzero(codec.decode(blob))) if info.block_axis else int(info.num_nonzeros)
     return LayerReport(
         name=name, op=op, shape=tuple(int(d) for d in info.shape), weights=int(info.num_elements),
-        nonzeros=int(info.num_nonzeros), bits=int(info.bits), index_bits=int(info.index_bits),
+        nonzeros=nonzeros, bits=int(info.bits), index_bits=int(info.index_bits),
         code_stream_bytes=int(info.code_stream_bytes), delta_stream_bytes=int(info.delta_stream_bytes),
         codebook_bytes=int(info.codebook_bytes), num_entries=int(info.num_entries), blob_bytes=int(info.total_bytes),
-        coder=f"{info.delta_coder}/{info.code_coder}")
+        coder=f"{info.delta_coder}/{info.code_coder}", layout=info.layout, block_axis=info.block_axis,
+        block_len=int(info.block_len), num_blocks=int(info.num_nonzeros) if info.block_axis else 0)
 
 
 class InvalidModelError(ValueError):

@@ -62,12 +62,14 @@ Rewriter = Callable[["schema.ModelT", "schema.SubGraphT", "schema.OperatorT", st
 
 
 def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
-                   settings: RewriteSettings) -> Union[bytes, Skipped]:
+                   settings: RewriteSettings, blocks: bool = False) -> Union[bytes, Skipped]:
     """The blob of `stored` (the weights in the kernel's layout), or Skipped when the layer is not
     weight-shared or does not pay to compress; the one policy of every rewriter. Bits come from the number
     of distinct nonzero values unless given, index bits from layer_registry's default for `kind` ("fc",
-    "conv", "embedding") unless given, and min_rate is measured against the float32 bytes. Raises
-    ExportError when the given bits cannot hold the values or the blob does not decode back to them."""
+    "conv", "embedding") unless given, and min_rate is measured against the float32 bytes. With `blocks`
+    (an op whose kernel has block loops) an aligned block structure of the weights is detected and stored as
+    a block layout when that is not larger (dc_keras.codec.encode's block="auto"; not with layout="dense").
+    Raises ExportError when the given bits cannot hold the values or the blob does not decode back to them."""
     stored = np.ascontiguousarray(stored, dtype=np.float32)
     distinct = int(np.unique(stored[stored != 0]).size)
     bits, bits_given = settings.resolve(settings.bits, layer, None)
@@ -88,7 +90,9 @@ def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
     from dc_keras import codec  # the codec is heavy only on first use
 
     try:
-        blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout)
+        block = "auto" if blocks and settings.layout != "dense" else None
+        blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout,
+                            block=block)
     except ValueError as error:
         raise ExportError(f"layer {layer!r}: cannot encode its weights: {error}") from error
     dense_bytes = stored.size * 4

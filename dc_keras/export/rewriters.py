@@ -51,7 +51,8 @@ def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT"
         if bias is None or subgraph.tensors[bias_index].type != schema.TensorType.FLOAT32:
             return Skipped(layer, name, "bias is not a constant float32 vector")
 
-    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings)
+    # DcFullyConnected has block loops: aligned block structure in [units, input size] is kept as blocks.
+    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings, blocks=True)
     if isinstance(blob, Skipped):
         return blob
 

@@ -4,6 +4,7 @@
 #ifndef DC_KERAS_OPS_CODEC_CODEC_INTERNAL_H_
 #define DC_KERAS_OPS_CODEC_CODEC_INTERNAL_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +27,48 @@ inline bool IsZero(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
   return (bits & 0x7FFFFFFFu) == 0;
+}
+
+// The 2-D view of a tensor every in-memory form uses: rows = shape[0], cols = prod(shape[1:]); a scalar is
+// 1x1, a vector of n elements n x 1. ReadShape bounds every dimension and their product by 2^32 - 1, but with
+// shape[0] == 0 the product of the others is unbounded: cols then saturates at kMaxElements.
+inline void MatrixDims(const BlobInfo& info, int64_t* rows, int64_t* cols) {
+  *rows = info.shape.empty() ? 1 : info.shape[0];
+  uint64_t product = 1;
+  for (size_t i = 1; i < info.shape.size(); ++i) {
+    const uint64_t dim = static_cast<uint64_t>(info.shape[i]);
+    product = dim != 0 && product > kMaxElements / dim ? kMaxElements : product * dim;
+  }
+  *cols = static_cast<int64_t>(product);
+}
+
+// Block layout: the block grid's (rows, cols) in blocks. kCols: rows x ceil(cols / L); kRows:
+// ceil(rows / L) x cols. Its size never exceeds the tensor's elements.
+inline void BlockGrid(const BlobInfo& info, uint64_t* grid_rows, uint64_t* grid_cols) {
+  int64_t rows, cols;
+  MatrixDims(info, &rows, &cols);
+  const uint64_t L = static_cast<uint64_t>(info.block_len);
+  if (info.block_axis == BlockAxis::kCols) {
+    *grid_rows = static_cast<uint64_t>(rows);
+    *grid_cols = (static_cast<uint64_t>(cols) + L - 1) / L;
+  } else {
+    *grid_rows = (static_cast<uint64_t>(rows) + L - 1) / L;
+    *grid_cols = static_cast<uint64_t>(cols);
+  }
+}
+
+// Positions the delta stream walks: the tensor's elements, or the block grid's cells in block layout.
+inline uint64_t WalkPositions(const BlobInfo& info) {
+  if (!info.block_layout) return info.num_elements;
+  uint64_t grid_rows, grid_cols;
+  BlockGrid(info, &grid_rows, &grid_cols);
+  return grid_rows * grid_cols;
+}
+
+// Symbols of the code stream: one per position (dense), per listed nonzero, or block_len per stored block.
+inline uint64_t CodeCount(const BlobInfo& info) {
+  if (info.dense_layout) return info.num_elements;
+  return info.block_layout ? info.num_nonzeros * static_cast<uint64_t>(info.block_len) : info.num_nonzeros;
 }
 
 // Byte cursor over [pos, end) of a blob.
@@ -155,6 +198,70 @@ Status DecodeSection(const uint8_t* data, const Section& s, std::vector<uint8_t>
 // Decodes both symbol streams of a parsed blob into vectors.
 Status DecodeParsedStreams(const uint8_t* data, const Parsed& p, std::vector<uint8_t>* delta,
                            std::vector<uint8_t>* code);
+
+// Walks a sparse or block layout's delta stream over WalkPositions(info) cells, calling emit(position, n) for
+// the n-th listed cell (n from 0); checks every position, the header's count and the no-trailing-filler rule.
+template <typename Emit>
+Status WalkDeltas(const BlobInfo& info, const std::vector<uint8_t>& delta, Emit emit) {
+  const uint64_t positions = WalkPositions(info);
+  const uint64_t step = (1u << info.index_bits) - 1;
+  const char* what = info.block_layout ? "block" : "nonzero";
+  uint64_t pos = 0;  // cursor + 1, so the initial -1 needs no signed arithmetic
+  uint64_t n = 0;
+  for (const uint8_t d : delta) {
+    if (d == 0) {
+      pos += step;
+      continue;
+    }
+    pos += d;
+    if (pos > positions) {
+      return Status::Error(std::string("corrupt blob: ") + what + " position " + Str(pos - 1) + " outside " +
+                           (info.block_layout ? "the block grid of " + Str(positions) + " blocks"
+                                              : "the tensor of " + Str(positions) + " elements"));
+    }
+    if (n >= info.num_nonzeros) {
+      return Status::Error(std::string("corrupt blob: delta stream lists more ") + what + "s than the header's " +
+                           Str(info.num_nonzeros));
+    }
+    emit(pos - 1, n);
+    ++n;
+  }
+  if (n != info.num_nonzeros) {
+    return Status::Error("corrupt blob: delta stream lists " + Str(n) + " " + what + "s, header says " +
+                         Str(info.num_nonzeros));
+  }
+  if (!delta.empty() && delta.back() == 0) return Status::Error("corrupt blob: delta stream ends with a filler");
+  return Status::Ok();
+}
+
+// Decodes a parsed block-layout blob into its block form (block_layout.cc), checking that every code past
+// the matrix edge is 0.
+Status DecodeBlockLayout(const uint8_t* data, const Parsed& p, BlockSparseMatrix* out);
+
+// Calls fn(row, col, code) for every weight of m's stored blocks that lies inside the matrix, in C order of
+// (row, col). m must be what DecodeBlockLayout built.
+template <typename Fn>
+void ForEachBlockWeight(const BlockSparseMatrix& m, Fn fn) {
+  const int64_t L = m.block_len;
+  if (m.axis == BlockAxis::kCols) {
+    for (int64_t r = 0; r < m.rows; ++r) {
+      for (uint32_t b = m.group_ptr[r]; b < m.group_ptr[r + 1]; ++b) {
+        const int64_t start = m.block_start[b];
+        const int64_t n = std::min<int64_t>(L, m.cols - start);
+        for (int64_t i = 0; i < n; ++i) fn(r, start + i, m.codes[b * L + i]);
+      }
+    }
+    return;
+  }
+  for (int64_t band = 0; band < m.NumGroups(); ++band) {
+    const int64_t height = std::min<int64_t>(L, m.rows - band * L);
+    for (int64_t i = 0; i < height; ++i) {
+      for (uint32_t b = m.group_ptr[band]; b < m.group_ptr[band + 1]; ++b) {
+        fn(band * L + i, static_cast<int64_t>(m.block_start[b]), m.codes[b * L + i]);
+      }
+    }
+  }
+}
 
 }  // namespace internal
 }  // namespace codec

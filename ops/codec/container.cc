@@ -1,6 +1,7 @@
 // The container of dc_keras's weight format (FORMAT.md): magic, version, body length, CRC32, header,
 // codebook, and the two stream sections, each read by its coder (CoderOps in codec_internal.h). Parse
 // validates all of it once; the public entry points of dc_codec.h that need no decoding live here too.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -14,7 +15,8 @@ namespace internal {
 namespace {
 
 constexpr uint8_t kMagic0 = 'D', kMagic1 = 'C';
-constexpr uint8_t kFlagDense = 0x01, kFlagFp16 = 0x02, kFlagReserved = 0xC0;
+constexpr uint8_t kFlagDense = 0x01, kFlagFp16 = 0x02;
+constexpr int kBlockAxisShift = 6;  // flags bits 6-7: block axis (version 2; reserved in version 1)
 
 struct CrcTables {
   uint32_t t[8][256];
@@ -49,7 +51,7 @@ float HalfToFloat(uint16_t h) {
 }
 
 // Magic, version, body length and CRC32 over the body; leaves r->pos at the body's first byte.
-Status ReadContainer(const uint8_t* data, size_t size, ByteReader* r) {
+Status ReadContainer(const uint8_t* data, size_t size, ByteReader* r, int* version_out) {
   if (data == nullptr && size) return Status::Error("null blob pointer");
   if (size < 2 || data[0] != kMagic0 || data[1] != kMagic1) {
     return Status::Error("bad magic: expected \"DC\" (a dc_keras weight blob)");
@@ -58,10 +60,11 @@ Status ReadContainer(const uint8_t* data, size_t size, ByteReader* r) {
   uint8_t version;
   Status st = r->U8(&version, "format version");
   if (!st.ok()) return st;
-  if (version != kFormatVersion) {
-    return Status::Error("unsupported format version " + Str(version) + ": this reader understands version " +
-                         Str(kFormatVersion));
+  if (version < kMinFormatVersion || version > kFormatVersion) {
+    return Status::Error("unsupported format version " + Str(version) + ": this reader understands versions " +
+                         Str(kMinFormatVersion) + " to " + Str(kFormatVersion));
   }
+  *version_out = version;
   uint64_t body_len;
   st = r->Varint(&body_len, "body length", kMaxBodyLen);
   if (!st.ok()) return st;
@@ -86,15 +89,29 @@ Status ReadContainer(const uint8_t* data, size_t size, ByteReader* r) {
   return Status::Ok();
 }
 
-// Flags byte: layout, codebook precision and the two coder ids.
+// Flags byte (layout, codebook precision, the two coder ids, the block axis) and, for a block layout, the
+// block length byte after it.
 Status ReadFlags(ByteReader* r, BlobInfo* info) {
   uint8_t flags;
   Status st = r->U8(&flags, "flags");
   if (!st.ok()) return st;
-  if (flags & kFlagReserved) {
+  const uint8_t block_axis = flags >> kBlockAxisShift;
+  if (block_axis && info->format_version < 2) {
     return Status::Error("unsupported feature flags (reserved bits set: written by a newer dc_keras?)");
   }
+  if (block_axis == 3) return Status::Error("corrupt blob: unknown block axis 3 in flags");
   info->dense_layout = flags & kFlagDense;
+  if (block_axis) {
+    if (info->dense_layout) return Status::Error("corrupt blob: dense layout with a block axis");
+    uint8_t block_len;
+    if (!(st = r->U8(&block_len, "block length")).ok()) return st;
+    if (block_len != 4 && block_len != 8 && block_len != 16) {
+      return Status::Error("corrupt blob: block length " + Str(block_len) + " (must be 4, 8 or 16)");
+    }
+    info->block_layout = true;
+    info->block_axis = static_cast<BlockAxis>(block_axis);
+    info->block_len = block_len;
+  }
   info->codebook_fp16 = flags & kFlagFp16;
   const uint8_t code_coder = (flags >> 2) & 3, delta_coder = (flags >> 4) & 3;
   for (const uint8_t id : {code_coder, delta_coder}) {
@@ -145,7 +162,10 @@ Status ReadCounts(ByteReader* r, BlobInfo* info) {
   const uint64_t elements = info->num_elements;
   uint64_t k, nnz, entries;
   if (!(st = r->Varint(&k, "number of centroids", 1u << info->bits)).ok()) return st;
-  if (!(st = r->Varint(&nnz, "number of nonzeros", elements)).ok()) return st;
+  // The delta stream walks the tensor's positions, or the block grid's in a block layout.
+  const uint64_t positions = WalkPositions(*info);
+  if (!(st = r->Varint(&nnz, info->block_layout ? "number of blocks" : "number of nonzeros", positions)).ok())
+    return st;
   if (info->dense_layout) {
     entries = elements;
     if (elements && !k) return Status::Error("corrupt blob: dense layout without a codebook");
@@ -154,11 +174,13 @@ Status ReadCounts(ByteReader* r, BlobInfo* info) {
     if (entries < nnz)
       return Status::Error("corrupt blob: " + Str(entries) + " entries cannot hold " + Str(nnz) + " nonzeros");
     if (nnz && !k) return Status::Error("corrupt blob: nonzeros without a codebook");
-    // Every filler advances the cursor by M and every real entry by at least 1, within the tensor.
+    // Every filler advances the cursor by M and every real entry by at least 1, within the walked positions.
     const uint64_t step = (1u << info->index_bits) - 1;
-    if ((entries - nnz) * step + nnz > elements) {
-      return Status::Error("corrupt blob: " + Str(nnz) + " nonzeros and " + Str(entries - nnz) +
-                           " fillers overrun a tensor of " + Str(elements) + " elements");
+    if ((entries - nnz) * step + nnz > positions) {
+      return Status::Error("corrupt blob: " + Str(nnz) + (info->block_layout ? " blocks and " : " nonzeros and ") +
+                           Str(entries - nnz) + " fillers overrun " +
+                           (info->block_layout ? "a block grid of " + Str(positions) + " blocks"
+                                               : "a tensor of " + Str(elements) + " elements"));
     }
   }
   info->num_centroids = static_cast<uint32_t>(k);
@@ -218,7 +240,7 @@ Status ReadSections(ByteReader* r, Parsed* p) {
                      &p->delta, &info.delta_stream_bytes);
     if (!st.ok()) return st;
   }
-  const uint64_t code_count = info.dense_layout ? info.num_elements : info.num_nonzeros;
+  const uint64_t code_count = CodeCount(info);
   p->has_code = code_count > 0;
   if (p->has_code) {
     st = ReadSection(r, "code", info.code_coder, code_count, info.num_centroids, info.bits, &p->code,
@@ -242,9 +264,11 @@ Status ReadLaneHeader(ByteReader* r, const Section& s, uint32_t max_lanes, uint6
 
 Status Parse(const uint8_t* data, size_t size, Parsed* p) {
   ByteReader r{data, 0, 0};
-  Status st = ReadContainer(data, size, &r);
+  int version = 0;
+  Status st = ReadContainer(data, size, &r, &version);
   if (!st.ok()) return st;
   p->info = BlobInfo();
+  p->info.format_version = version;
   if (!(st = ReadFlags(&r, &p->info)).ok()) return st;
   if (!(st = ReadShape(&r, &p->info)).ok()) return st;
   if (!(st = ReadCounts(&r, &p->info)).ok()) return st;
@@ -335,16 +359,35 @@ namespace {
 // Bytes of the two symbol-stream buffers DecodeParsedStreams fills (one byte per symbol).
 uint64_t StreamBufferBytes(const BlobInfo& info) {
   const uint64_t delta = info.dense_layout ? 0 : info.num_entries;
-  const uint64_t code = info.dense_layout ? info.num_elements : info.num_nonzeros;
-  return delta + code;
+  return delta + internal::CodeCount(info);
 }
 
 }  // namespace
 
-uint64_t DenseDecodeBytes(const BlobInfo& info) { return StreamBufferBytes(info) + info.num_elements * sizeof(float); }
+uint64_t BlockSparseDecodeBytes(const BlobInfo& info) {
+  if (!info.block_layout) return 0;
+  uint64_t grid_rows, grid_cols;
+  internal::BlockGrid(info, &grid_rows, &grid_cols);
+  // Group offsets, one start per block, block_len codes per block, the codebook; the streams meanwhile.
+  return StreamBufferBytes(info) + (grid_rows + 1) * sizeof(uint32_t) + info.num_nonzeros * sizeof(uint32_t) +
+         internal::CodeCount(info) + uint64_t{info.num_centroids} * sizeof(float);
+}
+
+uint64_t DenseDecodeBytes(const BlobInfo& info) {
+  // A block layout is decoded through its block form, which stays alive while the floats are written.
+  return (info.block_layout ? BlockSparseDecodeBytes(info) : StreamBufferBytes(info)) +
+         info.num_elements * sizeof(float);
+}
 
 uint64_t SparseDecodeBytes(const BlobInfo& info) {
   const uint64_t rows = info.shape.empty() ? 1 : static_cast<uint64_t>(info.shape[0]);
+  if (info.block_layout) {
+    // The block form, plus a SparseMatrix of at most every stored weight and one filler per 255 positions.
+    const uint64_t entries = std::min(internal::CodeCount(info), info.num_elements) +
+                             info.num_elements / kSparseFillerStep;
+    return BlockSparseDecodeBytes(info) + (rows + 1) * sizeof(uint32_t) + 2 * entries +
+           uint64_t{info.num_centroids} * sizeof(float);
+  }
   // In-memory fillers never outnumber the blob's own (their step, 255, is the largest the format has, and a
   // gap restarted at a row's start is shorter than the blob's gap); a dense-layout blob has none, and gets
   // at most one per 255 positions.

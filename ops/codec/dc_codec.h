@@ -21,8 +21,10 @@
 namespace dc {
 namespace codec {
 
-// Format version this reader understands; blobs with another version are rejected with a message.
-constexpr int kFormatVersion = 1;
+// Newest format version this reader understands (it reads versions kMinFormatVersion..kFormatVersion; others
+// are rejected with a message). Version 2 added the block layouts.
+constexpr int kFormatVersion = 2;
+constexpr int kMinFormatVersion = 1;
 // Largest tensor a blob may describe (elements). Keeps row offsets and entry counts in uint32.
 constexpr uint64_t kMaxElements = 0xFFFFFFFFull;
 // Largest rank a blob may describe.
@@ -68,15 +70,26 @@ enum class Coder : uint8_t {
 // Returns "raw", "huffman" or "rans" (or "unknown").
 const char* CoderName(Coder coder);
 
+// Which way the blocks of a block-sparse layout run, in the 2-D view of SparseMatrix below (rows = shape[0] = outputs of an
+// FC layer, cols = inputs).
+enum class BlockAxis : uint8_t {
+  kCols = 1,  // a block is `block_len` consecutive columns of one row ("L consecutive inputs of one output")
+  kRows = 2,  // a block is `block_len` consecutive rows of one column ("L consecutive outputs of one input")
+};
+
 // Everything the header says about a blob; filled by ParseInfo without decoding the streams.
 struct BlobInfo {
+  int format_version = 0;        // 1 or 2
   std::vector<int64_t> shape;    // C order; empty for a scalar
   int bits = 0;                  // codebook index width, 1..8 (num_centroids <= 2^bits)
   int index_bits = 0;            // relative index width, 2..8 (sparse layout); 0 in dense layout
   uint32_t num_centroids = 0;    // codebook entries, 0..256
-  uint64_t num_nonzeros = 0;     // positions holding a nonzero weight
+  uint64_t num_nonzeros = 0;     // positions holding a nonzero weight; block layout: stored blocks
   uint64_t num_entries = 0;      // delta-stream entries: nonzeros + fillers (dense layout: all positions)
   bool dense_layout = false;     // true: one codebook index per position, zero being a codebook value
+  bool block_layout = false;     // true: the delta stream lists whole aligned blocks of block_len weights
+  BlockAxis block_axis = BlockAxis::kCols;  // block layout only: which way the blocks run (kCols or kRows)
+  int block_len = 0;             // block layout only: 4, 8 or 16; 0 otherwise
   bool codebook_fp16 = false;    // codebook stored as IEEE half (decoded to float32)
   Coder delta_coder = Coder::kRaw;  // coder of the relative-index stream (sparse layout only)
   Coder code_coder = Coder::kRaw;   // coder of the codebook-index stream
@@ -128,6 +141,10 @@ uint64_t DenseDecodeBytes(const BlobInfo& info);
 // Peak bytes DecodeSparse allocates for a blob with header `info`: the symbol streams plus an upper
 // bound of the SparseMatrix it builds (row offsets, entries with their 255-step fillers, codebook).
 uint64_t SparseDecodeBytes(const BlobInfo& info);
+// Peak bytes DecodeBlockSparse allocates for a block-layout blob with header `info`: the symbol streams plus
+// the BlockSparseMatrix (group offsets, block starts, block_len codes per block, codebook). 0 for a blob
+// without a block layout (DecodeBlockSparse refuses it).
+uint64_t BlockSparseDecodeBytes(const BlobInfo& info);
 
 // Decodes the tensor as C-order float32. out_len must equal prod(shape). Pruned positions are +0.0f.
 // Values are copied bit for bit: a denormal centroid decodes exactly whatever the FPU's flush-to-zero /
@@ -178,12 +195,6 @@ struct SparseMatrix {
   void ExpandRow(int64_t r, float* out) const;
 };
 
-// Which way the blocks of a block-sparse layout run, in the 2-D view above (rows = shape[0] = outputs of an
-// FC layer, cols = inputs).
-enum class BlockAxis : uint8_t {
-  kCols = 1,  // a block is `block_len` consecutive columns of one row ("L consecutive inputs of one output")
-  kRows = 2,  // a block is `block_len` consecutive rows of one column ("L consecutive outputs of one input")
-};
 
 // The in-memory form of a block-sparse blob: only whole aligned blocks are stored, every weight of a stored
 // block has its own codebook index. Blocks at the matrix edge may reach past it (cols or rows not a multiple
@@ -212,14 +223,23 @@ struct BlockSparseMatrix {
   }
 };
 
-// Decodes into the sparse in-memory form (re-encoding gaps with 255-step fillers per row).
+// Decodes a block-layout blob into the block in-memory form (exactly as stored: an in-block zero keeps its
+// code, positions past the matrix edge hold code 0). A blob without a block layout is refused; the other
+// decoders take any blob, block layouts included.
+Status DecodeBlockSparse(const uint8_t* data, size_t size, BlockSparseMatrix* out);
+// Same for a blob already opened: no second parse or CRC pass.
+Status DecodeBlockSparse(const ParsedBlob& blob, BlockSparseMatrix* out);
+
+// Decodes into the sparse in-memory form (re-encoding gaps with 255-step fillers per row). For a block
+// layout only the nonzero weights of the stored blocks become entries.
 Status DecodeSparse(const uint8_t* data, size_t size, SparseMatrix* out);
 // Same for a blob already opened: no second parse or CRC pass.
 Status DecodeSparse(const ParsedBlob& blob, SparseMatrix* out);
 
 // Decodes the two symbol streams exactly as stored: `delta` gets num_entries relative indices
 // (0 = filler of 2^index_bits - 1 columns; empty in dense layout), `code` the codebook indices
-// (num_nonzeros of them in sparse layout, num_elements in dense layout). For analysis and benchmarks.
+// (num_nonzeros of them in sparse layout, num_nonzeros * block_len in block layout, num_elements in dense
+// layout). For analysis and benchmarks.
 Status DecodeStreams(const uint8_t* data, size_t size, std::vector<uint8_t>* delta, std::vector<uint8_t>* code);
 // Same into caller buffers, which must have exactly those lengths (no allocation, no zero fill).
 Status DecodeStreamsInto(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,

@@ -55,7 +55,7 @@ int Guarded(char* err, size_t err_len, Body&& body) noexcept {
 
 extern "C" {
 
-int dc_codec_abi_version(void) { return 1; }
+int dc_codec_abi_version(void) { return 2; }
 
 int dc_codec_parse_info(const uint8_t* data, size_t size, dc_codec_info* out, char* err, size_t err_len) {
   if (out == nullptr) return FailLiteral(DC_CODEC_BAD_ARGUMENT, "null info pointer", err, err_len);
@@ -81,6 +81,9 @@ int dc_codec_parse_info(const uint8_t* data, size_t size, dc_codec_info* out, ch
     out->delta_stream_bytes = info.delta_stream_bytes;
     out->code_stream_bytes = info.code_stream_bytes;
     out->total_bytes = info.total_bytes;
+    out->format_version = info.format_version;
+    out->block_axis = info.block_layout ? static_cast<int32_t>(info.block_axis) : 0;
+    out->block_len = info.block_len;
     return DC_CODEC_OK;
   });
 }

@@ -21,7 +21,8 @@ enum {
   DC_CODEC_INTERNAL = 3,       // allocation failure or other unexpected condition
 };
 
-// Mirror of dc::codec::BlobInfo with fixed-size fields. Coders: 0 raw, 1 huffman, 2 rans.
+// Mirror of dc::codec::BlobInfo with fixed-size fields. Coders: 0 raw, 1 huffman, 2 rans. Block axis: 0 none
+// (single weights), 1 columns, 2 rows; num_nonzeros then counts stored blocks.
 typedef struct {
   int32_t ndim;
   int64_t shape[8];
@@ -40,6 +41,9 @@ typedef struct {
   uint64_t delta_stream_bytes;
   uint64_t code_stream_bytes;
   uint64_t total_bytes;
+  int32_t format_version;
+  int32_t block_axis;
+  int32_t block_len;
 } dc_codec_info;
 
 // Version of this C ABI (bumped on incompatible changes).
@@ -52,7 +56,8 @@ DC_CODEC_EXPORT int dc_codec_decode_dense(const uint8_t* data, size_t size, floa
                                           char* err, size_t err_len);
 
 // Decodes both symbol streams as stored; delta_len / code_len must equal num_entries (0 in dense
-// layout) and the code count (num_nonzeros, or num_elements in dense layout).
+// layout) and the code count (num_nonzeros; num_nonzeros * block_len in a block layout; num_elements in
+// dense layout).
 DC_CODEC_EXPORT int dc_codec_decode_streams(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len,
                                             uint8_t* code, size_t code_len, char* err, size_t err_len);
 

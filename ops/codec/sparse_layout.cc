@@ -14,35 +14,10 @@ using internal::Str;
 
 namespace {
 
-// Walks the sparse-layout delta stream, calling emit(position, code) per nonzero; validates positions,
-// counts and the no-trailing-filler rule.
+// Walks the sparse-layout delta stream, calling emit(position, code) per nonzero.
 template <typename Emit>
 Status WalkSparse(const Parsed& p, const std::vector<uint8_t>& delta, const std::vector<uint8_t>& code, Emit emit) {
-  const BlobInfo& info = p.info;
-  const uint64_t step = (1u << info.index_bits) - 1;
-  uint64_t pos = 0;  // cursor + 1, so the initial -1 needs no signed arithmetic
-  uint64_t k = 0;
-  for (const uint8_t d : delta) {
-    if (d == 0) {
-      pos += step;
-      continue;
-    }
-    pos += d;
-    if (pos > info.num_elements) {
-      return Status::Error("corrupt blob: nonzero position " + Str(pos - 1) + " outside the tensor of " +
-                           Str(info.num_elements) + " elements");
-    }
-    if (k >= code.size()) {
-      return Status::Error("corrupt blob: delta stream lists more nonzeros than the header's " + Str(info.num_nonzeros));
-    }
-    emit(pos - 1, code[k]);
-    ++k;
-  }
-  if (k != info.num_nonzeros) {
-    return Status::Error("corrupt blob: delta stream lists " + Str(k) + " nonzeros, header says " + Str(info.num_nonzeros));
-  }
-  if (!delta.empty() && delta.back() == 0) return Status::Error("corrupt blob: delta stream ends with a filler");
-  return Status::Ok();
+  return internal::WalkDeltas(p.info, delta, [&](uint64_t pos, uint64_t n) { emit(pos, code[n]); });
 }
 
 }  // namespace
@@ -64,6 +39,15 @@ Status DecodeDense(const ParsedBlob& blob, float* out, size_t out_len) {
     return Status::Error("output has " + Str(out_len) + " elements, the blob's tensor has " + Str(info.num_elements));
   }
   if (out == nullptr && out_len) return Status::Error("null output pointer");
+  if (info.block_layout) {
+    BlockSparseMatrix m;
+    if (!(st = internal::DecodeBlockLayout(data, p, &m)).ok()) return st;
+    std::fill(out, out + out_len, 0.0f);
+    internal::ForEachBlockWeight(m, [&](int64_t r, int64_t c, uint8_t code) {
+      out[static_cast<size_t>(r * m.cols + c)] = m.codebook[code];
+    });
+    return Status::Ok();
+  }
   std::vector<uint8_t> delta, code;
   if (!(st = DecodeParsedStreams(data, p, &delta, &code)).ok()) return st;
   if (info.dense_layout) {
@@ -133,6 +117,17 @@ class SparseBuilder {
   bool overflow_ = false;
 };
 
+// Emits every nonzero weight of a block-layout blob, in position order.
+Status EmitBlockLayout(const uint8_t* data, const Parsed& p, SparseBuilder* builder) {
+  BlockSparseMatrix m;
+  Status st = internal::DecodeBlockLayout(data, p, &m);
+  if (!st.ok()) return st;
+  internal::ForEachBlockWeight(m, [&](int64_t r, int64_t c, uint8_t code) {
+    if (!IsZero(m.codebook[code]) && !builder->overflow()) builder->Emit(static_cast<uint64_t>(r * m.cols + c), code);
+  });
+  return Status::Ok();
+}
+
 // Emits every nonzero of a dense-layout blob's code stream, checking the header's nonzero count.
 Status EmitDenseLayout(const Parsed& p, const std::vector<uint8_t>& code, SparseBuilder* builder) {
   uint64_t nonzero = 0;
@@ -158,21 +153,27 @@ Status DecodeSparse(const ParsedBlob& blob, SparseMatrix* out) {
   const Parsed& p = blob.parsed();
   const BlobInfo& info = p.info;
   std::vector<uint8_t> delta, code;
-  Status st = DecodeParsedStreams(blob.data(), p, &delta, &code);
-  if (!st.ok()) return st;
+  Status st;
+  // A block layout's streams are decoded by EmitBlockLayout into its block form.
+  if (!info.block_layout && !(st = DecodeParsedStreams(blob.data(), p, &delta, &code)).ok()) return st;
 
   SparseMatrix m;
-  m.rows = info.shape.empty() ? 1 : info.shape[0];
-  m.cols = 1;  // each dimension and the product are <= 2^32 - 1 unless a dimension is 0
-  for (size_t i = 1; i < info.shape.size() && m.cols != 0; ++i) m.cols *= info.shape[i];
+  internal::MatrixDims(info, &m.rows, &m.cols);
   try {
     m.row_ptr.assign(static_cast<size_t>(m.rows) + 1, 0);
     m.codebook.assign(p.codebook.begin(), p.codebook.begin() + info.num_centroids);
-    m.delta.reserve(static_cast<size_t>(info.num_nonzeros));
-    m.code.reserve(static_cast<size_t>(info.num_nonzeros));
+    const uint64_t listed = info.block_layout ? std::min(internal::CodeCount(info), info.num_elements)
+                                              : info.num_nonzeros;
+    m.delta.reserve(static_cast<size_t>(listed));
+    m.code.reserve(static_cast<size_t>(listed));
     SparseBuilder builder(&m);
-    st = info.dense_layout ? EmitDenseLayout(p, code, &builder)
-                           : WalkSparse(p, delta, code, [&](uint64_t pos, uint8_t c) { builder.Emit(pos, c); });
+    if (info.block_layout) {
+      st = EmitBlockLayout(blob.data(), p, &builder);
+    } else if (info.dense_layout) {
+      st = EmitDenseLayout(p, code, &builder);
+    } else {
+      st = WalkSparse(p, delta, code, [&](uint64_t pos, uint8_t c) { builder.Emit(pos, c); });
+    }
     if (!st.ok()) return st;
     if (builder.overflow()) return Status::Error("tensor needs more than 2^32 - 1 sparse entries");
     builder.Finish();

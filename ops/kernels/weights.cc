@@ -1,6 +1,8 @@
 // Loading and checking an op's compressed weights (see weights.h).
 #include "kernels/weights.h"
 
+#include "kernels/block_fully_connected.h"
+
 #include <new>
 #include <string>
 #include <utility>
@@ -32,6 +34,10 @@ Status ValidateSparseMatrix(const codec::SparseMatrix& w) {
   return Status();
 }
 
+bool DecodesToBlocks(const codec::BlobInfo& info, const WeightsSpec& spec) {
+  return info.block_layout && spec.accept_block && !spec.dense;
+}
+
 WeightsResult OpenWeights(const uint8_t* data, size_t size, const WeightsSpec& spec, codec::ParsedBlob* blob) {
   WeightsResult result;
   const codec::Status st = codec::OpenBlob(data, size, blob);
@@ -40,13 +46,15 @@ WeightsResult OpenWeights(const uint8_t* data, size_t size, const WeightsSpec& s
   const bool shape_ok = spec.shape.empty() ? (spec.rank < 0 || info.shape.size() == static_cast<size_t>(spec.rank))
                                            : info.shape == spec.shape;
   if (!shape_ok) return {WeightsStage::kShape, "", 0};
-  result.needed_bytes = spec.dense ? codec::DenseDecodeBytes(info) : codec::SparseDecodeBytes(info);
+  result.needed_bytes = spec.dense                     ? codec::DenseDecodeBytes(info)
+                        : DecodesToBlocks(info, spec) ? codec::BlockSparseDecodeBytes(info)
+                                                      : codec::SparseDecodeBytes(info);
   if (result.needed_bytes > spec.max_bytes) result.stage = WeightsStage::kBudget;
   return result;
 }
 
 WeightsResult DecodeWeights(const codec::ParsedBlob& blob, bool as_dense, codec::SparseMatrix* sparse,
-                            std::vector<float>* dense) {
+                            std::vector<float>* dense, codec::BlockSparseMatrix* block) {
   if (as_dense) {
     try {
       dense->resize(static_cast<size_t>(blob.info().num_elements));
@@ -57,6 +65,15 @@ WeightsResult DecodeWeights(const codec::ParsedBlob& blob, bool as_dense, codec:
     if (!st.ok()) return {WeightsStage::kDecode, st.message(), 0};
     return {};
   }
+  if (block != nullptr && blob.info().block_layout) {
+    const codec::Status st = codec::DecodeBlockSparse(blob, block);
+    if (!st.ok()) return {WeightsStage::kDecode, st.message(), 0};
+    const Status valid = ValidateBlockSparseMatrix(*block);
+    if (!valid.ok()) return {WeightsStage::kInvalid, valid.message(), 0};
+    WeightsResult result;
+    result.block = true;
+    return result;
+  }
   const codec::Status st = codec::DecodeSparse(blob, sparse);
   if (!st.ok()) return {WeightsStage::kDecode, st.message(), 0};
   const Status valid = ValidateSparseMatrix(*sparse);
@@ -65,12 +82,13 @@ WeightsResult DecodeWeights(const codec::ParsedBlob& blob, bool as_dense, codec:
 }
 
 WeightsResult LoadWeights(const uint8_t* data, size_t size, const WeightsSpec& spec, codec::SparseMatrix* sparse,
-                          std::vector<float>* dense, codec::BlobInfo* info) {
+                          std::vector<float>* dense, codec::BlobInfo* info, codec::BlockSparseMatrix* block) {
   codec::ParsedBlob blob;
   WeightsResult opened = OpenWeights(data, size, spec, &blob);
   if (info != nullptr) *info = blob.info();
   if (!opened.ok()) return opened;
-  WeightsResult decoded = DecodeWeights(blob, spec.dense, sparse, dense);
+  WeightsResult decoded =
+      DecodeWeights(blob, spec.dense, sparse, dense, DecodesToBlocks(blob.info(), spec) ? block : nullptr);
   decoded.needed_bytes = opened.needed_bytes;
   return decoded;
 }

@@ -24,6 +24,7 @@ struct WeightsSpec {
   std::vector<int64_t> shape;  // the exact shape required; empty: any shape of rank `rank`
   int rank = -1;               // with an empty `shape`: the rank required (-1: any)
   bool dense = false;          // decode to dense float32 instead of the sparse form
+  bool accept_block = false;   // a block-layout blob decodes to the block form (the op has block loops)
   uint64_t max_bytes = codec::kDefaultMaxDecodedBytes;  // most bytes the decode may take (codec::*DecodeBytes)
 };
 
@@ -41,21 +42,30 @@ struct WeightsResult {
   WeightsStage stage = WeightsStage::kOk;
   std::string message;       // kHeader, kDecode, kInvalid
   uint64_t needed_bytes = 0; // bytes the decode takes (set from kBudget on)
+  bool block = false;        // the weights came out in the block form
   bool ok() const { return stage == WeightsStage::kOk; }
 };
 
-// Opens the blob (one parse, one CRC pass) and checks its shape and decode budget against `spec`; on
-// success `blob` is ready for DecodeWeights or codec::DecodeDense/DecodeSparse. [data, data + size) must
-// outlive `blob`.
+// True when a blob with header `info`, loaded for `spec`, decodes to the block form: it has a block layout,
+// the op accepts blocks and wants no dense floats.
+bool DecodesToBlocks(const codec::BlobInfo& info, const WeightsSpec& spec);
+
+// Opens the blob (one parse, one CRC pass) and checks its shape and decode budget against `spec` (for the
+// form DecodesToBlocks picks); on success `blob` is ready for DecodeWeights or codec::DecodeDense/
+// DecodeSparse/DecodeBlockSparse. [data, data + size) must outlive `blob`.
 WeightsResult OpenWeights(const uint8_t* data, size_t size, const WeightsSpec& spec, codec::ParsedBlob* blob);
 
-// Decodes an opened blob: to dense float32 in `dense` when `as_dense`, else to `sparse`, validated.
+// Decodes an opened blob: to dense float32 in `dense` when `as_dense`; else a block-layout blob to `block`
+// when `block` is given (result.block set), validated by ValidateBlockSparseMatrix; else to `sparse`,
+// validated by ValidateSparseMatrix.
 WeightsResult DecodeWeights(const codec::ParsedBlob& blob, bool as_dense, codec::SparseMatrix* sparse,
-                            std::vector<float>* dense);
+                            std::vector<float>* dense, codec::BlockSparseMatrix* block = nullptr);
 
-// OpenWeights then DecodeWeights; `info` (may be null) receives the header.
+// OpenWeights then DecodeWeights; `info` (may be null) receives the header. `block` is used only with
+// spec.accept_block.
 WeightsResult LoadWeights(const uint8_t* data, size_t size, const WeightsSpec& spec, codec::SparseMatrix* sparse,
-                          std::vector<float>* dense, codec::BlobInfo* info = nullptr);
+                          std::vector<float>* dense, codec::BlobInfo* info = nullptr,
+                          codec::BlockSparseMatrix* block = nullptr);
 
 }  // namespace dc::kernels
 

@@ -231,7 +231,7 @@ Status CachedSparseInput(OpKernelContext* ctx, int index, const char* op, int64_
   return cache->Get(data, size, build, out);
 }
 
-// The kernel library's in-memory form of input `index`'s blob (chunked, pairs or the delta/code walk), built once
+// The kernel library's in-memory form of input `index`'s blob (block, chunked, pairs or the delta/code walk), built once
 // per distinct blob and kept in `cache`: DcSparseMatMul runs the same loops as the TFLite delegate.
 Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op, int64_t max_bytes,
                           BlobCache<kernels::FullyConnectedWeights>* cache,
@@ -240,9 +240,18 @@ Status CachedWeightsInput(OpKernelContext* ctx, int index, const char* op, int64
   size_t size;
   TF_RETURN_IF_ERROR(BlobInput(ctx, index, op, &data, &size));
   auto build = [op, max_bytes](const uint8_t* d, size_t n, kernels::FullyConnectedWeights* weights) -> Status {
+    // A block-layout blob keeps its block form: the block loops run on it.
+    kernels::WeightsSpec spec;
+    spec.rank = 2;
+    spec.accept_block = true;
+    spec.max_bytes = static_cast<uint64_t>(max_bytes);
+    codec::BlobInfo info;
     codec::SparseMatrix matrix;
-    TF_RETURN_IF_ERROR(BuildSparse(op, d, n, max_bytes, &matrix));
-    const kernels::Status st = weights->Init(std::move(matrix));
+    codec::BlockSparseMatrix block;
+    const kernels::WeightsResult r = kernels::LoadWeights(d, n, spec, &matrix, nullptr, &info, &block);
+    TF_RETURN_IF_ERROR(WeightsError(op, r, info, spec, kernels::DecodesToBlocks(info, spec) ? "block form"
+                                                                                           : "sparse form"));
+    const kernels::Status st = r.block ? weights->Init(std::move(block)) : weights->Init(std::move(matrix));
     if (!st.ok()) return errors::InvalidArgument(op, ": corrupt blob: ", st.message());
     return Status();
   };

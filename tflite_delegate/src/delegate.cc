@@ -43,6 +43,9 @@ struct DelegateState {
   std::unique_ptr<ThreadPool> pool;
   std::atomic<uint64_t> resident_bytes{0};
   std::atomic<int> claimed_nodes{0};
+  // "<custom op>:<weight form>" per initialized kernel with a form, one per line (dc_delegate_weight_forms).
+  std::mutex forms_mutex;
+  std::string weight_forms;
 };
 
 DelegateState* StateOf(const TfLiteDelegate* delegate) {
@@ -199,6 +202,11 @@ class SubsetKernel {
         }
         op.initialized = true;
         state_->resident_bytes += op.kernel->ResidentBytes();
+        const char* form = op.kernel->FormName();
+        if (form[0] != '\0') {
+          std::lock_guard<std::mutex> lock(state_->forms_mutex);
+          state_->weight_forms += std::string(op.entry->custom_name) + ":" + form + "\n";
+        }
       }
       std::vector<int> out_dims;
       Status st = op.kernel->OutputShape(InputDims(*context, op.node.inputs[0]), &out_dims);
@@ -492,6 +500,21 @@ uint64_t dc_delegate_resident_weight_bytes(const TfLiteDelegate* delegate) {
 
 int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate) {
   return delegate ? dc::delegate::StateOf(delegate)->claimed_nodes.load() : 0;
+}
+
+int64_t dc_delegate_weight_forms(const TfLiteDelegate* delegate, char* out, size_t out_len) {
+  if (delegate == nullptr) return -1;
+  try {
+    DelegateState* state = dc::delegate::StateOf(delegate);
+    std::lock_guard<std::mutex> lock(state->forms_mutex);
+    const std::string& forms = state->weight_forms;
+    if (out == nullptr || out_len <= forms.size()) return static_cast<int64_t>(forms.size());
+    std::memcpy(out, forms.data(), forms.size());
+    out[forms.size()] = '\0';
+    return static_cast<int64_t>(forms.size());
+  } catch (...) {  // std::mutex::lock may throw std::system_error; nothing crosses the C ABI
+    return -1;
+  }
 }
 
 const char* dc_delegate_simd_path(void) {

@@ -52,6 +52,9 @@ class OpKernel {
                      ThreadPool* pool) const = 0;
   // Bytes of decoded weights the kernel keeps in memory (the P+Q form, or floats in dense mode).
   virtual size_t ResidentBytes() const = 0;
+  // Which in-memory form of its weights the kernel computes on (e.g. "block", "chunked", "dense"); empty
+  // for kernels with a single form. Reported through dc_delegate_weight_forms.
+  virtual const char* FormName() const { return ""; }
 };
 
 struct KernelEntry {

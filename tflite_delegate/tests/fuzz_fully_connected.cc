@@ -117,9 +117,17 @@ void RunLayer(const uint8_t options, const uint8_t seed, const uint8_t* blob, si
   const auto act = static_cast<Activation>(((options >> 3) & 7) % 5);
   simd::PortableOnly().store((options >> 6) & 1);
 
+  // A block-layout blob runs on the block form, as in the delegate and the TF op.
+  dc::codec::BlockSparseMatrix block;
+  const bool as_block = info.block_layout && !dense_mode;
+  if (as_block) {
+    Check(dc::codec::DecodeBlockSparse(blob, size, &block).ok(),
+          "DecodeBlockSparse refuses a block blob that DecodeDense accepts");
+  }
+
   FullyConnectedWeights weights;
   if (!dense_mode) {
-    const dc::kernels::Status built = weights.Init(std::move(sparse));
+    const dc::kernels::Status built = as_block ? weights.Init(std::move(block)) : weights.Init(std::move(sparse));
     // A layer without inputs (cols == 0) decodes but is no FC layer: Init refuses it with an error status,
     // which is the behaviour wanted; anything else DecodeSparse accepts must be accepted.
     if (!built.ok() && cols == 0) return;

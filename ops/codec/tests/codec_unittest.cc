@@ -23,6 +23,8 @@
 #include "dc_codec.h"
 
 using dc::codec::BlobInfo;
+using dc::codec::BlockAxis;
+using dc::codec::BlockSparseMatrix;
 using dc::codec::SparseMatrix;
 using dc::codec::Status;
 
@@ -55,8 +57,8 @@ void PutVarint(std::vector<uint8_t>* out, uint64_t v) {
   out->push_back(static_cast<uint8_t>(v));
 }
 
-std::vector<uint8_t> Assemble(const std::vector<uint8_t>& body) {
-  std::vector<uint8_t> blob = {'D', 'C', 1};
+std::vector<uint8_t> Assemble(const std::vector<uint8_t>& body, uint8_t version = 1) {
+  std::vector<uint8_t> blob = {'D', 'C', version};
   PutVarint(&blob, body.size());
   const uint32_t crc = dc::codec::Crc32(body.data(), body.size());
   for (int i = 0; i < 4; ++i) blob.push_back(static_cast<uint8_t>(crc >> (8 * i)));
@@ -85,7 +87,24 @@ std::vector<float> SparseToDense(const SparseMatrix& m) {
   return out;
 }
 
-// Decodes with both entry points; if both succeed they must agree bit for bit.
+// Expands a block form densely (positions past the edge ignored).
+std::vector<float> BlockToDense(const BlockSparseMatrix& m) {
+  std::vector<float> out(static_cast<size_t>(m.rows * m.cols), 0.0f);
+  const int64_t L = m.block_len;
+  for (int64_t g = 0; g < m.NumGroups(); ++g) {
+    for (uint32_t b = m.group_ptr[g]; b < m.group_ptr[g + 1]; ++b) {
+      for (int64_t i = 0; i < L; ++i) {
+        const int64_t r = m.axis == BlockAxis::kCols ? g : g * L + i;
+        const int64_t c = m.axis == BlockAxis::kCols ? m.block_start[b] + i : m.block_start[b];
+        if (r < m.rows && c < m.cols) out[static_cast<size_t>(r * m.cols + c)] = m.codebook[m.codes[b * L + i]];
+      }
+    }
+  }
+  return out;
+}
+
+// Decodes with both entry points (and the block form for a block layout); if all succeed they must agree bit
+// for bit.
 Status DecodeBoth(const std::vector<uint8_t>& blob, std::vector<float>* dense) {
   BlobInfo info;
   Status st = dc::codec::ParseInfo(blob.data(), blob.size(), &info);
@@ -106,6 +125,25 @@ Status DecodeBoth(const std::vector<uint8_t>& blob, std::vector<float>* dense) {
     EXPECT(dc::codec::SparseDecodeBytes(info) >= m.ResidentBytes(), "SparseDecodeBytes %llu < resident %zu",
            static_cast<unsigned long long>(dc::codec::SparseDecodeBytes(info)), m.ResidentBytes());
     EXPECT(dc::codec::DenseDecodeBytes(info) >= dense->size() * sizeof(float), "DenseDecodeBytes too small");
+  }
+  if (info.block_layout) {
+    BlockSparseMatrix b;
+    const Status bs = dc::codec::DecodeBlockSparse(blob.data(), blob.size(), &b);
+    EXPECT(bs.ok() == d.ok(), "dense '%s' vs block '%s'", d.message().c_str(), bs.message().c_str());
+    if (bs.ok() && d.ok()) {
+      const std::vector<float> rebuilt = BlockToDense(b);
+      EXPECT(rebuilt.size() == dense->size() &&
+                 (rebuilt.empty() || std::memcmp(rebuilt.data(), dense->data(), rebuilt.size() * 4) == 0),
+             "block form does not expand to the dense decode");
+      EXPECT(dc::codec::BlockSparseDecodeBytes(info) >= b.ResidentBytes(), "BlockSparseDecodeBytes %llu < %zu",
+             static_cast<unsigned long long>(dc::codec::BlockSparseDecodeBytes(info)), b.ResidentBytes());
+    }
+  } else {
+    BlockSparseMatrix b;
+    const Status bs = dc::codec::DecodeBlockSparse(blob.data(), blob.size(), &b);
+    EXPECT(!bs.ok() && (!d.ok() || Contains(bs.message(), "no block layout")), "block decode of '%s'",
+           bs.message().c_str());
+    EXPECT(dc::codec::BlockSparseDecodeBytes(info) == 0, "BlockSparseDecodeBytes of a blob without blocks");
   }
   return d;
 }
@@ -136,9 +174,12 @@ void TestContainerErrors() {
   const uint8_t bad_magic[] = {'X', 'C', 1, 0, 0, 0, 0, 0};
   st = dc::codec::ParseInfo(bad_magic, sizeof(bad_magic), &info);
   EXPECT(!st.ok() && Contains(st.message(), "bad magic"), "%s", st.message().c_str());
-  const uint8_t future[] = {'D', 'C', 2, 0, 0, 0, 0, 0};
+  const uint8_t future[] = {'D', 'C', 3, 0, 0, 0, 0, 0};
   st = dc::codec::ParseInfo(future, sizeof(future), &info);
-  EXPECT(!st.ok() && Contains(st.message(), "unsupported format version 2"), "%s", st.message().c_str());
+  EXPECT(!st.ok() && Contains(st.message(), "unsupported format version 3"), "%s", st.message().c_str());
+  const uint8_t ancient[] = {'D', 'C', 0, 0, 0, 0, 0, 0};
+  st = dc::codec::ParseInfo(ancient, sizeof(ancient), &info);
+  EXPECT(!st.ok() && Contains(st.message(), "unsupported format version 0"), "%s", st.message().c_str());
   const uint8_t huge_len[] = {'D', 'C', 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F};
   st = dc::codec::ParseInfo(huge_len, sizeof(huge_len), &info);
   EXPECT(!st.ok() && Contains(st.message(), "too large"), "%s", st.message().c_str());
@@ -237,6 +278,80 @@ void TestDecodeBytes() {
   EXPECT(dc::codec::DenseDecodeBytes(info) == 70 + 40000, "dense estimate");
   info.dense_layout = true;  // one code per position, at most one filler per 255 positions
   EXPECT(dc::codec::SparseDecodeBytes(info) == 10000 + 1001 * 4 + 2 * (30 + 39) + 16, "dense-layout estimate");
+}
+
+// A version-2 block blob: shape [2, 6], blocks of 4 columns, raw coders, index_bits 2, bits 2, codebook
+// {-1, 0, 2}. Stored grid cells 1 (row 0, columns 4..7, two past the edge) and 2 (row 1, columns 0..3).
+std::vector<uint8_t> BlockBody() {
+  std::vector<uint8_t> body = {0x40, 4, 2, 2, 6, 0x22, 3, 2, 2};
+  const uint32_t centroids[3] = {0xBF800000u, 0, 0x40000000u};
+  for (uint32_t c : centroids)
+    for (int i = 0; i < 4; ++i) body.push_back(static_cast<uint8_t>(c >> (8 * i)));
+  body.push_back(0x90);  // deltas 2, 1
+  body.push_back(0x80);  // block 0: codes 2 0 | 0 0 (past the edge)
+  body.push_back(0x1A);  // block 1: codes 0 1 2 2
+  return body;
+}
+
+void TestBlockBlob() {
+  const std::vector<uint8_t> blob = Assemble(BlockBody(), 2);
+  BlobInfo info;
+  Status st = dc::codec::ParseInfo(blob.data(), blob.size(), &info);
+  EXPECT(st.ok(), "%s", st.message().c_str());
+  EXPECT(info.format_version == 2 && info.block_layout && info.block_axis == BlockAxis::kCols &&
+             info.block_len == 4 && info.num_nonzeros == 2 && info.num_entries == 2, "block header");
+  std::vector<float> dense;
+  st = DecodeBoth(blob, &dense);
+  EXPECT(st.ok(), "%s", st.message().c_str());
+  const float expected[12] = {0, 0, 0, 0, 2, -1, -1, 0, 2, 2, 0, 0};
+  EXPECT(dense.size() == 12 && std::memcmp(dense.data(), expected, sizeof(expected)) == 0, "block values");
+  BlockSparseMatrix m;
+  st = dc::codec::DecodeBlockSparse(blob.data(), blob.size(), &m);
+  EXPECT(st.ok() && m.rows == 2 && m.cols == 6 && m.group_ptr == std::vector<uint32_t>({0, 1, 2}) &&
+             m.block_start == std::vector<uint32_t>({4, 0}) &&
+             m.codes == std::vector<uint8_t>({2, 0, 0, 0, 0, 1, 2, 2}),
+         "block form: %s", st.message().c_str());
+  SparseMatrix s;
+  st = dc::codec::DecodeSparse(blob.data(), blob.size(), &s);
+  EXPECT(st.ok() && s.NumNonzeros() == 5, "sparse form of a block blob keeps the 5 nonzeros (in-block zero dropped)");
+  std::vector<uint8_t> d, c;
+  st = dc::codec::DecodeStreams(blob.data(), blob.size(), &d, &c);
+  EXPECT(st.ok() && d.size() == 2 && c.size() == 8, "block streams");
+
+  struct Case {
+    size_t index;
+    uint8_t value;
+    uint8_t version;
+    const char* message;
+  };
+  const Case cases[] = {
+      {0, 0xC0, 2, "unknown block axis 3"}, {1, 5, 2, "block length 5"},   {0, 0x41, 2, "dense layout with a block"},
+      {0, 0x40, 1, "unsupported feature flags"}, {0, 0x40, 3, "unsupported format version 3"},
+      {22, 0x81, 2, "past the matrix edge"},  {7, 5, 2, "number of blocks = 5 exceeds"},
+      {21, 0xF0, 2, "outside the block grid"},
+  };
+  for (const Case& k : cases) {
+    std::vector<uint8_t> body = BlockBody();
+    body[k.index] = k.value;
+    std::vector<float> out;
+    st = DecodeBoth(Assemble(body, k.version), &out);
+    EXPECT(!st.ok() && Contains(st.message(), k.message), "byte %zu = %d (v%d): got '%s', want '%s'", k.index,
+           k.value, k.version, st.message().c_str(), k.message);
+  }
+  // The same grid walked by rows: [2, 6] has one band of 4 rows (two past the edge) and 6 columns.
+  std::vector<uint8_t> rows_body = BlockBody();
+  rows_body[0] = 0x80;
+  std::vector<float> out;
+  st = DecodeBoth(Assemble(rows_body, 2), &out);
+  EXPECT(!st.ok() && Contains(st.message(), "past the matrix edge"), "%s", st.message().c_str());
+  rows_body[22] = 0x00;  // block 0: codes 0 0 | 0 0, block 1: 0 1 | 2 2 (past the edge) -> still refused
+  st = DecodeBoth(Assemble(rows_body, 2), &out);
+  EXPECT(!st.ok() && Contains(st.message(), "past the matrix edge"), "%s", st.message().c_str());
+  rows_body[23] = 0x10;  // block 1: codes 0 1 | 0 0; block 0 (column 1) is all code 0, i.e. -1
+  st = DecodeBoth(Assemble(rows_body, 2), &out);
+  const float rows_expected[12] = {0, -1, -1, 0, 0, 0, 0, -1, 0, 0, 0, 0};
+  EXPECT(st.ok() && out.size() == 12 && std::memcmp(out.data(), rows_expected, sizeof(rows_expected)) == 0,
+         "rows block: %s", st.message().c_str());
 }
 
 void TestHeaderValidation() {
@@ -346,6 +461,7 @@ int main(int argc, char** argv) {
   TestStatus();
   TestContainerErrors();
   TestHandBuiltBlob();
+  TestBlockBlob();
   TestHeaderValidation();
   TestDenormalsUnderFlushToZero();
   TestDecodeBytes();

@@ -32,6 +32,10 @@ DC_DELEGATE_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate)
 DC_DELEGATE_EXPORT uint64_t dc_delegate_resident_weight_bytes(const TfLiteDelegate* delegate);
 // Number of TFLite nodes the delegate has claimed so far.
 DC_DELEGATE_EXPORT int dc_delegate_claimed_nodes(const TfLiteDelegate* delegate);
+// The in-memory weight form of every prepared kernel that has one, as lines "<custom op>:<form>\n" in
+// preparation order (form: "block", "chunked", "pair", "walk", "dense"). Copies them NUL terminated into out
+// when out_len exceeds their length; returns that length (-1 without a delegate).
+DC_DELEGATE_EXPORT int64_t dc_delegate_weight_forms(const TfLiteDelegate* delegate, char* out, size_t out_len);
 // The SIMD path the kernels of this library take in this process: "neon" (arm builds, chosen at compile
 // time), "avx2+fma+bmi2" (x86-64 AVX2 clones chosen at run time), "avx2+fma" (conv clones only) or "portable".
 // A static string; no delegate needed.

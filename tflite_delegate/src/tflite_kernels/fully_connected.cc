@@ -39,11 +39,13 @@ class FullyConnectedKernel : public OpKernel {
     if (units_ <= 0 || input_size_ <= 0) return Status::Error("options give a non-positive weight shape");
 
     codec::SparseMatrix sparse;
+    codec::BlockSparseMatrix block;
+    bool got_block = false;
     st = kernel_util::DecodeWeights(context, node.inputs[1], {units_, input_size_}, config.dense,
-                                    config.max_decoded_bytes, &sparse, &dense_);
+                                    config.max_decoded_bytes, &sparse, &dense_, &block, &got_block);
     if (!st.ok()) return st;
     if (!config.dense) {
-      st = weights_.Init(std::move(sparse));
+      st = got_block ? weights_.Init(std::move(block)) : weights_.Init(std::move(sparse));
       if (!st.ok()) return st;
     }
     dense_mode_ = config.dense;
@@ -84,6 +86,8 @@ class FullyConnectedKernel : public OpKernel {
   size_t ResidentBytes() const override {
     return dense_mode_ ? dense_.capacity() * sizeof(float) : weights_.ResidentBytes();
   }
+
+  const char* FormName() const override { return dense_mode_ ? "dense" : weights_.form_name(); }
 
  private:
   Activation activation_ = Activation::kNone;

@@ -53,18 +53,22 @@ inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, 
 
 // Decodes the blob of tensor `index` after checking that its shape is `expected` and that decoding fits in
 // `max_bytes` (parsing it once): to `sparse` (validated for the kernels' unchecked loops), or to dense float32
-// in `dense` when `as_dense`.
+// in `dense` when `as_dense`, or, when `block` is given and the blob has a block layout, to `block` (validated;
+// *got_block then true).
 inline Status DecodeWeights(const TfLiteContext& context, int index, const std::vector<int64_t>& expected,
                             bool as_dense, uint64_t max_bytes, codec::SparseMatrix* sparse,
-                            std::vector<float>* dense) {
+                            std::vector<float>* dense, codec::BlockSparseMatrix* block = nullptr,
+                            bool* got_block = nullptr) {
   const TfLiteTensor& blob = context.tensors[index];
   kernels::WeightsSpec spec;
   spec.shape = expected;
   spec.dense = as_dense;
+  spec.accept_block = block != nullptr;
   spec.max_bytes = max_bytes;
   codec::BlobInfo info;
   const kernels::WeightsResult r =
-      kernels::LoadWeights(static_cast<const uint8_t*>(blob.data), blob.bytes, spec, sparse, dense, &info);
+      kernels::LoadWeights(static_cast<const uint8_t*>(blob.data), blob.bytes, spec, sparse, dense, &info, block);
+  if (got_block != nullptr) *got_block = r.block;
   switch (r.stage) {
     case kernels::WeightsStage::kOk:
       return Status();
@@ -73,7 +77,9 @@ inline Status DecodeWeights(const TfLiteContext& context, int index, const std::
                            ShapeString(expected));
     case kernels::WeightsStage::kBudget:
       return Status::Error("compressed weights of shape " + ShapeString(info.shape) + " decode to " +
-                           BytesString(r.needed_bytes) + (as_dense ? " of dense float32" : " of sparse form") +
+                           BytesString(r.needed_bytes) +
+                           (as_dense ? " of dense float32" : kernels::DecodesToBlocks(info, spec) ? " of block form"
+                                                                                                 : " of sparse form") +
                            ", over the delegate's max_decoded_bytes " + BytesString(max_bytes) +
                            " (raise that option to allow it)");
     case kernels::WeightsStage::kInvalid:
