@@ -12,15 +12,27 @@ namespace {
 // Constant-initialised (zero) before any registrar runs.
 const KernelRegistrar* registry_head = nullptr;
 
-}  // namespace
-
 // Writes `text` NUL-terminated into `out`; its length, or -1 when out_len is too small.
-static int CopyOut(const std::string& text, char* out, int out_len) {
+int CopyOut(const std::string& text, char* out, int out_len) {
   if (out == nullptr || out_len <= 0 || text.size() + 1 > static_cast<size_t>(out_len)) return -1;
   text.copy(out, text.size());
   out[text.size()] = '\0';
   return static_cast<int>(text.size());
 }
+
+// CopyOut of (layout.*describe)() for op `custom_name`'s options layout, "" for an op not registered; catches
+// every exception (the callers are C entry points).
+int DescribeOptions(const char* custom_name, std::string (options::Layout::*describe)() const, char* out,
+                           int out_len) noexcept {
+  try {
+    const KernelEntry* entry = FindKernel(custom_name);
+    return CopyOut(entry && entry->options ? (entry->options->*describe)() : "", out, out_len);
+  } catch (...) {
+    return -1;
+  }
+}
+
+}  // namespace
 
 KernelRegistrar::KernelRegistrar(const KernelEntry& entry) noexcept : entry_(entry), next_(registry_head) {
   registry_head = this;
@@ -63,21 +75,11 @@ int64_t NumElements(const std::vector<int>& dims) {
 extern "C" {
 
 DC_DELEGATE_EXPORT int dc_delegate_options_format(const char* custom_name, char* out, int out_len) {
-  try {
-    const dc::delegate::KernelEntry* entry = dc::delegate::FindKernel(custom_name);
-    return dc::delegate::CopyOut(entry && entry->options ? entry->options->StructFormat() : "", out, out_len);
-  } catch (...) {
-    return -1;
-  }
+  return dc::delegate::DescribeOptions(custom_name, &dc::delegate::options::Layout::StructFormat, out, out_len);
 }
 
 DC_DELEGATE_EXPORT int dc_delegate_options_fields(const char* custom_name, char* out, int out_len) {
-  try {
-    const dc::delegate::KernelEntry* entry = dc::delegate::FindKernel(custom_name);
-    return dc::delegate::CopyOut(entry && entry->options ? entry->options->Description() : "", out, out_len);
-  } catch (...) {
-    return -1;
-  }
+  return dc::delegate::DescribeOptions(custom_name, &dc::delegate::options::Layout::Description, out, out_len);
 }
 
 DC_DELEGATE_EXPORT int dc_delegate_custom_ops(char* out, int out_len) {

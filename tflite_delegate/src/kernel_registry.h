@@ -63,8 +63,14 @@ struct KernelEntry {
   const options::Layout* options;  // its custom options record
 };
 
+// The `create` of a kernel class: CreateKernel<GatherKernel>.
+template <typename Kernel>
+std::unique_ptr<OpKernel> CreateKernel() {
+  return std::make_unique<Kernel>();
+}
+
 // Adds an entry to the registry while the library loads; each glue file defines one at namespace scope:
-//   const KernelRegistrar kRegistrar({"DcGather", Supports, Create, &kLayout});
+//   const KernelRegistrar kRegistrar({"DcGather", Supports, CreateKernel<GatherKernel>, &kLayout});
 // The registry is a list threaded through the registrars: nothing is allocated, so nothing can fail during
 // static initialisation, and its head is constant-initialised, so the order in which the glue files
 // initialise does not matter. It is read only after loading, from TFLite's calls. The delegate is one shared

@@ -52,13 +52,7 @@ class Conv2DKernel : public ConvKernelBase {
   }
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<Conv2DKernel>(); }
-
-const KernelRegistrar kRegistrar({"DcConv2D", Supports, Create, &kLayout});
+const KernelRegistrar kRegistrar({"DcConv2D", kernel_util::SupportsFloatOp, CreateKernel<Conv2DKernel>, &kLayout});
 
 }  // namespace
 

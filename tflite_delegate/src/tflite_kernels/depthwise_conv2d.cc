@@ -71,13 +71,7 @@ class DepthwiseConv2DKernel : public ConvKernelBase {
   int multiplier_ = 1;  // dense_ is tap-major [kh * kw, out_c] here
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<DepthwiseConv2DKernel>(); }
-
-const KernelRegistrar kRegistrar({"DcDepthwiseConv2D", Supports, Create, &kLayout});
+const KernelRegistrar kRegistrar({"DcDepthwiseConv2D", kernel_util::SupportsFloatOp, CreateKernel<DepthwiseConv2DKernel>, &kLayout});
 
 }  // namespace
 

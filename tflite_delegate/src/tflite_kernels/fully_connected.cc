@@ -95,13 +95,7 @@ class FullyConnectedKernel : public OpKernel {
   std::vector<float> bias_;
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<FullyConnectedKernel>(); }
-
-const KernelRegistrar kRegistrar({"DcFullyConnected", Supports, Create, &kLayout});
+const KernelRegistrar kRegistrar({"DcFullyConnected", kernel_util::SupportsFloatOp, CreateKernel<FullyConnectedKernel>, &kLayout});
 
 }  // namespace
 

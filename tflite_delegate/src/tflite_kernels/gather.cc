@@ -99,9 +99,7 @@ bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
   return kernel_util::SupportsNode(context, node, 2, 2, kTfLiteInt32, kTfLiteInt64);
 }
 
-std::unique_ptr<OpKernel> Create() { return std::make_unique<GatherKernel>(); }
-
-const KernelRegistrar kRegistrar({"DcGather", Supports, Create, &kLayout});
+const KernelRegistrar kRegistrar({"DcGather", Supports, CreateKernel<GatherKernel>, &kLayout});
 
 }  // namespace
 

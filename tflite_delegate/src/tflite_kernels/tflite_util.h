@@ -169,6 +169,11 @@ inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, i
   return true;
 }
 
+// The Supports of an op over float32 activations with a blob and an optional bias (FC, conv, depthwise).
+inline bool SupportsFloatOp(const TfLiteContext& context, const TfLiteNode& node) {
+  return SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
+}
+
 }  // namespace dc::delegate::kernel_util
 
 #endif  // DC_DELEGATE_TFLITE_KERNELS_TFLITE_UTIL_H_
