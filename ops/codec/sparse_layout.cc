@@ -20,6 +20,9 @@ template <typename Emit>
 Status WalkSparse(const Parsed& p, const std::vector<uint8_t>& delta, const std::vector<uint8_t>& code, Emit emit) {
   const BlobInfo& info = p.info;
   const uint64_t step = (1u << info.index_bits) - 1;
+  // A local copy: `p` is reached through a reference, and the compiler cannot tell that emit's stores leave
+  // it unchanged, so it would reload the bound once per nonzero (13% more instructions in DecodeDense).
+  const uint64_t num_elements = info.num_elements;
   uint64_t pos = 0;  // cursor + 1, so the initial -1 needs no signed arithmetic
   uint64_t k = 0;
   for (const uint8_t d : delta) {
@@ -28,9 +31,9 @@ Status WalkSparse(const Parsed& p, const std::vector<uint8_t>& delta, const std:
       continue;
     }
     pos += d;
-    if (pos > info.num_elements) {
+    if (pos > num_elements) {
       return Status::Error("corrupt blob: nonzero position " + Str(pos - 1) + " outside the tensor of " +
-                           Str(info.num_elements) + " elements");
+                           Str(num_elements) + " elements");
     }
     if (k >= code.size()) {
       return Status::Error("corrupt blob: delta stream lists more nonzeros than the header's " + Str(info.num_nonzeros));
@@ -136,7 +139,8 @@ class SparseBuilder {
 // Emits every nonzero of a dense-layout blob's code stream, checking the header's nonzero count.
 Status EmitDenseLayout(const Parsed& p, const std::vector<uint8_t>& code, SparseBuilder* builder) {
   uint64_t nonzero = 0;
-  for (uint64_t i = 0; i < p.info.num_elements && !builder->overflow(); ++i) {
+  const uint64_t num_elements = p.info.num_elements;  // not reloaded after each of the builder's stores
+  for (uint64_t i = 0; i < num_elements && !builder->overflow(); ++i) {
     if (!IsZero(p.codebook[code[i]])) {
       builder->Emit(i, code[i]);
       ++nonzero;
