@@ -24,6 +24,7 @@ dc_keras.atomic's writer. Importable: the pipeline calls
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import lzma
@@ -254,6 +255,68 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
+    epochs, prune_epochs, cluster_epochs, wanted = _checked_settings(model_name, sparsity, epochs, prune_epochs,
+                                                                     cluster_epochs, variants)
+
+    data = data if data is not None else load_fashion_mnist(data_dir)
+    (x_train, y_train), (x_test, y_test) = data
+    tf_keras.utils.set_random_seed(seed)
+    timings = {}
+
+    stage = functools.partial(_stage, model_name, verbose)
+    # 1. dense training
+    start = stage(f"dense training ({epochs} epochs)")
+    model, dense_accuracy, dense_files = _train_dense(model_name, data, epochs, batch_size, learning_rate, verbose,
+                                                      wanted)
+    timings["dense"] = time.perf_counter() - start
+
+    # 2. magnitude pruning, sparsity ramped over the first 2/3 of the fine-tuning steps, then held
+    start = stage(f"tfmot prune_low_magnitude to {sparsity:.0%} ({prune_epochs} epochs)")
+    pruned = _tfmot_prune(model, x_train, y_train, sparsity, prune_epochs, batch_size, learning_rate, verbose)
+    pruned_accuracy = float(pruned.evaluate(x_test, y_test, verbose=0)[1])
+    timings["prune"] = time.perf_counter() - start
+
+    # 3. sparsity-preserving clustering, centroids fine-tuned at a low rate as tfmot's guide does
+    start = stage(f"tfmot cluster_weights {clusters} clusters, preserve_sparsity ({cluster_epochs} epochs)")
+    clustered = _tfmot_cluster(pruned, x_train, y_train, clusters, cluster_epochs, batch_size, learning_rate,
+                               verbose)
+    clustered_accuracy = float(clustered.evaluate(x_test, y_test, verbose=0)[1])
+    timings["cluster"] = time.perf_counter() - start
+
+    # 4. conversion and measurement
+    start = stage("tf.lite conversion, sizes, interpreter accuracy")
+    compressed_files = [(name, optimizations, convert(clustered, optimizations))
+                        for name, optimizations in COMPRESSED_VARIANTS if name in wanted]
+    variants = _measured_variants(dense_files + compressed_files, x_test, y_test, out_dir, model_name)
+    timings["convert"] = time.perf_counter() - start
+
+    return {
+        "model": model_name,
+        "settings": {"epochs": epochs, "prune_epochs": prune_epochs, "cluster_epochs": cluster_epochs,
+                     "sparsity": sparsity, "clusters": clusters, "batch_size": batch_size,
+                     "learning_rate": learning_rate, "seed": seed, "tensorflow": tf.__version__,
+                     "tfmot": tfmot.__version__ if hasattr(tfmot, "__version__") else "unknown"},
+        "keras_accuracy": {"dense": dense_accuracy, "pruned": pruned_accuracy,
+                           "clustered": clustered_accuracy},
+        "kernel_sparsity": _kernel_sparsity(clustered),
+        "distinct_values": _distinct_values(clustered),
+        "variants": variants,
+        "best": _best_variant(variants),
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+
+
+def _stage(model_name: str, verbose: int, title: str) -> float:
+    """Announces a stage of the baseline run (when verbose) and returns its start time."""
+    if verbose:
+        print(f"\n=== baseline {model_name}: {title} ===", flush=True)
+    return time.perf_counter()
+
+
+def _checked_settings(model_name: str, sparsity: float, epochs: Optional[int], prune_epochs: Optional[int],
+                      cluster_epochs: Optional[int], variants: Optional[Sequence[str]]) -> tuple:
+    """baseline_results' epochs (None -> the model's defaults) and the set of variants to measure; raises
+    ValueError on a setting it cannot run."""
     if model_name not in MODEL_NAMES:
         raise ValueError(f"unknown model {model_name!r}: choose one of {', '.join(MODEL_NAMES)}")
     if not 0.0 < sparsity < 1.0:
@@ -270,18 +333,13 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
         raise ValueError("variants must include at least one pruned+clustered (pc_*) variant")
     if min(epochs, prune_epochs, cluster_epochs) < 0 or prune_epochs < 1:
         raise ValueError("epochs must be >= 0 and prune_epochs >= 1 (pruning happens during fit)")
+    return epochs, prune_epochs, cluster_epochs, wanted
 
-    (x_train, y_train), (x_test, y_test) = data if data is not None else load_fashion_mnist(data_dir)
-    tf_keras.utils.set_random_seed(seed)
-    timings = {}
 
-    def stage(title):
-        if verbose:
-            print(f"\n=== baseline {model_name}: {title} ===", flush=True)
-        return time.perf_counter()
-
-    # 1. dense training
-    start = stage(f"dense training ({epochs} epochs)")
+def _train_dense(model_name: str, data, epochs: int, batch_size: int, learning_rate: float, verbose: int,
+                 wanted: set) -> tuple:
+    """(model, test accuracy, [(variant, optimizations, tflite)] of the wanted dense variants) after training."""
+    (x_train, y_train), (x_test, y_test) = data
     model = build_model(model_name)
     _compile(model, learning_rate)
     model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, verbose=verbose)
@@ -290,10 +348,14 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     # convert the dense files now, before they are gone.
     dense_files = [(name, optimizations, convert(model, optimizations)) for name, optimizations in DENSE_VARIANTS
                    if name in wanted]
-    timings["dense"] = time.perf_counter() - start
+    return model, dense_accuracy, dense_files
 
-    # 2. magnitude pruning, sparsity ramped over the first 2/3 of the fine-tuning steps, then held
-    start = stage(f"tfmot prune_low_magnitude to {sparsity:.0%} ({prune_epochs} epochs)")
+
+def _tfmot_prune(model, x_train, y_train, sparsity: float, prune_epochs: int, batch_size: int,
+                 learning_rate: float, verbose: int):
+    """tfmot magnitude pruning to `sparsity`, ramped over the first 2/3 of the fine-tuning steps, stripped."""
+    import tensorflow_model_optimization as tfmot
+
     steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
     end_step = max(1, int(steps_per_epoch * prune_epochs * 2 / 3))
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=sparsity,
@@ -305,11 +367,14 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
     pruned = tfmot.sparsity.keras.strip_pruning(pruned)
     _compile(pruned, learning_rate)
-    pruned_accuracy = float(pruned.evaluate(x_test, y_test, verbose=0)[1])
-    timings["prune"] = time.perf_counter() - start
+    return pruned
 
-    # 3. sparsity-preserving clustering, centroids fine-tuned at a low rate as tfmot's guide does
-    start = stage(f"tfmot cluster_weights {clusters} clusters, preserve_sparsity ({cluster_epochs} epochs)")
+
+def _tfmot_cluster(pruned, x_train, y_train, clusters: int, cluster_epochs: int, batch_size: int,
+                   learning_rate: float, verbose: int):
+    """tfmot sparsity-preserving clustering of `pruned`, centroids fine-tuned at a tenth of the rate, stripped."""
+    import tensorflow_model_optimization as tfmot
+
     clustered = tfmot.clustering.keras.cluster_weights(
         pruned, number_of_clusters=clusters,
         cluster_centroids_init=tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
@@ -319,15 +384,14 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
         clustered.fit(x_train, y_train, batch_size=batch_size, epochs=cluster_epochs, verbose=verbose)
     clustered = tfmot.clustering.keras.strip_clustering(clustered)
     _compile(clustered, learning_rate)
-    clustered_accuracy = float(clustered.evaluate(x_test, y_test, verbose=0)[1])
-    timings["cluster"] = time.perf_counter() - start
+    return clustered
 
-    # 4. conversion and measurement
-    start = stage("tf.lite conversion, sizes, interpreter accuracy")
+
+def _measured_variants(files, x_test, y_test, out_dir: Optional[str], model_name: str) -> List[dict]:
+    """Sizes, ratios to the first file (dense float) and interpreter accuracy of each (name, optimizations,
+    tflite) of `files`; each file is written to `out_dir` when given."""
     variants: List[dict] = []
-    compressed_files = [(name, optimizations, convert(clustered, optimizations))
-                        for name, optimizations in COMPRESSED_VARIANTS if name in wanted]
-    for name, optimizations, tflite in dense_files + compressed_files:
+    for name, optimizations, tflite in files:
         entry = {"name": name, "optimizations": list(optimizations), **compressed_sizes(tflite),
                  "accuracy": None, "interpreter": None}
         entry["accuracy"], entry["interpreter"] = measured_accuracy(tflite, x_test, y_test)
@@ -339,27 +403,17 @@ def baseline_results(model_name: str = "lenet300", epochs: Optional[int] = None,
     for entry in variants:
         for key in ("raw", "gzip", "xz"):
             entry[f"ratio_{key}"] = reference / entry[key]
-    timings["convert"] = time.perf_counter() - start
+    return variants
 
+
+def _best_variant(variants: List[dict]) -> dict:
+    """The pruned+clustered variant and compressor with the largest ratio."""
     best_ratio, best_variant, best_compressor = max(
         (entry[f"ratio_{key}"], entry["name"], key) for entry in variants if entry["name"].startswith("pc_")
         for key in ("raw", "gzip", "xz"))
     best_entry = next(e for e in variants if e["name"] == best_variant)
-    return {
-        "model": model_name,
-        "settings": {"epochs": epochs, "prune_epochs": prune_epochs, "cluster_epochs": cluster_epochs,
-                     "sparsity": sparsity, "clusters": clusters, "batch_size": batch_size,
-                     "learning_rate": learning_rate, "seed": seed, "tensorflow": tf.__version__,
-                     "tfmot": tfmot.__version__ if hasattr(tfmot, "__version__") else "unknown"},
-        "keras_accuracy": {"dense": dense_accuracy, "pruned": pruned_accuracy,
-                           "clustered": clustered_accuracy},
-        "kernel_sparsity": _kernel_sparsity(clustered),
-        "distinct_values": _distinct_values(clustered),
-        "variants": variants,
-        "best": {"variant": best_variant, "compressor": best_compressor, "ratio": best_ratio,
-                 "size": best_entry[best_compressor], "accuracy": best_entry["accuracy"]},
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
-    }
+    return {"variant": best_variant, "compressor": best_compressor, "ratio": best_ratio,
+            "size": best_entry[best_compressor], "accuracy": best_entry["accuracy"]}
 
 
 def _atomic_write(path: str, data: bytes) -> None:

@@ -52,6 +52,68 @@ def quantize(model, bits, data, finetune_epochs, batch_size):
     return after_kmeans, after_finetune, ratio
 
 
+def _write_table(results, dense_accuracy: float, pruned_accuracy: float, pruned_ratio: float,
+                 finetune_epochs: int, out_dir: str) -> None:
+    """Writes (and prints) bits_ablation.md: one row per (bits, Q, P+Q) result and the 32-bit baselines."""
+    lines = [
+        f"# Bits ablation: LeNet-300-100 on Fashion-MNIST (test accuracy, %)",
+        "",
+        f"Dense 32-bit baseline {100 * dense_accuracy:.2f}%; pruned 32-bit {100 * pruned_accuracy:.2f}% "
+        f"({pruned_ratio:.1f}x). Q = weight sharing of the dense net, P+Q = of the pruned net; 'k-means' is "
+        f"right after clustering, 'fine-tuned' after {finetune_epochs} epoch(s) of centroid training; "
+        "'rate' is the expected size ratio of the weights (compression_report).",
+        "",
+        "| bits | Q k-means | Q fine-tuned | Q rate | P+Q k-means | P+Q fine-tuned | P+Q rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for bits, q, pq in results:
+        lines.append(f"| {bits} | {100 * q[0]:.2f} | {100 * q[1]:.2f} | {q[2]:.1f}x | "
+                     f"{100 * pq[0]:.2f} | {100 * pq[1]:.2f} | {pq[2]:.1f}x |")
+    lines.append(f"| 32 | {100 * dense_accuracy:.2f} | - | 1.0x | {100 * pruned_accuracy:.2f} | - | "
+                 f"{pruned_ratio:.1f}x |")
+    table = "\n".join(lines) + "\n"
+    os.makedirs(out_dir, exist_ok=True)
+    table_path = os.path.join(out_dir, "bits_ablation.md")
+    with open(table_path, "w") as handle:
+        handle.write(table)
+    print()
+    print(table)
+    print(f"wrote {table_path}")
+
+
+
+def _plot(results, dense_accuracy: float, out_dir: str) -> None:
+    """bits_ablation.png: accuracy against bits, Q and P+Q, before and after fine-tuning (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    else:
+        bits = [b for b, _, _ in results]
+        figure, axis = plt.subplots(figsize=(6.4, 4.2))
+        axis.plot(bits, [100 * q[1] for _, q, _ in results], "o-", label="quantization only (fine-tuned)")
+        axis.plot(bits, [100 * q[0] for _, q, _ in results], "o:", color="C0", alpha=0.6,
+                  label="quantization only (k-means only)")
+        axis.plot(bits, [100 * pq[1] for _, _, pq in results], "s-", color="C1",
+                  label="pruning + quantization (fine-tuned)")
+        axis.plot(bits, [100 * pq[0] for _, _, pq in results], "s:", color="C1", alpha=0.6,
+                  label="pruning + quantization (k-means only)")
+        axis.axhline(100 * dense_accuracy, color="gray", linestyle="--", linewidth=1, label="dense 32-bit")
+        axis.set_xlabel("bits per weight (codebook index)")
+        axis.set_ylabel("test accuracy (%)")
+        axis.set_title("LeNet-300-100 / Fashion-MNIST: accuracy vs bits")
+        axis.set_xticks(bits)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="lower right")
+        figure.tight_layout()
+        plot_path = os.path.join(out_dir, "bits_ablation.png")
+        figure.savefig(plot_path, dpi=120)
+        print(f"wrote {plot_path}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4, 5, 6, 7, 8])
@@ -101,59 +163,8 @@ def main(argv=None):
               f"P+Q {100 * pq[0]:.2f}% -> {100 * pq[1]:.2f}% ({pq[2]:.1f}x)  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
 
-    lines = [
-        f"# Bits ablation: LeNet-300-100 on Fashion-MNIST (test accuracy, %)",
-        "",
-        f"Dense 32-bit baseline {100 * dense_accuracy:.2f}%; pruned 32-bit {100 * pruned_accuracy:.2f}% "
-        f"({pruned_ratio:.1f}x). Q = weight sharing of the dense net, P+Q = of the pruned net; 'k-means' is "
-        f"right after clustering, 'fine-tuned' after {args.finetune_epochs} epoch(s) of centroid training; "
-        "'rate' is the expected size ratio of the weights (compression_report).",
-        "",
-        "| bits | Q k-means | Q fine-tuned | Q rate | P+Q k-means | P+Q fine-tuned | P+Q rate |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for bits, q, pq in results:
-        lines.append(f"| {bits} | {100 * q[0]:.2f} | {100 * q[1]:.2f} | {q[2]:.1f}x | "
-                     f"{100 * pq[0]:.2f} | {100 * pq[1]:.2f} | {pq[2]:.1f}x |")
-    lines.append(f"| 32 | {100 * dense_accuracy:.2f} | - | 1.0x | {100 * pruned_accuracy:.2f} | - | "
-                 f"{pruned_ratio:.1f}x |")
-    table = "\n".join(lines) + "\n"
-    os.makedirs(args.out_dir, exist_ok=True)
-    table_path = os.path.join(args.out_dir, "bits_ablation.md")
-    with open(table_path, "w") as handle:
-        handle.write(table)
-    print()
-    print(table)
-    print(f"wrote {table_path}")
-
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot")
-    else:
-        bits = [b for b, _, _ in results]
-        figure, axis = plt.subplots(figsize=(6.4, 4.2))
-        axis.plot(bits, [100 * q[1] for _, q, _ in results], "o-", label="quantization only (fine-tuned)")
-        axis.plot(bits, [100 * q[0] for _, q, _ in results], "o:", color="C0", alpha=0.6,
-                  label="quantization only (k-means only)")
-        axis.plot(bits, [100 * pq[1] for _, _, pq in results], "s-", color="C1",
-                  label="pruning + quantization (fine-tuned)")
-        axis.plot(bits, [100 * pq[0] for _, _, pq in results], "s:", color="C1", alpha=0.6,
-                  label="pruning + quantization (k-means only)")
-        axis.axhline(100 * dense_accuracy, color="gray", linestyle="--", linewidth=1, label="dense 32-bit")
-        axis.set_xlabel("bits per weight (codebook index)")
-        axis.set_ylabel("test accuracy (%)")
-        axis.set_title("LeNet-300-100 / Fashion-MNIST: accuracy vs bits")
-        axis.set_xticks(bits)
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8, loc="lower right")
-        figure.tight_layout()
-        plot_path = os.path.join(args.out_dir, "bits_ablation.png")
-        figure.savefig(plot_path, dpi=120)
-        print(f"wrote {plot_path}")
+    _write_table(results, dense_accuracy, pruned_accuracy, pruned_ratio, args.finetune_epochs, args.out_dir)
+    _plot(results, dense_accuracy, args.out_dir)
     print(f"total time {time.perf_counter() - start:.0f} s")
     return 0
 

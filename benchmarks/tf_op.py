@@ -44,6 +44,23 @@ def quartiles(samples):
     return q[0], statistics.median(samples), q[2]
 
 
+def _print_results(args, results: dict) -> None:
+    """The human-readable report of `results` (main's dict) for the settings in `args`."""
+    print(f"W {args.rows}x{args.cols}, {100 * args.sparsity:.0f}% pruned ({results['nonzeros']} nonzeros), "
+          f"{args.bits}-bit codebook, index_bits {args.index_bits}, {args.coder}; "
+          f"TF intra-op threads = {args.threads}, inter-op = 1; {args.repeats} interleaved calls per side")
+    blob_bytes, dense_bytes = results["blob_bytes"], results["dense_bytes"]
+    print(f"blob {blob_bytes / 1e6:.2f} MB vs dense {dense_bytes / 1e6:.1f} MB ({dense_bytes / blob_bytes:.1f}x); "
+          f"first call (trace + decode) {results['first_call_s'] * 1e3:.0f} ms; per-call overhead (batch 0: "
+          f"dispatch + cache memcmp) {results['cache_check_median_ms']:.3f} ms")
+    print(f"{'batch':>5}  {'DcSparseMatMul ms (p25/med/p75)':>32}  {'tf.matmul ms (p25/med/p75)':>28}  "
+          f"speedup (medians)  min sparse/dense ms")
+    for batch, r in results["batches"].items():
+        s, d = r["sparse_ms"], r["dense_ms"]
+        print(f"{batch:>5}  {s[0]:9.3f} {s[1]:9.3f} {s[2]:9.3f}     {d[0]:8.3f} {d[1]:8.3f} {d[2]:8.3f}  "
+              f"{r['speedup']:10.2f}x        {r['sparse_min_ms']:.3f} / {r['dense_min_ms']:.3f}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     import tensorflow as tf
@@ -110,18 +127,7 @@ def main(argv=None):
             # the fastest call is the least disturbed by other processes on a shared machine
             "sparse_min_ms": min(times["sparse"]) * 1e3, "dense_min_ms": min(times["dense"]) * 1e3}
 
-    print(f"W {args.rows}x{args.cols}, {100 * args.sparsity:.0f}% pruned ({results['nonzeros']} nonzeros), "
-          f"{args.bits}-bit codebook, index_bits {args.index_bits}, {args.coder}; "
-          f"TF intra-op threads = {args.threads}, inter-op = 1; {args.repeats} interleaved calls per side")
-    print(f"blob {len(blob) / 1e6:.2f} MB vs dense {w.nbytes / 1e6:.1f} MB ({w.nbytes / len(blob):.1f}x); "
-          f"first call (trace + decode) {first_call_s * 1e3:.0f} ms; per-call overhead (batch 0: dispatch + "
-          f"cache memcmp) {results['cache_check_median_ms']:.3f} ms")
-    print(f"{'batch':>5}  {'DcSparseMatMul ms (p25/med/p75)':>32}  {'tf.matmul ms (p25/med/p75)':>28}  "
-          f"speedup (medians)  min sparse/dense ms")
-    for batch, r in results["batches"].items():
-        s, d = r["sparse_ms"], r["dense_ms"]
-        print(f"{batch:>5}  {s[0]:9.3f} {s[1]:9.3f} {s[2]:9.3f}     {d[0]:8.3f} {d[1]:8.3f} {d[2]:8.3f}  "
-              f"{r['speedup']:10.2f}x        {r['sparse_min_ms']:.3f} / {r['dense_min_ms']:.3f}")
+    _print_results(args, results)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -46,14 +46,25 @@ def _read_manifest(path: Path) -> dict:
     return libraries
 
 
+def _expand(manifest: Path, item: str) -> list:
+    """The files source line `item` names: itself, or those its glob pattern matches, sorted."""
+    if not any(c in item for c in "*?["):
+        return [manifest.parent / item]
+    matches = sorted(p for p in manifest.parent.glob(item) if p.is_file())
+    if not matches:
+        raise NativeBuildError(f"{manifest}: pattern '{item}' matches no file")
+    return matches
+
+
 def cpp_library(name: str, manifest: Path = SOURCE_MANIFEST) -> tuple:
     """Sources and include directories of C++ library `name` of cpp_sources.txt, its `uses` included.
 
     Returns (sources, include_dirs), absolute paths in manifest order, each once: the libraries it uses
-    come first.
+    come first. A source line with a glob pattern (`dir/*.cc`) stands for the files it matches, sorted.
 
     Raises:
-      NativeBuildError: the manifest is missing, malformed, names an unknown library or has a `uses` cycle.
+      NativeBuildError: the manifest is missing, malformed, names an unknown library, has a `uses` cycle or
+        a pattern that matches no file.
     """
     if not manifest.is_file():
         raise NativeBuildError(f"the C++ source manifest {manifest} is missing")
@@ -70,9 +81,9 @@ def cpp_library(name: str, manifest: Path = SOURCE_MANIFEST) -> tuple:
             visit(used, stack + (lib,))
         for key, out in (("sources", sources), ("include", include_dirs)):
             for item in libraries[lib][key]:
-                path = manifest.parent / item
-                if path not in out:
-                    out.append(path)
+                for path in _expand(manifest, item) if key == "sources" else [manifest.parent / item]:
+                    if path not in out:
+                        out.append(path)
 
     visit(name, ())
     return sources, include_dirs

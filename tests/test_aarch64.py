@@ -13,12 +13,12 @@ import subprocess
 
 import pytest
 
-from test_kernels_conv import TESTS, TEST_MAINS, build_tests
+from test_kernels_conv import TEST_MAINS, build_tests
 
 CROSS = os.environ.get("DC_KERAS_AARCH64_CXX", "aarch64-linux-gnu-g++")
 QEMU = "qemu-aarch64"
 SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's cross libc: used by qemu -L for a dynamically linked fallback
-MAINS = {"fully_connected_test": TESTS / "fully_connected_test.cc", **TEST_MAINS}
+MAINS = TEST_MAINS
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ ROOT = _native.SOURCE_ROOT
 
 def _listed() -> set:
     libraries = _native._read_manifest(_native.SOURCE_MANIFEST)
-    return {ROOT / source for lib in libraries.values() for source in lib["sources"]}
+    return {source for name in libraries for source in _native.cpp_library(name)[0]}
 
 
 def test_every_source_file_is_listed_and_exists():
@@ -44,3 +44,25 @@ def test_reader_errors(tmp_path):
     manifest.write_text("x.cc\n")
     with pytest.raises(_native.NativeBuildError, match="before any \\[library\\]"):
         _native.cpp_library("a", manifest)
+    manifest.write_text("[a]\nsrc/*.cc\n")
+    with pytest.raises(_native.NativeBuildError, match="pattern 'src/\\*.cc' matches no file"):
+        _native.cpp_library("a", manifest)
+
+
+def test_patterns_stand_for_the_files_they_match(tmp_path):
+    (tmp_path / "src").mkdir()
+    for name in ("b.cc", "a.cc", "a.h"):
+        (tmp_path / "src" / name).write_text("")
+    manifest = tmp_path / "cpp_sources.txt"
+    manifest.write_text("[a]\nsrc/b.cc\nsrc/*.cc\n")
+    sources, _ = _native.cpp_library("a", manifest)
+    assert sources == [tmp_path / "src" / "b.cc", tmp_path / "src" / "a.cc"]
+
+
+def test_new_glue_and_kernel_files_need_no_manifest_line():
+    """A new op's files are picked up by the manifest's patterns (no registration line anywhere)."""
+    delegate_sources, _ = _native.cpp_library("delegate")
+    kernel_sources, _ = _native.cpp_library("kernels")
+    glue = sorted((ROOT / "tflite_delegate" / "src" / "tflite_kernels").glob("*.cc"))
+    assert glue and set(glue) <= set(delegate_sources)
+    assert set((ROOT / "ops" / "kernels").glob("*.cc")) <= set(kernel_sources)

@@ -1,35 +1,23 @@
-"""Per-kernel C++ tests of the delegate (tflite_delegate/tests/*_test.cc), compiled with
--fsanitize=address,undefined and run here; each executable exits nonzero on a failed check."""
+"""The kernel tests (tflite_delegate/tests/*_test.cc, found by tests/test_kernels_conv.py) built with clang++
+as well, under -fsanitize=address,undefined: its UBSan differs from g++'s (only clang's reports a non-zero
+offset applied to a null pointer, e.g. `data() + 3` on the empty vectors of an all-zero layer)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pytest
 
-from dc_keras import _native, delegate
-
-TESTS = delegate.DELEGATE_ROOT / "tests"
-# Kernel tests link the kernel library without a TFLite runtime (cpp_sources.txt's [kernel_tests]).
-KERNEL_TESTS = ["fully_connected_test.cc"]
-LIBRARY_SOURCES, INCLUDE_DIRS = _native.cpp_library("kernel_tests")
+from test_kernels_conv import SANITIZE, TEST_MAINS, build_tests, run_sanitized
 
 
-# Both compilers where present: their UBSan differ (only clang's reports a non-zero offset applied to a null
-# pointer, e.g. `data() + 3` on the empty vectors of an all-zero layer).
-@pytest.mark.parametrize("compiler_name", ["g++", "clang++"])
-@pytest.mark.parametrize("test", sorted(KERNEL_TESTS))
-def test_kernel_under_sanitizers(test, compiler_name, tmp_path):
-    compiler = shutil.which(compiler_name)
+@pytest.fixture(scope="module")
+def clang_tests():
+    compiler = shutil.which("clang++")
     if compiler is None:
-        pytest.skip(f"no {compiler_name}")
-    binary = tmp_path / test.replace(".cc", "")
-    sources = [str(TESTS / test)] + [str(s) for s in LIBRARY_SOURCES]
-    build = subprocess.run(
-        [compiler, "-std=c++17", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-         "-fno-omit-frame-pointer", "-Wall", "-Wextra", "-Werror", *(f"-I{d}" for d in INCLUDE_DIRS),
-         *sources, "-pthread", "-o", str(binary)], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr[-4000:]
-    run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
-    assert "OK" in run.stdout
+        pytest.skip("no clang++")
+    return build_tests(compiler, SANITIZE, TEST_MAINS, tag="asan-clang")
+
+
+@pytest.mark.parametrize("name", sorted(TEST_MAINS))
+def test_kernel_under_clang_sanitizers(clang_tests, name):
+    run_sanitized(clang_tests[name], name)

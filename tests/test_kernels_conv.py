@@ -1,8 +1,9 @@
-"""C++ tests of the DcConv2D, DcDepthwiseConv2D and DcGather kernel math (tflite_delegate/tests/*_test.cc)
-against naive dense references, built with -fsanitize=address,undefined and run from pytest.
+"""C++ tests of the kernel math (tflite_delegate/tests/*_test.cc, every file of that name: FC, conv, depthwise,
+gather, ...) against naive dense references, built with -fsanitize=address,undefined and run from pytest.
 
-The builder here is shared with tests/test_aarch64.py (cross build run under qemu): objects are compiled once
-per compiler + flags + sources and cached, so a second run only links.
+The builder here is shared with tests/test_delegate_kernels.py (clang++) and tests/test_aarch64.py (cross build
+run under qemu): objects are compiled once per compiler + flags + sources and cached, so a second run only links.
+A new test main is picked up by its name, as CMake's glob picks it up (tflite_delegate/CMakeLists.txt).
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ ROOT = _native.SOURCE_ROOT
 TESTS = ROOT / "tflite_delegate" / "tests"
 # The kernel library, the codec and a thread pool: cpp_sources.txt's [kernel_tests].
 LIBRARY_SOURCES, INCLUDES = _native.cpp_library("kernel_tests")
-TEST_MAINS = {"conv2d_test": TESTS / "conv2d_test.cc", "depthwise_conv2d_test": TESTS / "depthwise_conv2d_test.cc",
-              "gather_test": TESTS / "gather_test.cc"}
-SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+TEST_MAINS = {path.stem: path for path in sorted(TESTS.glob("*_test.cc"))}
+SANITIZE = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+            "-Werror"]
 
 
 def _key(compiler: str, flags: Sequence[str], sources: Sequence[Path]) -> str:
@@ -72,6 +73,21 @@ def build_tests(compiler: str, flags: Sequence[str], mains: Dict[str, Path], lin
     return executables
 
 
+def run_sanitized(executable: Path, name: str) -> str:
+    """Runs test main `executable` under ASan/UBSan; fails the test on a nonzero exit or a missing OK line,
+    returns its stdout."""
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    result = subprocess.run([str(executable)], capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
+    assert f"{name}: OK" in result.stdout
+    return result.stdout
+
+
+def test_every_test_main_is_found():
+    assert {"fully_connected_test", "conv2d_test", "depthwise_conv2d_test", "gather_test"} <= set(TEST_MAINS)
+
+
 @pytest.fixture(scope="module")
 def sanitized_tests():
     compiler = shutil.which(os.environ.get("CXX", "")) or shutil.which("g++") or shutil.which("clang++")
@@ -82,12 +98,8 @@ def sanitized_tests():
 
 @pytest.mark.parametrize("name", sorted(TEST_MAINS))
 def test_kernel_matches_dense_reference_under_sanitizers(sanitized_tests, name):
-    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
-               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    result = subprocess.run([str(sanitized_tests[name])], capture_output=True, text=True, timeout=600, env=env)
-    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr[-6000:]}"
-    assert f"{name}: OK" in result.stdout
+    result = run_sanitized(sanitized_tests[name], name)
     if name == "conv2d_test":
         # Host builds run the portable loops (and, on x86-64 with AVX2, the AVX2 clones too), never NEON.
-        assert "inner loops portable" in result.stdout
-        assert "neon" not in result.stdout
+        assert "inner loops portable" in result
+        assert "neon" not in result

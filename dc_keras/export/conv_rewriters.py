@@ -1,6 +1,6 @@
 """Rewriters of CONV_2D, DEPTHWISE_CONV_2D and embedding GATHER into the dc custom ops DcConv2D,
 DcDepthwiseConv2D and DcGather, whose options records (options.py) the delegate's kernels mirror in
-tflite_delegate/src/tflite_kernels/{conv2d,depthwise_conv2d,gather}.cc (offsets in options_layout.h).
+tflite_delegate/src/tflite_kernels/{conv2d,depthwise_conv2d,gather}.cc (each file's kLayout).
 
 Each rewriter has the signature of `rewriters.rewrite_fully_connected` and is listed in `rewriters.REWRITERS`
 together with a function giving the op's constant float weights *in the Keras layer's layout* (so that the

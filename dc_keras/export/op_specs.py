@@ -1,9 +1,9 @@
 """One spec per dc custom op: the single source of its custom code, options record and export policy.
 
 The options classes (export/options.py), the rewriter registry (export/rewriters.py) and the report's
-list of dc ops (export/report.py) are derived from SPECS, and the C++ kernels' option offsets are checked
-against `OpSpec.offsets()` / `OpSpec.record_size`, so a new op kind or a new options field is declared here
-once. Records are fixed little-endian structs (see options.py for why not flexbuffers).
+list of dc ops (export/report.py) are derived from SPECS, and each C++ kernel's options layout (field names
+and types, magic, version: tests/test_options_layout.py) and the delegate's list of ops are checked against
+them, so a new op kind or a new options field is declared here once (and mirrored in its kernel's layout). Records are fixed little-endian structs (see options.py for why not flexbuffers).
 """
 from __future__ import annotations
 

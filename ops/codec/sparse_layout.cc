@@ -131,7 +131,8 @@ Status EmitBlockLayout(const uint8_t* data, const Parsed& p, SparseBuilder* buil
 // Emits every nonzero of a dense-layout blob's code stream, checking the header's nonzero count.
 Status EmitDenseLayout(const Parsed& p, const std::vector<uint8_t>& code, SparseBuilder* builder) {
   uint64_t nonzero = 0;
-  for (uint64_t i = 0; i < p.info.num_elements && !builder->overflow(); ++i) {
+  const uint64_t num_elements = p.info.num_elements;  // not reloaded after each of the builder's stores
+  for (uint64_t i = 0; i < num_elements && !builder->overflow(); ++i) {
     if (!IsZero(p.codebook[code[i]])) {
       builder->Emit(i, code[i]);
       ++nonzero;

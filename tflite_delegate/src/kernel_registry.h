@@ -1,6 +1,5 @@
-// The delegate's kernel registry: one entry per custom op it runs (DcFullyConnected today; DcConv2D,
-// DcDepthwiseConv2D, DcGather later). Adding an op = one kernel file defining a KernelEntry plus one line
-// in kernel_registry.cc.
+// The delegate's kernel registry: one entry per custom op it runs. Each glue file
+// (tflite_kernels/<op>.cc) registers its own entry with a KernelRegistrar, so adding an op is that one file.
 //
 // Kernel contract: input 0 of the op is its only runtime input; every other input is a constant tensor of
 // the model (the compressed blob, a bias), read once in Init. One kernel object runs one TFLite node.
@@ -15,6 +14,7 @@
 #include "dc_codec.h"
 #include "dc_delegate/tflite_abi.h"
 #include "status.h"
+#include "tflite_kernels/options_layout.h"
 
 namespace dc::delegate {
 
@@ -63,10 +63,39 @@ struct KernelEntry {
   // TFLite, which then reports them as unresolved custom ops.
   bool (*supports)(const TfLiteContext& context, const TfLiteNode& node);
   std::unique_ptr<OpKernel> (*create)();
+  const options::Layout* options;  // its custom options record
+};
+
+// The `create` of a kernel class: CreateKernel<GatherKernel>.
+template <typename Kernel>
+std::unique_ptr<OpKernel> CreateKernel() {
+  return std::make_unique<Kernel>();
+}
+
+// Adds an entry to the registry while the library loads; each glue file defines one at namespace scope:
+//   const KernelRegistrar kRegistrar({"DcGather", Supports, CreateKernel<GatherKernel>, &kLayout});
+// The registry is a list threaded through the registrars: nothing is allocated, so nothing can fail during
+// static initialisation, and its head is constant-initialised, so the order in which the glue files
+// initialise does not matter. It is read only after loading, from TFLite's calls. The delegate is one shared
+// library linked from every object file (cpp_sources.txt's [delegate]), so no registrar is dropped.
+class KernelRegistrar {
+ public:
+  explicit KernelRegistrar(const KernelEntry& entry) noexcept;
+  KernelRegistrar(const KernelRegistrar&) = delete;
+  KernelRegistrar& operator=(const KernelRegistrar&) = delete;
+
+ private:
+  friend const KernelEntry* FindKernel(const char* custom_name);
+  friend std::vector<const KernelEntry*> RegisteredKernels();
+
+  const KernelEntry entry_;
+  const KernelRegistrar* next_;
 };
 
 // The entry whose custom_name equals `custom_name`, or null.
 const KernelEntry* FindKernel(const char* custom_name);
+// Every registered entry, sorted by custom name.
+std::vector<const KernelEntry*> RegisteredKernels();
 
 // Helpers shared by kernels.
 std::vector<int> TensorDims(const TfLiteTensor& tensor);

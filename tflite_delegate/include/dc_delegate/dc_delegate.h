@@ -42,9 +42,15 @@ DC_DELEGATE_EXPORT int64_t dc_delegate_weight_forms(const TfLiteDelegate* delega
 DC_DELEGATE_EXPORT const char* dc_delegate_simd_path(void);
 
 // Writes into out (NUL terminated) the Python struct format ("<4sBBBBii") of the custom options record the
-// delegate reads for `custom_name`, derived from the offsets its kernels use; returns its length, 0 for an op
-// without options, -1 when out_len is too small. tests/test_options_layout.py checks it against the exporter.
+// delegate reads for `custom_name`, derived from the layout its kernel reads; returns its length, 0 for an
+// op it does not run, -1 when out_len is too small. tests/test_options_layout.py checks it against the exporter.
 DC_DELEGATE_EXPORT int dc_delegate_options_format(const char* custom_name, char* out, int out_len);
+// The same record as "<magic> <version> <field>,<field>,..." ("DCFC 1 magic,version,fused_activation,...");
+// same return values.
+DC_DELEGATE_EXPORT int dc_delegate_options_fields(const char* custom_name, char* out, int out_len);
+// The custom ops the delegate runs, comma-separated and sorted ("DcConv2D,DcDepthwiseConv2D,..."); returns
+// the length, -1 when out_len is too small.
+DC_DELEGATE_EXPORT int dc_delegate_custom_ops(char* out, int out_len);
 
 #ifdef __cplusplus
 }  // extern "C"

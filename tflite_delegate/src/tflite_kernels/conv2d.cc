@@ -1,12 +1,8 @@
 // DcConv2D: TFLite's CONV_2D with its float filter replaced by a dc_codec blob (ops/kernels/conv2d.h has the math).
 //
 // Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8; filter [out_c, kh, kw, in_c]),
-// 2 bias (constant float32 [out_c], optional). Custom options (40 bytes, little endian, written by
-// dc_keras/export/conv_rewriters.py):
-//   0 char[4] "DCCV"   4 uint8 version (1)   5 uint8 fused activation (TFLite ActivationFunctionType)
-//   6 uint8 padding (TFLite Padding: 0 SAME, 1 VALID)   7 uint8 reserved (0)
-//   8 int32 out_c   12 int32 kernel_h   16 int32 kernel_w   20 int32 in_c
-//   24 int32 stride_h   28 int32 stride_w   32 int32 dilation_h   36 int32 dilation_w
+// 2 bias (constant float32 [out_c], optional). Custom options: kLayout below (40 bytes, little endian, written
+// by dc_keras/export/conv_rewriters.py); padding is TFLite's Padding (0 SAME, 1 VALID).
 #include <string>
 
 #include "kernel_registry.h"
@@ -16,16 +12,19 @@
 namespace dc::delegate {
 namespace {
 
-constexpr char kMagic[4] = {'D', 'C', 'C', 'V'};
-constexpr size_t kOptionsSize = options::conv::kSize;
-constexpr uint8_t kOptionsVersion = 1;
+// The options record, as op_specs.CONV_2D declares it.
+constexpr options::Field kFields[] = {
+    {"fused_activation", 'B'}, {"padding", 'B'},  {"reserved", 'B'}, {"out_channels", 'i'},
+    {"kernel_h", 'i'},         {"kernel_w", 'i'}, {"in_channels", 'i'}, {"stride_h", 'i'},
+    {"stride_w", 'i'},         {"dilation_h", 'i'}, {"dilation_w", 'i'}};
+constexpr options::Layout kLayout("DCCV", 1, kFields);
+constexpr kernel_util::ConvFieldOffsets kOffsets = kernel_util::ConvOffsetsOf(kLayout, "in_channels");
 
 class Conv2DKernel : public ConvKernelBase {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     kernel_util::ConvOptions opt;
-    Status st =
-        kernel_util::ParseConvOptions(node.options, "DcConv2D", kMagic, kOptionsSize, kOptionsVersion, &opt);
+    Status st = kernel_util::ParseConvOptions(node.options, "DcConv2D", kLayout, kOffsets, &opt);
     if (!st.ok()) return st;
     SetOptions(opt);
     proto_.in_c = opt.channel_field;
@@ -53,15 +52,8 @@ class Conv2DKernel : public ConvKernelBase {
   }
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<Conv2DKernel>(); }
+const KernelRegistrar kRegistrar({"DcConv2D", kernel_util::SupportsFloatOp, CreateKernel<Conv2DKernel>, &kLayout});
 
 }  // namespace
-
-extern const KernelEntry kConv2DKernel;
-const KernelEntry kConv2DKernel = {"DcConv2D", Supports, Create};
 
 }  // namespace dc::delegate

@@ -2,12 +2,10 @@
 // kernels/depthwise_conv2d.h).
 //
 // Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8), 2 bias (constant float32 [out_c],
-// optional). Custom options (40 bytes, little endian, written by dc_keras/export/conv_rewriters.py):
-//   0 char[4] "DCDW"   4 uint8 version (1)   5 uint8 fused activation   6 uint8 padding (0 SAME, 1 VALID)
-//   7 uint8 blob layout: 1 = transposed, blob shape [out_c, kh * kw] (blob[oc, ky * kw + kx] is TFLite's
-//     filter[0, ky, kx, oc]); the only layout of version 1
-//   8 int32 out_c   12 int32 kernel_h   16 int32 kernel_w   20 int32 depth multiplier (out_c / in_c)
-//   24 int32 stride_h   28 int32 stride_w   32 int32 dilation_h   36 int32 dilation_w
+// optional). Custom options: kLayout below (40 bytes, little endian, written by
+// dc_keras/export/conv_rewriters.py). Field "layout" is the blob layout: 1 = transposed, blob shape
+// [out_c, kh * kw] (blob[oc, ky * kw + kx] is TFLite's filter[0, ky, kx, oc]), the only layout of version 1;
+// depth_multiplier is out_c / in_c.
 #include <string>
 
 #include "kernel_registry.h"
@@ -17,20 +15,24 @@
 namespace dc::delegate {
 namespace {
 
-constexpr char kMagic[4] = {'D', 'C', 'D', 'W'};
-constexpr size_t kOptionsSize = options::conv::kSize;
-constexpr uint8_t kOptionsVersion = 1;
+// The options record, as op_specs.DEPTHWISE_CONV_2D declares it.
+constexpr options::Field kFields[] = {
+    {"fused_activation", 'B'}, {"padding", 'B'},  {"layout", 'B'},           {"out_channels", 'i'},
+    {"kernel_h", 'i'},         {"kernel_w", 'i'}, {"depth_multiplier", 'i'}, {"stride_h", 'i'},
+    {"stride_w", 'i'},         {"dilation_h", 'i'}, {"dilation_w", 'i'}};
+constexpr options::Layout kLayout("DCDW", 1, kFields);
+constexpr kernel_util::ConvFieldOffsets kOffsets = kernel_util::ConvOffsetsOf(kLayout, "depth_multiplier");
+constexpr size_t kBlobLayout = kLayout.Offset("layout");
 constexpr uint8_t kLayoutTransposed = 1;
 
 class DepthwiseConv2DKernel : public ConvKernelBase {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     kernel_util::ConvOptions opt;
-    Status st = kernel_util::ParseConvOptions(node.options, "DcDepthwiseConv2D", kMagic, kOptionsSize,
-                                              kOptionsVersion, &opt);
+    Status st = kernel_util::ParseConvOptions(node.options, "DcDepthwiseConv2D", kLayout, kOffsets, &opt);
     if (!st.ok()) return st;
-    if (node.options[options::conv::kByte7] != kLayoutTransposed)
-      return Status::Error("blob layout " + std::to_string(node.options[options::conv::kByte7]) +
+    if (node.options[kBlobLayout] != kLayoutTransposed)
+      return Status::Error("blob layout " + std::to_string(node.options[kBlobLayout]) +
                            " is not supported (this delegate reads layout 1: [out_c, kh * kw])");
     SetOptions(opt);
     multiplier_ = opt.channel_field;
@@ -69,15 +71,8 @@ class DepthwiseConv2DKernel : public ConvKernelBase {
   int multiplier_ = 1;  // dense_ is tap-major [kh * kw, out_c] here
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<DepthwiseConv2DKernel>(); }
+const KernelRegistrar kRegistrar({"DcDepthwiseConv2D", kernel_util::SupportsFloatOp, CreateKernel<DepthwiseConv2DKernel>, &kLayout});
 
 }  // namespace
-
-extern const KernelEntry kDepthwiseConv2DKernel;
-const KernelEntry kDepthwiseConv2DKernel = {"DcDepthwiseConv2D", Supports, Create};
 
 }  // namespace dc::delegate

@@ -1,9 +1,8 @@
 // DcFullyConnected: TFLite's FULLY_CONNECTED with its float weights replaced by a dc_codec blob.
 //
 // Inputs: 0 activations (float32, [..., in]), 1 blob (constant uint8), 2 bias (constant float32 [out],
-// optional). Custom options (16 bytes, little endian, written by dc_keras/export/options.py):
-//   0  char[4] "DCFC"   4  uint8 version (1)   5  uint8 fused activation (TFLite ActivationFunctionType)
-//   6  uint8 keep_num_dims   7  uint8 reserved (0)   8  int32 units (out)   12  int32 input size (in)
+// optional). Custom options: kLayout below (16 bytes, little endian, written by dc_keras/export/options.py);
+// fused_activation is TFLite's ActivationFunctionType, units the output size.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -16,9 +15,12 @@
 namespace dc::delegate {
 namespace {
 
-constexpr char kMagic[4] = {'D', 'C', 'F', 'C'};
-constexpr size_t kOptionsSize = options::fc::kSize;
-constexpr uint8_t kOptionsVersion = 1;
+// The options record, as op_specs.FULLY_CONNECTED declares it.
+constexpr options::Field kFields[] = {
+    {"fused_activation", 'B'}, {"keep_num_dims", 'B'}, {"reserved", 'B'}, {"units", 'i'}, {"input_size", 'i'}};
+constexpr options::Layout kLayout("DCFC", 1, kFields);
+constexpr size_t kActivation = kLayout.Offset("fused_activation"), kKeepNumDims = kLayout.Offset("keep_num_dims"),
+                 kUnits = kLayout.Offset("units"), kInputSize = kLayout.Offset("input_size");
 
 using kernel_util::ReadInt32;
 
@@ -26,16 +28,14 @@ class FullyConnectedKernel : public OpKernel {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     const std::vector<uint8_t>& o = node.options;
-    Status st =
-        kernel_util::CheckOptionsHeader(o, "DcFullyConnected", kMagic, kOptionsSize, kOptionsVersion);
+    Status st = kernel_util::CheckOptionsHeader(o, "DcFullyConnected", kLayout);
     if (!st.ok()) return st;
-    namespace fc = options::fc;
-    if (!IsSupportedActivation(o[fc::kActivation]))
-      return Status::Error("unsupported fused activation " + std::to_string(o[fc::kActivation]));
-    activation_ = static_cast<Activation>(o[fc::kActivation]);
-    keep_num_dims_ = o[fc::kKeepNumDims] != 0;
-    units_ = ReadInt32(o.data() + fc::kUnits);
-    input_size_ = ReadInt32(o.data() + fc::kInputSize);
+    if (!IsSupportedActivation(o[kActivation]))
+      return Status::Error("unsupported fused activation " + std::to_string(o[kActivation]));
+    activation_ = static_cast<Activation>(o[kActivation]);
+    keep_num_dims_ = o[kKeepNumDims] != 0;
+    units_ = ReadInt32(o.data() + kUnits);
+    input_size_ = ReadInt32(o.data() + kInputSize);
     if (units_ <= 0 || input_size_ <= 0) return Status::Error("options give a non-positive weight shape");
 
     codec::SparseMatrix sparse;
@@ -99,15 +99,8 @@ class FullyConnectedKernel : public OpKernel {
   std::vector<float> bias_;
 };
 
-bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
-  return kernel_util::SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
-}
-
-std::unique_ptr<OpKernel> Create() { return std::make_unique<FullyConnectedKernel>(); }
+const KernelRegistrar kRegistrar({"DcFullyConnected", kernel_util::SupportsFloatOp, CreateKernel<FullyConnectedKernel>, &kLayout});
 
 }  // namespace
-
-extern const KernelEntry kFullyConnectedKernel;
-const KernelEntry kFullyConnectedKernel = {"DcFullyConnected", Supports, Create};
 
 }  // namespace dc::delegate

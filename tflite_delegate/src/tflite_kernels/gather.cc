@@ -3,8 +3,8 @@
 //
 // Inputs (reordered by the exporter so that the runtime input comes first, as the kernel contract wants):
 // 0 indices (int32 or int64, any shape), 1 blob (constant uint8; table [vocab, dim]). Output: float32
-// indices.shape + [dim]. Custom options (16 bytes, little endian, written by dc_keras/export/conv_rewriters.py):
-//   0 char[4] "DCGA"   4 uint8 version (1)   5..7 uint8 reserved (0)   8 int32 vocab   12 int32 dim
+// indices.shape + [dim]. Custom options: kLayout below (16 bytes, little endian, written by
+// dc_keras/export/conv_rewriters.py).
 #include <string>
 
 #include "kernel_registry.h"
@@ -16,20 +16,23 @@ namespace {
 
 using kernel_util::ReadInt32;
 
-constexpr char kMagic[4] = {'D', 'C', 'G', 'A'};
-constexpr size_t kOptionsSize = options::gather::kSize;
-constexpr uint8_t kOptionsVersion = 1;
+// The options record, as op_specs.GATHER declares it.
+constexpr options::Field kFields[] = {
+    {"reserved0", 'B'}, {"reserved1", 'B'}, {"reserved2", 'B'}, {"vocab", 'i'}, {"dim", 'i'}};
+constexpr options::Layout kLayout("DCGA", 1, kFields);
+constexpr size_t kReserved = kLayout.Offset("reserved0"), kVocab = kLayout.Offset("vocab"),
+                 kDim = kLayout.Offset("dim");
 
 class GatherKernel : public OpKernel {
  public:
   Status Init(const TfLiteContext& context, const OpNode& node, const KernelConfig& config) override {
     const std::vector<uint8_t>& o = node.options;
-    Status st = kernel_util::CheckOptionsHeader(o, "DcGather", kMagic, kOptionsSize, kOptionsVersion);
+    Status st = kernel_util::CheckOptionsHeader(o, "DcGather", kLayout);
     if (!st.ok()) return st;
-    for (size_t i = options::gather::kReserved; i < options::gather::kReservedEnd; ++i)
+    for (size_t i = kReserved; i < kVocab; ++i)
       if (o[i] != 0) return Status::Error("reserved option bytes must be 0");
-    vocab_ = ReadInt32(&o[options::gather::kVocab]);
-    dim_ = ReadInt32(&o[options::gather::kDim]);
+    vocab_ = ReadInt32(&o[kVocab]);
+    dim_ = ReadInt32(&o[kDim]);
     if (vocab_ <= 0 || dim_ <= 0) return Status::Error("options give a non-positive table shape");
     index_type_ = context.tensors[node.inputs[0]].type;
     if (index_type_ != kTfLiteInt32 && index_type_ != kTfLiteInt64)
@@ -96,11 +99,8 @@ bool Supports(const TfLiteContext& context, const TfLiteNode& node) {
   return kernel_util::SupportsNode(context, node, 2, 2, kTfLiteInt32, kTfLiteInt64);
 }
 
-std::unique_ptr<OpKernel> Create() { return std::make_unique<GatherKernel>(); }
+const KernelRegistrar kRegistrar({"DcGather", Supports, CreateKernel<GatherKernel>, &kLayout});
 
 }  // namespace
-
-extern const KernelEntry kGatherKernel;
-const KernelEntry kGatherKernel = {"DcGather", Supports, Create};
 
 }  // namespace dc::delegate

@@ -1,7 +1,9 @@
-// Byte layouts of the dc ops' custom options records (little endian, written by dc_keras/export/options.py and
-// dc_keras/export/conv_rewriters.py). The kernels read their fields through these offsets only, and
-// dc_delegate_options_format() turns the same tables into Python struct formats, which
-// tests/test_options_layout.py compares with the exporter's: the two sides cannot drift apart silently.
+// Byte layouts of the dc ops' custom options records: fixed little-endian structs, each declared by the op's
+// spec in dc_keras/export/op_specs.py (magic, version, then named fields in order). Each glue file declares
+// its record as an options::Layout holding the same field list; the byte offsets it reads follow from that
+// list at compile time, and tests/test_options_layout.py compares the list, magic, version and struct format
+// with the spec (through dc_delegate_options_format / dc_delegate_options_fields), so the two sides cannot
+// drift apart silently.
 #ifndef DC_DELEGATE_TFLITE_KERNELS_OPTIONS_LAYOUT_H_
 #define DC_DELEGATE_TFLITE_KERNELS_OPTIONS_LAYOUT_H_
 
@@ -12,28 +14,62 @@
 namespace dc::delegate::options {
 
 // Every record starts with a 4-byte magic and a uint8 version.
-constexpr size_t kMagic = 0, kVersion = 4;
+constexpr size_t kMagic = 0, kVersion = 4, kHeaderSize = 5;
 
-// DcFullyConnected ("DCFC").
-namespace fc {
-constexpr size_t kActivation = 5, kKeepNumDims = 6, kReserved = 7, kUnits = 8, kInputSize = 12, kSize = 16;
-}  // namespace fc
+// A field after the header: its name in the op's spec and its struct code ('B' uint8, 'i' int32).
+struct Field {
+  const char* name;
+  char type;
+};
 
-// DcConv2D ("DCCV") and DcDepthwiseConv2D ("DCDW"): byte 7 is reserved (conv) or the blob layout
-// (depthwise); kChannel is in_c (conv) or the depth multiplier (depthwise).
-namespace conv {
-constexpr size_t kActivation = 5, kPadding = 6, kByte7 = 7, kOutC = 8, kKernelH = 12, kKernelW = 16, kChannel = 20,
-                 kStrideH = 24, kStrideW = 28, kDilationH = 32, kDilationW = 36, kSize = 40;
-}  // namespace conv
+constexpr size_t FieldBytes(char type) { return type == 'i' ? 4 : 1; }
 
-// DcGather ("DCGA").
-namespace gather {
-constexpr size_t kReserved = 5, kReservedEnd = 8, kVocab = 8, kDim = 12, kSize = 16;
-}  // namespace gather
+constexpr bool SameName(const char* a, const char* b) {
+  while (*a != '\0' && *a == *b) {
+    ++a;
+    ++b;
+  }
+  return *a == *b;
+}
 
-// Python struct format ("<4sBBBBii") of the record of custom op `custom_name`, built from the offsets above;
-// empty for an op without options.
-std::string StructFormat(const std::string& custom_name);
+class Layout {
+ public:
+  template <size_t N>
+  constexpr Layout(const char (&magic)[5], uint8_t version, const Field (&fields)[N])
+      : magic_(magic), version_(version), fields_(fields), count_(N) {}
+
+  // Byte offset of field `name`. Only for constant expressions (constexpr size_t kUnits =
+  // kLayout.Offset("units")): there a name the layout lacks does not compile.
+  constexpr size_t Offset(const char* name) const {
+    size_t at = kHeaderSize;
+    for (size_t i = 0; i < count_; ++i) {
+      if (SameName(fields_[i].name, name)) return at;
+      at += FieldBytes(fields_[i].type);
+    }
+    throw "the options layout has no field of this name";
+  }
+
+  // Size of the record in bytes.
+  constexpr size_t size() const {
+    size_t at = kHeaderSize;
+    for (size_t i = 0; i < count_; ++i) at += FieldBytes(fields_[i].type);
+    return at;
+  }
+
+  const char* magic() const { return magic_; }  // 4 characters
+  uint8_t version() const { return version_; }
+
+  // Python struct format of the record ("<4sBBBBii").
+  std::string StructFormat() const;
+  // "<magic> <version> <field>,<field>,...", header fields included ("DCFC 1 magic,version,units,...").
+  std::string Description() const;
+
+ private:
+  const char* magic_;
+  uint8_t version_;
+  const Field* fields_;
+  size_t count_;
+};
 
 }  // namespace dc::delegate::options
 

@@ -39,15 +39,16 @@ inline int32_t ReadInt32(const uint8_t* p) {
   return v;
 }
 
-// Checks magic, size and version of a custom options record; `op` names the op in messages.
-inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
-                                 uint8_t version) {
-  if (o.size() != size || std::memcmp(o.data() + options::kMagic, magic, 4) != 0)
+// Checks magic, size and version of a custom options record against `layout`; `op` names the op in messages.
+inline Status CheckOptionsHeader(const std::vector<uint8_t>& o, const char* op, const options::Layout& layout) {
+  const size_t size = layout.size();
+  if (o.size() != size || std::memcmp(o.data() + options::kMagic, layout.magic(), 4) != 0)
     return Status::Error(std::string("custom options are not ") + op + " options (expected " + std::to_string(size) +
-                         " bytes starting '" + std::string(magic, 4) + "', got " + std::to_string(o.size()) + " bytes)");
-  if (o[options::kVersion] != version)
+                         " bytes starting '" + std::string(layout.magic(), 4) + "', got " + std::to_string(o.size()) +
+                         " bytes)");
+  if (o[options::kVersion] != layout.version())
     return Status::Error(std::string(op) + " options version " + std::to_string(o[options::kVersion]) +
-                         " is not supported by this delegate (supports " + std::to_string(version) + ")");
+                         " is not supported by this delegate (supports " + std::to_string(layout.version()) + ")");
   return Status();
 }
 
@@ -104,38 +105,51 @@ inline Status ReadBias(const TfLiteContext& context, const OpNode& node, size_t 
   return Status();
 }
 
-// The fields DcConv2D and DcDepthwiseConv2D options share (see the layouts atop conv2d.cc and
+// The fields DcConv2D and DcDepthwiseConv2D options share (see the layouts in conv2d.cc and
 // depthwise_conv2d.cc): both records differ only in magic, byte 7 and the meaning of the int32 at byte 20.
 struct ConvOptions {
   Activation activation = Activation::kNone;
   Padding padding = Padding::kValid;
   int out_c = 0;
-  int channel_field = 0;  // options::conv::kChannel: in_c for DcConv2D, the depth multiplier for DcDepthwiseConv2D
+  int channel_field = 0;  // in_c for DcConv2D, the depth multiplier for DcDepthwiseConv2D
   ConvGeometry proto;     // kernel, strides and dilations; in_c and the input-dependent fields are not set
 };
+
+// Byte offsets of ConvOptions' fields in one op's record.
+struct ConvFieldOffsets {
+  size_t activation, padding, out_c, kernel_h, kernel_w, channel, stride_h, stride_w, dilation_h, dilation_w;
+};
+
+// The offsets of ConvOptions' fields in `layout`, whose int32 `channel_field` fills ConvOptions::channel_field.
+// For constant expressions, as Layout::Offset.
+constexpr ConvFieldOffsets ConvOffsetsOf(const options::Layout& layout, const char* channel_field) {
+  return {layout.Offset("fused_activation"), layout.Offset("padding"),  layout.Offset("out_channels"),
+          layout.Offset("kernel_h"),         layout.Offset("kernel_w"), layout.Offset(channel_field),
+          layout.Offset("stride_h"),         layout.Offset("stride_w"), layout.Offset("dilation_h"),
+          layout.Offset("dilation_w")};
+}
 
 // Checks the header, activation and padding codes of a conv options record and reads the shared fields
 // into `out`. The shape checks differ per op (and come before the stride check in their messages' order),
 // so the callers make them, then kernels::CheckStridesAndDilations.
-inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, const char magic[4], size_t size,
-                               uint8_t version, ConvOptions* out) {
-  Status st = CheckOptionsHeader(o, op, magic, size, version);
+inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, const options::Layout& layout,
+                               const ConvFieldOffsets& at, ConvOptions* out) {
+  Status st = CheckOptionsHeader(o, op, layout);
   if (!st.ok()) return st;
-  namespace conv = options::conv;
-  if (!IsSupportedActivation(o[conv::kActivation]))
-    return Status::Error("unsupported fused activation " + std::to_string(o[conv::kActivation]));
-  if (o[conv::kPadding] > 1)
-    return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[conv::kPadding]));
-  out->activation = static_cast<Activation>(o[conv::kActivation]);
-  out->padding = static_cast<Padding>(o[conv::kPadding]);
-  out->out_c = ReadInt32(&o[conv::kOutC]);
-  out->proto.kernel_h = ReadInt32(&o[conv::kKernelH]);
-  out->proto.kernel_w = ReadInt32(&o[conv::kKernelW]);
-  out->channel_field = ReadInt32(&o[conv::kChannel]);
-  out->proto.stride_h = ReadInt32(&o[conv::kStrideH]);
-  out->proto.stride_w = ReadInt32(&o[conv::kStrideW]);
-  out->proto.dilation_h = ReadInt32(&o[conv::kDilationH]);
-  out->proto.dilation_w = ReadInt32(&o[conv::kDilationW]);
+  if (!IsSupportedActivation(o[at.activation]))
+    return Status::Error("unsupported fused activation " + std::to_string(o[at.activation]));
+  if (o[at.padding] > 1)
+    return Status::Error("padding must be 0 (SAME) or 1 (VALID), got " + std::to_string(o[at.padding]));
+  out->activation = static_cast<Activation>(o[at.activation]);
+  out->padding = static_cast<Padding>(o[at.padding]);
+  out->out_c = ReadInt32(&o[at.out_c]);
+  out->proto.kernel_h = ReadInt32(&o[at.kernel_h]);
+  out->proto.kernel_w = ReadInt32(&o[at.kernel_w]);
+  out->channel_field = ReadInt32(&o[at.channel]);
+  out->proto.stride_h = ReadInt32(&o[at.stride_h]);
+  out->proto.stride_w = ReadInt32(&o[at.stride_w]);
+  out->proto.dilation_h = ReadInt32(&o[at.dilation_h]);
+  out->proto.dilation_w = ReadInt32(&o[at.dilation_w]);
   return Status();
 }
 
@@ -159,6 +173,11 @@ inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, i
       return false;
   }
   return true;
+}
+
+// The Supports of an op over float32 activations with a blob and an optional bias (FC, conv, depthwise).
+inline bool SupportsFloatOp(const TfLiteContext& context, const TfLiteNode& node) {
+  return SupportsNode(context, node, 2, 3, kTfLiteFloat32, kTfLiteFloat32);
 }
 
 }  // namespace dc::delegate::kernel_util
