@@ -18,7 +18,8 @@ from test_kernels_conv import TESTS, TEST_MAINS, build_tests
 CROSS = os.environ.get("DC_KERAS_AARCH64_CXX", "aarch64-linux-gnu-g++")
 QEMU = "qemu-aarch64"
 SYSROOT = "/usr/aarch64-linux-gnu"  # Debian's cross libc: used by qemu -L for a dynamically linked fallback
-MAINS = {"fully_connected_test": TESTS / "fully_connected_test.cc", **TEST_MAINS}
+MAINS = {"fully_connected_test": TESTS / "fully_connected_test.cc",
+         "block_fully_connected_test": TESTS / "block_fully_connected_test.cc", **TEST_MAINS}
 
 
 @pytest.fixture(scope="module")
@@ -55,5 +56,7 @@ def test_kernel_under_qemu(arm_tests, name):
     assert f"{name}: OK" in result.stdout
     if name == "conv2d_test":
         assert "inner loops neon" in result.stdout  # the NEON path, not the portable one
+    if name == "block_fully_connected_test":
+        assert "block paths tested: portable neon" in result.stdout  # the tbl lookups, and the portable loops
     if name == "depthwise_conv2d_test":
         assert "activation loops neon" in result.stdout

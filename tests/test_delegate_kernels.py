@@ -11,7 +11,7 @@ from dc_keras import _native, delegate
 
 TESTS = delegate.DELEGATE_ROOT / "tests"
 # Kernel tests link the kernel library without a TFLite runtime (cpp_sources.txt's [kernel_tests]).
-KERNEL_TESTS = ["fully_connected_test.cc"]
+KERNEL_TESTS = ["fully_connected_test.cc", "block_fully_connected_test.cc"]
 LIBRARY_SOURCES, INCLUDE_DIRS = _native.cpp_library("kernel_tests")
 
 
@@ -33,3 +33,26 @@ def test_kernel_under_sanitizers(test, compiler_name, tmp_path):
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr[-4000:]
     assert "OK" in run.stdout
+    if test == "block_fully_connected_test.cc":
+        # Every block path this CPU can run was checked, not only the one the process picks by default.
+        assert set(run.stdout.split("block paths tested:")[1].split("\n")[0].split()) == expected_block_paths()
+
+
+def expected_block_paths() -> set:
+    """The block-sparse FC paths this host's CPU can run (x86-64: portable, AVX2+FMA, AVX-512 F/BW/DQ/VL)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return {"portable"}
+    flags = set()
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    paths = {"portable"}
+    if {"avx2", "fma"} <= flags:
+        paths.add("avx2")
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        paths.add("avx512")
+    return paths

@@ -46,9 +46,15 @@ class Avx2Ops {
     _mm256_storeu_ps(out + 8, v.hi);
   }
 
-  DC_BLOCK_INLINE V Weights(const uint8_t* codes) const {
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes));
-    return {Lookup8(_mm256_cvtepu8_epi32(bytes)), Lookup8(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(bytes, bytes)))};
+  // Lanes 0-7 of the four vectors are the first 32 code bytes, lanes 8-15 the next 32; vector k's code is
+  // byte k of each dword, brought down by a shift (vpermps and the blends read only the bits they need).
+  DC_BLOCK_INLINE void Weights4(const uint8_t* codes, V& w0, V& w1, V& w2, V& w3) const {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+    const __m256i hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + 32));
+    w0 = {Lookup8(lo), Lookup8(hi)};
+    w1 = {Lookup8(_mm256_srli_epi32(lo, 8)), Lookup8(_mm256_srli_epi32(hi, 8))};
+    w2 = {Lookup8(_mm256_srli_epi32(lo, 16)), Lookup8(_mm256_srli_epi32(hi, 16))};
+    w3 = {Lookup8(_mm256_srli_epi32(lo, 24)), Lookup8(_mm256_srli_epi32(hi, 24))};
   }
 
   template <int L>
@@ -76,11 +82,12 @@ class Avx2Ops {
   }
 
  private:
-  // Entries of 8 codes: vpermps per table register, blendv on the index bit that selects the register
-  // (shifted into the sign bit, which is what blendv reads).
+  // Entries of 8 codes (in the low byte of each dword; higher bytes are ignored): vpermps per table
+  // register, blendv on the index bit that selects the register (shifted into the sign bit, which is what
+  // blendv reads).
   DC_BLOCK_INLINE __m256 Lookup8(__m256i index) const {
     if constexpr (kEntries == 0) {
-      return _mm256_i32gather_ps(table_, index, 4);
+      return _mm256_i32gather_ps(table_, _mm256_and_si256(index, _mm256_set1_epi32(0xFF)), 4);
     } else {
       const __m256 a = _mm256_permutevar8x32_ps(t_[0], index);
       if constexpr (kEntries == 8) return a;

@@ -5,7 +5,8 @@
 //   using V;                               16 float lanes
 //   explicit Ops(const BlockPlan&);        loads what the lookups keep in registers (the codebook)
 //   V Zero(); V Add(V, V); V Fma(V a, V b, V acc) (acc + a * b); float Sum(V); void Store(float*, V);
-//   V Weights(const uint8_t* codes)        the 16 weights of 16 codes
+//   void Weights4(codes, V& w0, .., V& w3) the weights of four vectors from their 64 codes, interleaved:
+//                                          byte 4 * i + k is lane i of vector k (BlockPlan::codes)
 //   template <int L> V LoadX(x, starts)    16 / L runs of L floats, x + starts[j] ...   (kCols)
 //   template <int L> V BroadcastX(x, s)    16 / L values x[s[j]], each repeated L times  (kRows)
 // Why a shared body and not templates with target attributes called across files: GCC and Clang refuse to
@@ -47,11 +48,14 @@ DC_BLOCK_INLINE void Finish(const Ops& ops, const typename Ops::V& acc, const Bl
   }
 }
 
-// Batch row b, groups [a.g0, a.g1). Four accumulators: with one, the chain of dependent FMAs (4-cycle
-// latency each) and not the loads would bound a long group.
+// Batch row b, groups [a.g0, a.g1), four vectors at a time (groups hold a multiple of four). Four
+// accumulators: with one, the chain of dependent FMAs (4-cycle latency each) and not the loads would bound
+// a long group. The lookup registers are loaded here, in the
+// function that loops, so the compiler keeps them in registers.
 template <class Ops, int L, bool kByRows>
-DC_BLOCK_TARGET void GroupsOneRow(const BlockArgs& a, const Ops& ops, int64_t b) {
+DC_BLOCK_TARGET void GroupsOneRow(const BlockArgs& a, int64_t b) {
   constexpr int kBlocks = kVectorLanes / L;
+  const Ops ops(*a.plan);
   const BlockPlan& p = *a.plan;
   const float* x = a.x + b * a.x_stride;
   float* y = a.y + b * a.y_stride;
@@ -59,26 +63,24 @@ DC_BLOCK_TARGET void GroupsOneRow(const BlockArgs& a, const Ops& ops, int64_t b)
   const uint32_t* starts = p.start.data();
   for (int64_t g = a.g0; g < a.g1; ++g) {
     typename Ops::V acc0 = ops.Zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    size_t v = p.group_ptr[g];
-    const size_t end = p.group_ptr[g + 1];
-    for (; v + 4 <= end; v += 4) {
-      const uint8_t* c = codes + v * kVectorLanes;
+    for (size_t v = p.group_ptr[g], end = p.group_ptr[g + 1]; v < end; v += 4) {
+      typename Ops::V w0, w1, w2, w3;
+      ops.Weights4(codes + v * kVectorLanes, w0, w1, w2, w3);
       const uint32_t* s = starts + v * kBlocks;
-      acc0 = ops.Fma(ops.Weights(c), Input<L, kByRows>(ops, x, s), acc0);
-      acc1 = ops.Fma(ops.Weights(c + kVectorLanes), Input<L, kByRows>(ops, x, s + kBlocks), acc1);
-      acc2 = ops.Fma(ops.Weights(c + 2 * kVectorLanes), Input<L, kByRows>(ops, x, s + 2 * kBlocks), acc2);
-      acc3 = ops.Fma(ops.Weights(c + 3 * kVectorLanes), Input<L, kByRows>(ops, x, s + 3 * kBlocks), acc3);
+      acc0 = ops.Fma(w0, Input<L, kByRows>(ops, x, s), acc0);
+      acc1 = ops.Fma(w1, Input<L, kByRows>(ops, x, s + kBlocks), acc1);
+      acc2 = ops.Fma(w2, Input<L, kByRows>(ops, x, s + 2 * kBlocks), acc2);
+      acc3 = ops.Fma(w3, Input<L, kByRows>(ops, x, s + 3 * kBlocks), acc3);
     }
-    for (; v < end; ++v)
-      acc0 = ops.Fma(ops.Weights(codes + v * kVectorLanes), Input<L, kByRows>(ops, x, starts + v * kBlocks), acc0);
     Finish<L, kByRows>(ops, ops.Add(ops.Add(acc0, acc1), ops.Add(acc2, acc3)), a, y, g);
   }
 }
 
 // Batch rows b..b+3 together: each vector's codes are looked up once for all four.
 template <class Ops, int L, bool kByRows>
-DC_BLOCK_TARGET void GroupsFourRows(const BlockArgs& a, const Ops& ops, int64_t b) {
+DC_BLOCK_TARGET void GroupsFourRows(const BlockArgs& a, int64_t b) {
   constexpr int kBlocks = kVectorLanes / L;
+  const Ops ops(*a.plan);
   const BlockPlan& p = *a.plan;
   const float* x0 = a.x + b * a.x_stride;
   const float *x1 = x0 + a.x_stride, *x2 = x1 + a.x_stride, *x3 = x2 + a.x_stride;
@@ -87,13 +89,16 @@ DC_BLOCK_TARGET void GroupsFourRows(const BlockArgs& a, const Ops& ops, int64_t 
   const uint32_t* starts = p.start.data();
   for (int64_t g = a.g0; g < a.g1; ++g) {
     typename Ops::V acc0 = ops.Zero(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-    for (size_t v = p.group_ptr[g], end = p.group_ptr[g + 1]; v < end; ++v) {
-      const typename Ops::V w = ops.Weights(codes + v * kVectorLanes);
-      const uint32_t* s = starts + v * kBlocks;
-      acc0 = ops.Fma(w, Input<L, kByRows>(ops, x0, s), acc0);
-      acc1 = ops.Fma(w, Input<L, kByRows>(ops, x1, s), acc1);
-      acc2 = ops.Fma(w, Input<L, kByRows>(ops, x2, s), acc2);
-      acc3 = ops.Fma(w, Input<L, kByRows>(ops, x3, s), acc3);
+    for (size_t v = p.group_ptr[g], end = p.group_ptr[g + 1]; v < end; v += 4) {
+      typename Ops::V w[4];
+      ops.Weights4(codes + v * kVectorLanes, w[0], w[1], w[2], w[3]);
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t* s = starts + (v + k) * kBlocks;
+        acc0 = ops.Fma(w[k], Input<L, kByRows>(ops, x0, s), acc0);
+        acc1 = ops.Fma(w[k], Input<L, kByRows>(ops, x1, s), acc1);
+        acc2 = ops.Fma(w[k], Input<L, kByRows>(ops, x2, s), acc2);
+        acc3 = ops.Fma(w[k], Input<L, kByRows>(ops, x3, s), acc3);
+      }
     }
     Finish<L, kByRows>(ops, acc0, a, y0, g);
     Finish<L, kByRows>(ops, acc1, a, y0 + a.y_stride, g);
@@ -104,10 +109,9 @@ DC_BLOCK_TARGET void GroupsFourRows(const BlockArgs& a, const Ops& ops, int64_t 
 
 template <class Ops, int L, bool kByRows>
 DC_BLOCK_TARGET void GroupsAllRows(const BlockArgs& a) {
-  const Ops ops(*a.plan);
   int64_t b = 0;
-  for (; b + 4 <= a.nb; b += 4) GroupsFourRows<Ops, L, kByRows>(a, ops, b);
-  for (; b < a.nb; ++b) GroupsOneRow<Ops, L, kByRows>(a, ops, b);
+  for (; b + 4 <= a.nb; b += 4) GroupsFourRows<Ops, L, kByRows>(a, b);
+  for (; b < a.nb; ++b) GroupsOneRow<Ops, L, kByRows>(a, b);
 }
 
 // The loops for the plan's block length and axis, with lookups `Ops`.

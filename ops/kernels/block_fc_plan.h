@@ -23,20 +23,23 @@ constexpr int kTableEntries = 256;
 // Input rows copied (and padded) into scratch per pass, which bounds the scratch size for any batch.
 constexpr int64_t kBatchChunk = 8;
 
-// The block-sparse matrix regrouped in whole vectors. A group (kCols: a row; kRows: a band of block_len
-// rows) whose block count is not a multiple of 16 / block_len ends with padding blocks whose start is
-// `zero_start`: there x holds zeros (the loops read x from a padded copy), so padding adds nothing and the
-// loops need no tail code. The same zeros complete kCols blocks that reach past the last column.
+// The block-sparse matrix regrouped in whole vectors, four per step of the loops. A group (kCols: a row;
+// kRows: a band of block_len rows) whose block count is not a multiple of 4 * 16 / block_len ends with
+// padding blocks whose start is `zero_start`: there x holds zeros (the loops read x from a padded copy), so
+// padding adds nothing and the loops need no tail code. The same zeros complete kCols blocks that reach
+// past the last column. Codes are stored per step of four vectors, interleaved: byte 4 * i + k of a step's
+// 64 is lane i of its vector k, so that one 64-byte load plus shifts (x86) or one vld4 (NEON) splits them.
 struct BlockPlan {
   int64_t rows = 0, cols = 0;
   codec::BlockAxis axis = codec::BlockAxis::kCols;
   int block_len = 16;
   int codebook_size = 0;
-  int64_t x_len = 0;        // floats per padded input row: cols rounded up to block_len, then block_len zeros
+  int64_t x_len = 0;        // floats per padded input row: cols rounded up to block_len, then at least
+                            // block_len zeros, rounded up to a multiple of 16
   uint32_t zero_start = 0;  // first of those zeros
-  std::vector<uint32_t> group_ptr;  // NumGroups + 1 offsets, in vectors
+  std::vector<uint32_t> group_ptr;  // NumGroups + 1 offsets, in vectors, multiples of 4
   std::vector<uint32_t> start;      // 16 / block_len block starts per vector
-  std::vector<uint8_t> codes;       // 16 codes per vector, blocks in the order of `start`
+  std::vector<uint8_t> codes;       // 16 codes per vector, interleaved per four vectors (above)
   std::vector<float> table;         // the codebook, zero-padded to kTableEntries
   std::vector<uint8_t> planes;      // byte k of table[e] at planes[k * kTableEntries + e] (NEON lookups)
 

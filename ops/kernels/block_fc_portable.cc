@@ -38,12 +38,14 @@ class PortableOps {
   }
   DC_BLOCK_INLINE void Store(float* out, const V& v) const { std::memcpy(out, &v, sizeof v); }
 
-  DC_BLOCK_INLINE V Weights(const uint8_t* codes) const {
-    float w[kVectorLanes];
-    for (int i = 0; i < kVectorLanes; ++i) w[i] = table_[codes[i]];
-    V v;
-    std::memcpy(&v, w, sizeof v);
-    return v;
+  DC_BLOCK_INLINE void Weights4(const uint8_t* codes, V& w0, V& w1, V& w2, V& w3) const {
+    float w[4][kVectorLanes];
+    for (int i = 0; i < kVectorLanes; ++i)
+      for (int k = 0; k < 4; ++k) w[k][i] = table_[codes[4 * i + k]];
+    std::memcpy(&w0, w[0], sizeof w0);
+    std::memcpy(&w1, w[1], sizeof w1);
+    std::memcpy(&w2, w[2], sizeof w2);
+    std::memcpy(&w3, w[3], sizeof w3);
   }
 
   template <int L>

@@ -111,8 +111,9 @@ void RunPath(BlockPath path, const block::BlockArgs& args) {
   block::BlockGroupsPortable(args);
 }
 
-// Regroups a validated matrix into whole vectors of 16 / block_len blocks (padding blocks read the zeros
-// at zero_start) and pads the codebook into the lookup tables.
+// Regroups a validated matrix into whole vectors of 16 / block_len blocks, four vectors per group step
+// (padding blocks read the zeros at zero_start), interleaves each step's codes (BlockPlan::codes) and pads
+// the codebook into the lookup tables.
 Status BuildPlan(const BlockSparseMatrix& w, block::BlockPlan* plan) {
   const int64_t L = w.block_len, per_vector = block::kVectorLanes / L;
   const int64_t padded_cols = (w.cols + L - 1) / L * L;
@@ -123,25 +124,30 @@ Status BuildPlan(const BlockSparseMatrix& w, block::BlockPlan* plan) {
   plan->axis = w.axis;
   plan->block_len = w.block_len;
   plan->codebook_size = static_cast<int>(w.codebook.size());
-  plan->x_len = padded_cols + L;
+  // Rows of whole cache lines (16 floats), so that a kCols block of 16 starting at a multiple of 16 is one
+  // aligned line: a load split over two lines costs two.
+  plan->x_len = (padded_cols + L + block::kVectorLanes - 1) / block::kVectorLanes * block::kVectorLanes;
   plan->zero_start = static_cast<uint32_t>(padded_cols);
   const int64_t groups = w.NumGroups();
   plan->group_ptr.assign(static_cast<size_t>(groups) + 1, 0);
   uint64_t vectors = 0;
   for (int64_t g = 0; g < groups; ++g) {
-    vectors += (w.group_ptr[g + 1] - w.group_ptr[g] + per_vector - 1) / per_vector;
+    const uint64_t group_vectors = (w.group_ptr[g + 1] - w.group_ptr[g] + per_vector - 1) / per_vector;
+    vectors += (group_vectors + 3) / 4 * 4;
     if (vectors > 0xFFFFFFFF) return Status::Error("block-sparse weights: too many blocks");
     plan->group_ptr[g + 1] = static_cast<uint32_t>(vectors);
   }
   plan->start.assign(vectors * per_vector, plan->zero_start);
   plan->codes.assign(vectors * block::kVectorLanes, 0);
   for (int64_t g = 0; g < groups; ++g) {
-    const size_t first = size_t{plan->group_ptr[g]} * per_vector;
+    const size_t first_vector = plan->group_ptr[g];  // a multiple of 4
     for (uint32_t k = w.group_ptr[g]; k < w.group_ptr[g + 1]; ++k) {
-      const size_t slot = first + (k - w.group_ptr[g]);
-      plan->start[slot] = w.block_start[k];
-      std::copy_n(w.codes.begin() + static_cast<ptrdiff_t>(size_t{k} * L), L, plan->codes.begin() +
-                  static_cast<ptrdiff_t>(slot * L));
+      const size_t slot = k - w.group_ptr[g], vector = first_vector + slot / per_vector;
+      plan->start[first_vector * per_vector + slot] = w.block_start[k];
+      for (int64_t e = 0; e < L; ++e) {
+        const size_t lane = (slot % per_vector) * L + e;
+        plan->codes[(vector / 4) * 4 * block::kVectorLanes + 4 * lane + vector % 4] = w.codes[size_t{k} * L + e];
+      }
     }
   }
   plan->table.assign(block::kTableEntries, 0.f);
@@ -181,7 +187,7 @@ const char* BlockFullyConnectedWeights::path_name() const { return BlockFullyCon
 
 size_t BlockFullyConnectedWeights::ScratchFloats(int64_t batch) const {
   if (batch < 1) return 0;
-  return static_cast<size_t>(std::min(batch, block::kBatchChunk) * plan_.x_len);
+  return static_cast<size_t>(std::min(batch, block::kBatchChunk) * plan_.x_len + block::kVectorLanes);
 }
 
 // Each chunk of input rows is copied into scratch padded with zeros (the padding blocks' and the edge
@@ -191,6 +197,10 @@ void BlockFullyConnectedWeights::Run(const float* bias, const float* x, int64_t 
   const int64_t rows = plan_.rows, cols = plan_.cols, x_len = plan_.x_len;
   if (batch < 1 || rows == 0) return;
   const BlockPath path = ChoosePath();
+  // The first 64-byte boundary in scratch (ScratchFloats leaves room for it).
+  const size_t misalignment = reinterpret_cast<uintptr_t>(scratch) % (block::kVectorLanes * sizeof(float));
+  if (misalignment % sizeof(float) == 0 && misalignment != 0)
+    scratch += (block::kVectorLanes * sizeof(float) - misalignment) / sizeof(float);
   const int64_t min_groups = plan_.axis == BlockAxis::kCols ? 16 : 2;
   for (int64_t b0 = 0; b0 < batch; b0 += block::kBatchChunk) {
     const int64_t nb = std::min(block::kBatchChunk, batch - b0);
