@@ -38,14 +38,14 @@ class PortableOps {
   }
   DC_BLOCK_INLINE void Store(float* out, const V& v) const { std::memcpy(out, &v, sizeof v); }
 
+  // Vectors built from scalars in registers: writing the 16 weights to memory and loading them back as a
+  // vector stalls on every load (the store buffer cannot forward several small stores to one wide load),
+  // which measured 5x slower.
   DC_BLOCK_INLINE void Weights4(const uint8_t* codes, V& w0, V& w1, V& w2, V& w3) const {
-    float w[4][kVectorLanes];
-    for (int i = 0; i < kVectorLanes; ++i)
-      for (int k = 0; k < 4; ++k) w[k][i] = table_[codes[4 * i + k]];
-    std::memcpy(&w0, w[0], sizeof w0);
-    std::memcpy(&w1, w[1], sizeof w1);
-    std::memcpy(&w2, w[2], sizeof w2);
-    std::memcpy(&w3, w[3], sizeof w3);
+    w0 = Lookup(codes);
+    w1 = Lookup(codes + 1);
+    w2 = Lookup(codes + 2);
+    w3 = Lookup(codes + 3);
   }
 
   template <int L>
@@ -58,14 +58,19 @@ class PortableOps {
 
   template <int L>
   DC_BLOCK_INLINE V BroadcastX(const float* x, const uint32_t* s) const {
-    float lanes[kVectorLanes];
-    for (int i = 0; i < kVectorLanes; ++i) lanes[i] = x[s[i / L]];
-    V v;
-    std::memcpy(&v, lanes, sizeof v);
-    return v;
+    constexpr int q = L / 4;  // lanes j belong to block j / L: four lanes at a time are one value
+    const float a = x[s[0]], b = x[s[1 / q]], c = x[s[2 / q]], d = x[s[3 / q]];
+    return V{a, a, a, a, b, b, b, b, c, c, c, c, d, d, d, d};
   }
 
  private:
+  // Lanes i of one vector: codes[4 * i] (the interleaved order of BlockPlan::codes).
+  DC_BLOCK_INLINE V Lookup(const uint8_t* c) const {
+    const float* t = table_;
+    return V{t[c[0]],  t[c[4]],  t[c[8]],  t[c[12]], t[c[16]], t[c[20]], t[c[24]], t[c[28]],
+             t[c[32]], t[c[36]], t[c[40]], t[c[44]], t[c[48]], t[c[52]], t[c[56]], t[c[60]]};
+  }
+
   const float* table_;
 };
 
