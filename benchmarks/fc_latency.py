@@ -180,17 +180,13 @@ def _print_case(case):
 
 
 def _machine() -> str:
-    """CPU model, logical CPUs and load average: what a reader needs to compare figures from two runs."""
-    import platform
+    """CPU model, SIMD features, the delegate's SIMD paths (benchmarks/machine.py's header) and the load
+    average: what a reader needs to compare figures from two runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import machine
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return f"machine: {model}, {os.cpu_count()} logical CPUs, load average {load}"
+    return "\n".join([*machine.header_lines(), f"load average {load}"])
 
 
 def main(argv=None) -> int:

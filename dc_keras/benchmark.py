@@ -64,6 +64,7 @@ class BenchmarkResult:
     max_abs_diff_vs_dense: Optional[float]
     missing: List[str]
     simd_path: Optional[str] = None       # the delegate's kernels: "neon", "avx2+fma+bmi2", "portable", ...
+    block_simd_path: Optional[str] = None  # its block-sparse FC loops: "avx512", "avx2", "neon", "portable"
     emulated: bool = False                # timed under qemu-user (arm64_emulated): not comparable
     skipped: List[str] = dataclasses.field(default_factory=list)  # baselines found but not runnable, and why
 
@@ -104,6 +105,8 @@ class BenchmarkResult:
             lines.append(f"dc delegate / fastest baseline ({fastest.name}): {ours.median_ms / fastest.median_ms:.3f}")
         if self.simd_path is not None:
             lines.append(f"dc delegate SIMD path: {self.simd_path}")
+        if self.block_simd_path is not None:
+            lines.append(f"dc delegate block-sparse FC path: {self.block_simd_path}")
         if self.emulated:
             lines.append(f"timings: {EMULATED_NOTE}")
         if self.resident_weight_bytes is not None:
@@ -282,7 +285,8 @@ def run_benchmark(model, dense_model=None, int8_model=None, num_runs: int = 100,
     return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
                            batch=batch, interleaved=interleave, rows=rows, resident_weight_bytes=resident,
                            dc_nodes=nodes, max_abs_diff_vs_dense=max_diff, missing=missing,
-                           skipped=skipped, simd_path=delegate.simd_path())
+                           skipped=skipped, simd_path=delegate.simd_path(),
+                           block_simd_path=delegate.block_simd_path())
 
 
 def _arm64_stack():
@@ -337,7 +341,8 @@ def run_emulated_benchmark(model, num_runs: int = 100, warmup_runs: int = 10, nu
     return BenchmarkResult(model=str(model), num_threads=num_threads, num_runs=num_runs, warmup_runs=warmup_runs,
                            batch=batch, interleaved=False, rows=[row],
                            resident_weight_bytes=result["resident_weight_bytes"], dc_nodes=result["claimed_nodes"],
-                           max_abs_diff_vs_dense=None, missing=[], simd_path=report["simd_path"], emulated=True)
+                           max_abs_diff_vs_dense=None, missing=[], simd_path=report["simd_path"],
+                           block_simd_path=report.get("block_simd_path"), emulated=True)
 
 
 if __name__ == "__main__":

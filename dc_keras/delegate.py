@@ -86,6 +86,8 @@ def _library():
     library.dc_delegate_simd_path.argtypes = []
     library.dc_delegate_weight_forms.restype = ctypes.c_int64
     library.dc_delegate_weight_forms.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+    library.dc_delegate_block_simd_path.restype = ctypes.c_char_p
+    library.dc_delegate_block_simd_path.argtypes = []
     return library
 
 
@@ -122,3 +124,10 @@ def simd_path() -> str:
     """The SIMD path libdc_delegate.so's kernels take in this process: "neon" (arm builds), "avx2+fma+bmi2"
     (x86-64 CPUs with AVX2, unless DC_KERAS_DISABLE_AVX2 is set), "avx2+fma" or "portable"."""
     return _library().dc_delegate_simd_path().decode()
+
+
+def block_simd_path() -> str:
+    """The path libdc_delegate.so's block-sparse FC loops take in this process: "avx512" (x86-64 CPUs with
+    AVX-512 F/BW/DQ/VL, unless DC_KERAS_DISABLE_AVX512 or DC_KERAS_DISABLE_AVX2 is set), "avx2", "neon" or
+    "portable"."""
+    return _library().dc_delegate_block_simd_path().decode()

@@ -55,5 +55,7 @@ def test_kernel_under_qemu(arm_tests, name):
     assert f"{name}: OK" in result.stdout
     if name == "conv2d_test":
         assert "inner loops neon" in result.stdout  # the NEON path, not the portable one
+    if name == "block_fully_connected_test":
+        assert "block paths tested: portable neon" in result.stdout  # the tbl lookups, and the portable loops
     if name == "depthwise_conv2d_test":
         assert "activation loops neon" in result.stdout

@@ -51,6 +51,7 @@ def test_run_benchmark_times_every_configuration(exported):
     assert "vs XNNPACK float" in text
     assert result.simd_path == delegate.simd_path()
     assert f"dc delegate SIMD path: {result.simd_path}" in text
+    assert f"dc delegate block-sparse FC path: {delegate.block_simd_path()}" in text
     fastest = min(result.rows[1:], key=lambda r: r.median_ms)
     assert f"dc delegate / fastest baseline ({fastest.name}): {result.rows[0].median_ms / fastest.median_ms:.3f}" in text
 

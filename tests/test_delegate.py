@@ -61,7 +61,7 @@ def test_entry_points_are_exported_with_c_linkage():
                          check=True).stdout
     symbols = {line.split()[-1] for line in out.splitlines() if line.strip()}
     assert {"tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate",
-            "dc_delegate_resident_weight_bytes", "dc_delegate_simd_path"} <= symbols
+            "dc_delegate_resident_weight_bytes", "dc_delegate_simd_path", "dc_delegate_block_simd_path"} <= symbols
     # -fvisibility=hidden: nothing of our C++ internals leaks into the dynamic symbol table.
     assert not [s for s in symbols if s.startswith("_ZN2dc")]
 
@@ -152,3 +152,39 @@ def test_corrupt_custom_options_fail_cleanly(exported):
     options[4] = 99  # options version
     op.customOptions = options
     _expect_clean_failure(flatbuffer.serialize(model), "options version 99")
+
+
+def _cpu_flags() -> set:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def test_block_simd_path_follows_the_cpu_and_the_switches():
+    """The block-sparse FC path is the widest the CPU has; DC_KERAS_DISABLE_AVX512 steps down to AVX2 and
+    DC_KERAS_DISABLE_AVX2 to the portable loops (each read once per process, hence the subprocesses)."""
+    import platform
+    import sys
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 paths")
+    flags = _cpu_flags()
+    has_avx2 = {"avx2", "fma"} <= flags
+    has_avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    probe = ("import ctypes, sys; lib = ctypes.CDLL(sys.argv[1]); lib.dc_delegate_block_simd_path.restype = "
+             "ctypes.c_char_p; print(lib.dc_delegate_block_simd_path().decode())")
+
+    def path_with(env):
+        run = subprocess.run([sys.executable, "-c", probe, delegate.delegate_path()], capture_output=True, text=True,
+                             env=env, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    widest = "avx512" if has_avx512 else "avx2" if has_avx2 else "portable"
+    assert path_with({}) == widest
+    assert path_with({"DC_KERAS_DISABLE_AVX512": "1"}) == ("avx2" if has_avx2 else "portable")
+    assert path_with({"DC_KERAS_DISABLE_AVX2": "1"}) == "portable"

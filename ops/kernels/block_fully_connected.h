@@ -9,6 +9,7 @@
 
 #include "dc_codec.h"
 #include "kernels/base.h"
+#include "kernels/block_fc_plan.h"
 
 namespace dc::kernels {
 
@@ -26,6 +27,10 @@ Status ValidateBlockSparseMatrix(const codec::BlockSparseMatrix& w);
 void BlockFullyConnectedReference(const codec::BlockSparseMatrix& w, const float* bias, const float* x,
                                   int64_t batch, float* y, Activation act);
 
+// Which block-sparse FC loops this process runs now: "avx512" (x86-64 AVX-512 F/BW/DQ/VL, unless
+// DC_KERAS_DISABLE_AVX512 or DC_KERAS_DISABLE_AVX2 is set), "avx2" (AVX2+FMA), "neon" (AArch64) or "portable".
+const char* BlockFullyConnectedPathName();
+
 // A block-sparse FC layer's weights in the form its loops run on, built once (Prepare / first use). The
 // delegate's DcFullyConnected and the TensorFlow op DcSparseMatMul hold one through FullyConnectedWeights.
 class BlockFullyConnectedWeights {
@@ -33,11 +38,11 @@ class BlockFullyConnectedWeights {
   // Validates `w` and builds the form; an error names what is wrong with `w`.
   Status Init(codec::BlockSparseMatrix w);
 
-  int64_t rows() const { return w_.rows; }
-  int64_t cols() const { return w_.cols; }
+  int64_t rows() const { return plan_.rows; }
+  int64_t cols() const { return plan_.cols; }
   // Weights of the stored blocks that lie inside the matrix.
   uint64_t stored_weights() const { return stored_weights_; }
-  // Which loops Run takes on this CPU: "avx512", "avx2", "neon" or "portable".
+  // Which loops Run takes on this CPU now: "avx512", "avx2", "neon" or "portable".
   const char* path_name() const;
   // Floats of scratch Run needs for `batch` input rows.
   size_t ScratchFloats(int64_t batch) const;
@@ -47,7 +52,7 @@ class BlockFullyConnectedWeights {
   size_t ResidentBytes() const;
 
  private:
-  codec::BlockSparseMatrix w_;
+  block::BlockPlan plan_;  // the only copy of the weights kept after Init
   uint64_t stored_weights_ = 0;
 };
 

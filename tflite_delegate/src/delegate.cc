@@ -524,4 +524,6 @@ const char* dc_delegate_simd_path(void) {
   return dc::kernels::FullyConnectedUsesAvx2() ? "avx2+fma+bmi2" : "avx2+fma";
 }
 
+const char* dc_delegate_block_simd_path(void) { return dc::kernels::BlockFullyConnectedPathName(); }
+
 }  // extern "C"

@@ -32,6 +32,7 @@ import numpy as np
 def _delegate_library(path):
     library = ctypes.CDLL(path)
     library.dc_delegate_simd_path.restype = ctypes.c_char_p
+    library.dc_delegate_block_simd_path.restype = ctypes.c_char_p
     library.dc_delegate_claimed_nodes.restype = ctypes.c_int
     library.dc_delegate_claimed_nodes.argtypes = [ctypes.c_void_p]
     library.dc_delegate_resident_weight_bytes.restype = ctypes.c_uint64
@@ -87,7 +88,8 @@ def main(argv):
     library = _delegate_library(spec["delegate"])
     inputs = dict(np.load(spec["inputs"])) if spec.get("inputs") else {}
     benchmark = _load_module(spec["benchmark_module"], "dc_benchmark") if spec.get("benchmark_module") else None
-    report = {"machine": platform.machine(), "simd_path": library.dc_delegate_simd_path().decode(), "jobs": {}}
+    report = {"machine": platform.machine(), "simd_path": library.dc_delegate_simd_path().decode(),
+              "block_simd_path": library.dc_delegate_block_simd_path().decode(), "jobs": {}}
     outputs = {}
     for job in spec["jobs"]:
         try:

@@ -40,6 +40,10 @@ DC_DELEGATE_EXPORT int64_t dc_delegate_weight_forms(const TfLiteDelegate* delega
 // time), "avx2+fma+bmi2" (x86-64 AVX2 clones chosen at run time), "avx2+fma" (conv clones only) or "portable".
 // A static string; no delegate needed.
 DC_DELEGATE_EXPORT const char* dc_delegate_simd_path(void);
+// The path of the block-sparse FC loops (kernels/block_fully_connected.h) in this process: "avx512" (x86-64
+// AVX-512 F/BW/DQ/VL unless DC_KERAS_DISABLE_AVX512 or DC_KERAS_DISABLE_AVX2 is set), "avx2", "neon" or
+// "portable". A static string; no delegate needed.
+DC_DELEGATE_EXPORT const char* dc_delegate_block_simd_path(void);
 
 // Writes into out (NUL terminated) the Python struct format ("<4sBBBBii") of the custom options record the
 // delegate reads for `custom_name`, derived from the layout its kernel reads; returns its length, 0 for an
