@@ -10,7 +10,7 @@ and the test set is evaluated once per configuration at the end, for the table.
 
 Usage:  nice -n 5 python benchmarks/block_accuracy.py [--models lenet300 lenet5] [--dense-epochs 8]
         [--prune-epochs 6] [--prune-iterations 3] [--cluster-epochs 2] [--blocks 4 8 16]
-        [--lenet5-blocks 4 16] [--out block_accuracy.md]
+        [--lenet5-blocks 16] [--last-layer-unstructured] [--out block_accuracy.md]
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dc_keras.datasets import fashion_mnist  # noqa: E402
-from dc_keras.pipeline import CompressionConfig, stages  # noqa: E402
+from dc_keras.pipeline import CompressionConfig, compressible_layers, stages  # noqa: E402
 from dc_keras.presets import BUILTIN_PRESETS, builtin_model  # noqa: E402
 
 
@@ -37,11 +37,15 @@ def load_data():
             (x_test.astype(np.float32) / 255.0, y_test.astype(np.int64)))
 
 
-def block_configs(sizes):
-    """[(label, block_size)]: unstructured first, then r x 1 (inputs) and 1 x c (outputs) for each size."""
+def block_configs(sizes, dense_layers=(), last_unstructured=False):
+    """[(label, block_size)]: unstructured first, then r x 1 (inputs) and 1 x c (outputs) for each size; with
+    `last_unstructured`, also each of those with the last of `dense_layers` (the classifier) unstructured."""
     configs = [("unstructured", None)]
     configs += [(f"{n}x1 (inputs)", (n, 1)) for n in sizes]
     configs += [(f"1x{n} (outputs)", (1, n)) for n in sizes]
+    if last_unstructured:
+        configs += [(f"{label}, {dense_layers[-1]} unstructured", {name: size for name in dense_layers[:-1]})
+                    for label, size in configs[1:]]
     return configs
 
 
@@ -71,7 +75,8 @@ def run_model(name, data, args, sizes):
     dense = stages.train_dense(builtin_model(name), data, base)
     print(f"{name}: dense, validation {accuracy(dense, validation):.4f} ({time.time() - start:.0f} s)", flush=True)
     finals = [("dense", dense)]
-    for label, block_size in block_configs(sizes):
+    dense_layers = [layer.name for layer in compressible_layers(dense) if isinstance(layer, keras.layers.Dense)]
+    for label, block_size in block_configs(sizes, dense_layers, args.last_layer_unstructured):
         start = time.time()
         config = base.replace(block_size=block_size)
         keras.utils.set_random_seed(args.seed)
@@ -107,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8, 16], help="block lengths to try")
     parser.add_argument("--lenet5-blocks", type=int, nargs="+", default=None,
                         help="block lengths for LeNet-5 (default: --blocks); fewer to save time")
+    parser.add_argument("--last-layer-unstructured", action="store_true",
+                        help="also run each block configuration with the last Dense layer unstructured")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
