@@ -3,8 +3,9 @@
 For LeNet-300-100 and LeNet-5 (dc_keras.models) one dense model is trained per network and shared by every
 configuration. Each configuration prunes a copy to the network's preset sparsities (dc_keras/presets.py) with
 the pipeline's iterative pruning (dc_keras.pipeline.stages.prune), unstructured or with blocks of 4, 8 or 16
-consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured, the
-CompressionConfig default), then clusters it at the preset bits with centroid fine-tuning. Training uses the
+consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured), or,
+with --last-layer-unstructured, also of every Dense kernel but the classifier's (what
+CompressionConfig(block_size=(16, 1)) does), then clusters it at the preset bits with centroid fine-tuning. Training uses the
 training set minus a held-out validation tail (validation_fraction); progress lines show validation accuracy,
 and the test set is evaluated once per configuration at the end, for the table.
 
@@ -37,15 +38,15 @@ def load_data():
             (x_test.astype(np.float32) / 255.0, y_test.astype(np.int64)))
 
 
-def block_configs(sizes, dense_layers=(), last_unstructured=False):
-    """[(label, block_size)]: unstructured first, then r x 1 (inputs) and 1 x c (outputs) for each size; with
-    `last_unstructured`, also each of those with the last of `dense_layers` (the classifier) unstructured."""
+def block_configs(sizes, dense_layers, last_unstructured=False):
+    """[(label, CompressionConfig.block_size)]: unstructured first, then r x 1 (inputs) and 1 x c (outputs) on
+    every one of `dense_layers` for each size; with `last_unstructured`, also each size with the last Dense
+    layer (the classifier) unstructured, which is what a single block_size gives in the pipeline."""
+    shapes = [(f"{n}x1 (inputs)", (n, 1)) for n in sizes] + [(f"1x{n} (outputs)", (1, n)) for n in sizes]
     configs = [("unstructured", None)]
-    configs += [(f"{n}x1 (inputs)", (n, 1)) for n in sizes]
-    configs += [(f"1x{n} (outputs)", (1, n)) for n in sizes]
+    configs += [(label, {name: size for name in dense_layers}) for label, size in shapes]
     if last_unstructured:
-        configs += [(f"{label}, {dense_layers[-1]} unstructured", {name: size for name in dense_layers[:-1]})
-                    for label, size in configs[1:]]
+        configs += [(f"{label}, {dense_layers[-1]} unstructured", size) for label, size in shapes]
     return configs
 
 

@@ -264,12 +264,13 @@ def _mixed_model():
                              keras.layers.Dense(3, name="fc2")])
 
 
-def test_a_single_block_size_applies_to_dense_layers_only():
+def test_a_single_block_size_applies_to_dense_layers_but_the_classifier():
     from dc_keras.pipeline import CompressionConfig, compressible_layers
     from dc_keras.pipeline.config import block_sizes
 
     layers = compressible_layers(_mixed_model())
-    assert block_sizes(CompressionConfig(block_size=(4, 1)), layers) == {"fc1": (4, 1), "fc2": (4, 1)}
+    assert block_sizes(CompressionConfig(block_size=(4, 1)), layers) == {"fc1": (4, 1)}
+    assert block_sizes(CompressionConfig(block_size={"fc2": (4, 1)}), layers) == {"fc2": (4, 1)}
     assert block_sizes(CompressionConfig(block_size={"conv": (2, 2)}), layers) == {"conv": (2, 2)}
     assert block_sizes(CompressionConfig(), layers) == {}
 
@@ -281,8 +282,8 @@ def test_pipeline_prunes_dense_kernels_in_blocks(prune_epochs):
     keras.utils.set_random_seed(0)
     x, y = _data(n=64, shape=(6, 6, 4))
     data = ((x, y), (x[:16], y[:16]))
-    config = CompressionConfig(sparsity=0.75, block_size=(4, 1), prune_epochs=prune_epochs, prune_iterations=1,
-                               epochs=0, batch_size=16, validation_fraction=0.0)
+    config = CompressionConfig(sparsity=0.75, block_size={"fc1": (4, 1), "fc2": (4, 1)}, prune_epochs=prune_epochs,
+                               prune_iterations=1, epochs=0, batch_size=16, validation_fraction=0.0)
     pruned = stages.prune(_mixed_model(), data, config)
     for name in ("fc1", "fc2"):
         kernel = pruned.get_layer(name).kernel.numpy()

@@ -3,7 +3,7 @@
     dc-compress                                    # LeNet-300-100 on Fashion-MNIST -> ./dc_compress_output
     dc-compress --model lenet5 --output_dir out5
     dc-compress --model my_model.keras --data my_data.npz --budget 0.01
-    dc-compress --block_size 16x1                  # Dense kernels pruned in blocks of 16 consecutive inputs
+    dc-compress --block_size 16x1                  # Dense kernels but the last in blocks of 16 consecutive inputs
     dc-compress --epochs 2 --prune_epochs 3 --cluster_epochs 1 --train_examples 5000   # a quick try
 
 Writes into --output_dir: dense.tflite and dense_int8.tflite (the stock float and int8 baselines that
@@ -50,9 +50,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_float("sparsity", None, "target sparsity of every compressible layer (default: the paper's "
                        "per-layer values for lenet300/lenet5, else 0.9)", flag_values=fv)
     flags.DEFINE_float("quality", None, "prune |w| < quality * std(w) instead of a target sparsity", flag_values=fv)
-    flags.DEFINE_string("block_size", None, "block-structured pruning of every Dense kernel as RxC: R consecutive "
-                        "inputs by C consecutive outputs pruned or kept together, e.g. 16x1 (conv layers stay "
-                        "unstructured; 1x1 = unstructured, the default)", flag_values=fv)
+    flags.DEFINE_string("block_size", None, "block-structured pruning of the Dense kernels as RxC: R consecutive "
+                        "inputs by C consecutive outputs pruned or kept together, e.g. 16x1 (the last layer and "
+                        "conv layers stay unstructured; 1x1 = unstructured, the default)", flag_values=fv)
     flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
     flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
