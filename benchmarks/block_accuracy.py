@@ -3,11 +3,11 @@
 For LeNet-300-100 and LeNet-5 (dc_keras.models) one dense model is trained per network and shared by every
 configuration. Each configuration prunes a copy to the network's preset sparsities (dc_keras/presets.py) with
 the pipeline's iterative pruning (dc_keras.pipeline.stages.prune), unstructured or with blocks of 4, 8 or 16
-consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured), or,
+consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured), and,
 with --last-layer-unstructured, also of every Dense kernel but the classifier's (what
-CompressionConfig(block_size=(16, 1)) does), then clusters it at the preset bits with centroid fine-tuning. Training uses the
-training set minus a held-out validation tail (validation_fraction); progress lines show validation accuracy,
-and the test set is evaluated once per configuration at the end, for the table.
+CompressionConfig(block_size=(16, 1)) does); then it clusters at the preset bits with centroid fine-tuning.
+Training uses the training set minus a held-out validation tail (validation_fraction); progress lines show
+validation accuracy, and the test set is evaluated once per configuration at the end, for the table.
 
 Usage:  nice -n 5 python benchmarks/block_accuracy.py [--models lenet300 lenet5] [--dense-epochs 8]
         [--prune-epochs 6] [--prune-iterations 3] [--cluster-epochs 2] [--blocks 4 8 16]
