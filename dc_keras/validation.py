@@ -124,7 +124,7 @@ def _shape(model, attribute: str):
         d is None or isinstance(d, int) for d in shape) else None
 
 
-def check_layer_names(model, config, fields: Iterable[str] = ("sparsity", "quality", "bits")) -> None:
+def check_layer_names(model, config, fields: Iterable[str] = ("sparsity", "quality", "block_size", "bits")) -> None:
     """Per-layer dict keys of `config` must name compressible layers of the model: a typo must not pass
     silently (the layer would quietly stay uncompressed)."""
     from dc_keras.pipeline import compressible_layers

@@ -233,7 +233,7 @@ def test_layer_and_list_inputs():
 def test_bad_arguments_raise():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
     with pytest.raises(ValueError, match="block_size"):
-        dc_keras.prune_low_magnitude(model, block_size=(1, 4))
+        dc_keras.prune_low_magnitude(model, block_size=(0, 4))
     with pytest.raises(ValueError, match="typo"):
         dc_keras.prune_low_magnitude(model, per_layer={"typo": None})
     with pytest.raises(TypeError):

@@ -3,6 +3,7 @@
     dc-compress                                    # LeNet-300-100 on Fashion-MNIST -> ./dc_compress_output
     dc-compress --model lenet5 --output_dir out5
     dc-compress --model my_model.keras --data my_data.npz --budget 0.01
+    dc-compress --block_size 16x1                  # Dense kernels but the last in blocks of 16 consecutive inputs
     dc-compress --epochs 2 --prune_epochs 3 --cluster_epochs 1 --train_examples 5000   # a quick try
 
 Writes into --output_dir: dense.tflite and dense_int8.tflite (the stock float and int8 baselines that
@@ -52,6 +53,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_float("sparsity", None, "target sparsity of every compressible layer (default: the paper's "
                        "per-layer values for lenet300/lenet5, else 0.9)", flag_values=fv)
     flags.DEFINE_float("quality", None, "prune |w| < quality * std(w) instead of a target sparsity", flag_values=fv)
+    flags.DEFINE_string("block_size", None, "block-structured pruning of the Dense kernels as RxC: R consecutive "
+                        "inputs by C consecutive outputs pruned or kept together, e.g. 16x1 (the last layer and "
+                        "conv layers stay unstructured; 1x1 = unstructured, the default)", flag_values=fv)
     flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
     flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
@@ -84,7 +88,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     return flag_values
 
 
-_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "bits", "index_bits",
+_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "block_size", "bits",
+               "index_bits",
                "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
                "train_examples", "validation_fraction", "patience", "distill_weight", "distill_temperature",
                "max_drop", "strict", "auto", "auto_rounds", "plots", "verbosity_level")
@@ -167,6 +172,17 @@ def load_data(path: Optional[str], train_examples: Optional[int] = None):
     return data, source
 
 
+def parse_block_size(text: str):
+    """``"RxC"`` (e.g. ``"16x1"``) -> ``(R, C)``; InputError naming the expected form otherwise."""
+    parts = text.strip().lower().split("x")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise InputError(f"--block_size must be RxC with positive integers R and C, e.g. 16x1, got {text!r}")
+    size = (int(parts[0]), int(parts[1]))
+    if min(size) < 1:
+        raise InputError(f"--block_size entries must be >= 1, got {text!r}")
+    return size
+
+
 def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
     """The CompressionConfig from --config (or defaults) with the flags given on the command line applied.
 
@@ -190,6 +206,8 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
                  "max_drop"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
+    if fv.block_size is not None:
+        changes["block_size"] = parse_block_size(fv.block_size)
     if fv.quality is not None:
         changes.update(quality=fv.quality, sparsity=None)
     if fv.sparsity is not None:

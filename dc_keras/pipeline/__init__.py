@@ -205,7 +205,7 @@ class DeepCompression:
     def prune(self, model=None):
         """Iterative magnitude pruning with retraining; returns the stripped pruned model."""
         model = self._input(model, "dense_model", "prune")
-        check_layer_names(model, self.config, ("sparsity", "quality"))
+        check_layer_names(model, self.config, ("sparsity", "quality", "block_size"))
         c = self.config
         start = self._header(f"pruning: {c.prune_iterations} iterations, {c.prune_epochs} retraining epochs")
         pruned, summaries = stages.prune(model, self.splits(), c, verbose=self.verbose, teacher=self._teacher(model))

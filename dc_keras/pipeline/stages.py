@@ -14,7 +14,7 @@ import numpy as np
 
 from dc_keras import interrupts
 from dc_keras.atomic import atomic_write
-from dc_keras.pipeline.config import CompressionConfig, dense_epoch_budget, per_layer_value, ramp
+from dc_keras.pipeline.config import CompressionConfig, block_sizes, dense_epoch_budget, per_layer_value, ramp
 from dc_keras.pipeline.keras_tools import (compressible_layers, copy_model, kernel_arrays, tflite_accuracy,
                                            tflite_from_keras)
 from dc_keras.pipeline.training import (DataSplits, TeacherTargets, accuracy_on, fit, split_data,
@@ -124,15 +124,22 @@ def prune_once(model, config: CompressionConfig):
     """Prunes `model` in place to the final targets without retraining (prune_epochs == 0): the quality rule
     through the same schedule the pruning wrappers use, a sparsity as magnitude pruning."""
     from dc_keras import layer_registry
+    from dc_keras.pruning.blocks import UNSTRUCTURED, BlockLayout
     from dc_keras.sensitivity import magnitude_prune
 
-    for layer in compressible_layers(model):
+    layers = compressible_layers(model)
+    blocks = block_sizes(config, layers)
+    for layer in layers:
         schedule = _schedule(config, layer.name, 1.0)
         if schedule is None:
             continue
-        for _, variable in layer_registry.compressible_weights(layer):
+        for name, variable in layer_registry.compressible_weights(layer):
             values = np.asarray(variable.numpy())
-            if config.quality is not None:
+            if blocks.get(layer.name, UNSTRUCTURED) != UNSTRUCTURED:
+                layout = BlockLayout(values.shape, blocks[layer.name], name=f"layer {layer.name!r}, weight {name!r}")
+                _, mask = schedule.compute_block_mask(0, values, layout)
+                variable.assign(np.where(np.asarray(mask) != 0, values, 0).astype(values.dtype))
+            elif config.quality is not None:
                 _, mask = schedule.compute_mask(0, values)
                 variable.assign(np.where(np.asarray(mask) != 0, values, 0).astype(values.dtype))
             else:
@@ -158,8 +165,9 @@ def prune(model, data, config: CompressionConfig, verbose: int = 0, teacher=None
     import dc_keras
     from dc_keras.callbacks import UpdatePruningStep
 
-    check_layer_names(model, config, ("sparsity", "quality"))
+    check_layer_names(model, config, ("sparsity", "quality", "block_size"))
     current = copy_model(model)
+    blocks = block_sizes(config, compressible_layers(current))
     if not config.prune_epochs:
         return prune_once(current, config), []
     distill = distillation_targets(teacher, data, config, verbose)
@@ -173,7 +181,7 @@ def prune(model, data, config: CompressionConfig, verbose: int = 0, teacher=None
         if verbose:
             targets = ", ".join(f"{n} {describe(s)}" for n, s in schedules.items())
             print(f"pruning iteration {iteration}/{config.prune_iterations} ({epochs} epochs): {targets}", flush=True)
-        wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules)
+        wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules, block_size=blocks)
         summaries.append(fit(wrapped, data, config, epochs, config.prune_learning_rate,
                              callbacks=[UpdatePruningStep()], verbose=verbose, teacher=distill))
         current = dc_keras.strip_pruning(wrapped)

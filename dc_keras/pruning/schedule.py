@@ -94,6 +94,20 @@ class PruningSchedule:
         mask = tf.scatter_nd(tf.expand_dims(indices, 1), tf.ones_like(values), tf.shape(flat, out_type=tf.int32))
         return tf.cast(threshold, abs_weight.dtype), tf.reshape(tf.cast(mask, abs_weight.dtype), tf.shape(weight))
 
+    def compute_block_mask(self, step, weight, layout) -> Tuple[tf.Tensor, tf.Tensor]:
+        """New ``(threshold, mask)`` for block pruning: ``layout`` (a ``dc_keras.pruning.blocks.BlockLayout``)
+        scores the blocks of ``weight``; the highest-scoring blocks are kept while the kept weights stay
+        within ``max(round(n * (1 - sparsity)), 1)`` (at least one block). The threshold is the lowest kept
+        block score."""
+        return layout.keep_top(layout.pool(weight), self(step)[1])
+
+    def supports_blocks(self) -> bool:
+        """Whether :meth:`compute_block_mask` applies to this schedule: not when a subclass replaced
+        :meth:`compute_mask` with its own rule but left the sparsity-based block rule in place."""
+        own_mask = type(self).compute_mask is not PruningSchedule.compute_mask
+        own_block_mask = type(self).compute_block_mask is not PruningSchedule.compute_block_mask
+        return own_block_mask or not own_mask
+
     def for_layer(self, layer_name: str) -> "PruningSchedule":
         """The schedule to use for the layer called ``layer_name`` (itself unless it has per-layer settings)."""
         return self
@@ -228,6 +242,13 @@ class SensitivityThreshold(PruningSchedule):
         abs_weight = tf.math.abs(weight)
         threshold = tf.cast(self.quality, weight.dtype) * tf.math.reduce_std(weight)
         return threshold, tf.cast(abs_weight >= threshold, weight.dtype)
+
+    def compute_block_mask(self, step, weight, layout):
+        """Threshold ``quality * std(weight)`` (over the weights, as unstructured); the mask keeps the blocks
+        whose score (``layout``'s mean or max of ``|w|``) is at least the threshold."""
+        weight = tf.convert_to_tensor(weight)
+        threshold = tf.cast(self.quality, weight.dtype) * tf.math.reduce_std(weight)
+        return threshold, tf.cast(layout.keep_above(layout.pool(weight), threshold), weight.dtype)
 
     def for_layer(self, layer_name):
         """A copy with this layer's quality and no overrides (what a single wrapper stores)."""

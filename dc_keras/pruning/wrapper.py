@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from dc_keras import layer_registry
+from dc_keras.pruning.blocks import UNSTRUCTURED, BlockLayout, block_refusal, check_block_size, check_pooling
 from dc_keras.pruning.schedule import ConstantSparsity, as_schedule
 
 __all__ = ["PrunableLayer", "PruneLowMagnitude", "prune_low_magnitude", "collect_prunable_layers"]
@@ -82,12 +83,16 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             ``get_prunable_weights()``.
         pruning_schedule: a dc_keras schedule or tfmot's PolynomialDecay/ConstantSparsity
             (default ``ConstantSparsity(0.5, begin_step=0)``, tfmot's default).
+        block_size: ``(r, c)`` blocks pruned or kept together, on the last two kernel axes (Dense:
+            ``(inputs, outputs)``, so ``(16, 1)`` is 16 consecutive inputs of one output; see
+            :mod:`dc_keras.pruning.blocks`). ``(1, 1)`` (default) prunes single weights.
+        block_pooling_type: ``"AVG"`` or ``"MAX"``: how a block's magnitudes are scored.
         **kwargs: Keras layer arguments (``name`` defaults to ``"prune_low_magnitude_" + layer.name``).
     """
 
     TRANSFORM = "pruning"
 
-    def __init__(self, layer, pruning_schedule=None, **kwargs):
+    def __init__(self, layer, pruning_schedule=None, block_size=UNSTRUCTURED, block_pooling_type="AVG", **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(f"PruneLowMagnitude wraps a keras.layers.Layer, got {layer!r}")
         if isinstance(layer, PruneLowMagnitude):
@@ -105,6 +110,18 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(layer, **kwargs)
         self.pruning_schedule = as_schedule(pruning_schedule).for_layer(layer.name)
+        self.block_size = check_block_size(block_size)
+        self.block_pooling_type = check_pooling(block_pooling_type)
+        if self.block_size != UNSTRUCTURED:
+            refusal = block_refusal(layer)
+            if refusal:
+                raise ValueError(refusal)
+            if not self.pruning_schedule.supports_blocks():
+                raise ValueError(
+                    f"layer {layer.name!r}: {type(self.pruning_schedule).__name__} overrides compute_mask but not "
+                    "compute_block_mask, so it cannot choose blocks; implement compute_block_mask or use "
+                    "block_size=(1, 1)")
+        self._layouts = []  # one BlockLayout (or None: unstructured) per prunable weight
         self._pruning_vars = []  # (weight variable, mask variable, threshold variable)
         # UpdatePruningStep sets 0 here for a wrapper that is still unbuilt when training begins (built
         # inside the first training call), so that its step does not start at the "no callback" value.
@@ -121,6 +138,7 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
                              "returned an empty list)")
         self._pruning_vars = []
         self._state_variables = []
+        self._layouts = [self._layout(name, weight) for name, weight in pairs]
         for name, weight in pairs:
             if not isinstance(weight, keras.Variable):
                 raise ValueError(f"layer {self.layer.name!r}: prunable weight {name!r} is not a keras.Variable "
@@ -136,6 +154,12 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             if not isinstance(weight.constraint, _MaskConstraint):
                 weight.constraint = _MaskConstraint(mask, weight.constraint)
         self.built = True
+
+    def _layout(self, name, weight) -> Optional[BlockLayout]:
+        if self.block_size == UNSTRUCTURED:
+            return None
+        return BlockLayout(weight.shape, self.block_size, self.block_pooling_type,
+                           name=f"layer {self.layer.name!r}, weight {name!r}")
 
     def _add_state(self, name, shape, dtype, initializer):
         # Layer.add_weight has no `synchronization` argument; this is what it does, plus sync-on-read
@@ -187,12 +211,15 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             should_prune = self.pruning_schedule.should_prune(step)
 
         def update():
-            for weight, mask, threshold in self._pruning_vars:
+            for (weight, mask, threshold), layout in zip(self._pruning_vars, self._layouts):
                 # Rank the effective weights, so that a position pruned earlier is never ranked by a stale value.
                 current = keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype))
-                new_threshold, new_mask = self.pruning_schedule.compute_mask(step, current)
-                mask.assign(new_mask)
-                threshold.assign(new_threshold)
+                if layout is None:
+                    new_threshold, new_mask = self.pruning_schedule.compute_mask(step, current)
+                else:
+                    new_threshold, new_mask = self.pruning_schedule.compute_block_mask(step, current, layout)
+                mask.assign(tf.cast(new_mask, mask.dtype))
+                threshold.assign(tf.cast(new_threshold, threshold.dtype))
                 # Zero the newly pruned weights before this step's forward pass reads them.
                 weight.assign(keras.ops.multiply(current, keras.ops.cast(new_mask, current.dtype)))
             return tf.constant(True)
@@ -232,9 +259,11 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
 
     # ------------------------------------------------------------------ serialisation
     def get_config(self):
-        """Inner layer config plus the serialized schedule."""
+        """Inner layer config plus the serialized schedule and the block settings."""
         config = super().get_config()
         config["pruning_schedule"] = keras.saving.serialize_keras_object(self.pruning_schedule)
+        config["block_size"] = list(self.block_size)
+        config["block_pooling_type"] = self.block_pooling_type
         return config
 
     @classmethod
@@ -282,10 +311,25 @@ def _has_weights(layer) -> bool:
 
 class _Wrapping:
     """How prune_low_magnitude wraps a layer: its default schedule, the per-layer overrides (None: stay
-    dense) and the keyword arguments of each PruneLowMagnitude."""
+    dense), the block size (one for every layer, or per layer name) and the keyword arguments of each
+    PruneLowMagnitude."""
 
-    def __init__(self, default, overrides: Mapping[str, object], kwargs: dict):
+    def __init__(self, default, overrides: Mapping[str, object], kwargs: dict, block_size=UNSTRUCTURED):
         self.default, self.overrides, self.kwargs = default, overrides, kwargs
+        if isinstance(block_size, Mapping):
+            self.blocks = {name: check_block_size(size, f"block_size[{name!r}]") for name, size in block_size.items()}
+            self.default_block = UNSTRUCTURED
+        else:
+            self.blocks, self.default_block = {}, check_block_size(block_size)
+        self.unblocked = []  # layers given unstructured masks because the default block size does not fit them
+
+    def _block_size(self, layer, direct: bool):
+        if layer.name in self.blocks:
+            return self.blocks[layer.name]
+        if self.default_block != UNSTRUCTURED and not direct and block_refusal(layer):
+            self.unblocked.append(f"{layer.name} ({type(layer).__name__})")
+            return UNSTRUCTURED
+        return self.default_block
 
     def wrap(self, layer, direct: bool):
         """`layer` wrapped for pruning, or unchanged (already wrapped, kept dense, or unsupported: then a
@@ -302,14 +346,16 @@ class _Wrapping:
                     "Dense, Conv1D, Conv2D, DepthwiseConv2D, Conv2DTranspose and Embedding layers, and layers "
                     "that implement get_prunable_weights()")
             return layer
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, **self.kwargs)
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=self._block_size(layer, direct),
+                                 **self.kwargs)
 
     def check_names(self, names) -> None:
-        """ValueError when per_layer names a layer not among `names`."""
-        unknown = sorted(set(self.overrides) - set(names))
-        if unknown:
-            raise ValueError(f"per_layer names layers that are not in the model: {unknown}; "
-                             f"layers are {sorted(names)}")
+        """ValueError when per_layer or a block_size mapping names a layer not among `names`."""
+        for option, named in (("per_layer", self.overrides), ("block_size", self.blocks)):
+            unknown = sorted(set(named) - set(names))
+            if unknown:
+                raise ValueError(f"{option} names layers that are not in the model: {unknown}; "
+                                 f"layers are {sorted(names)}")
 
 
 def _prune_model(model, wrapping: _Wrapping):
@@ -332,6 +378,9 @@ def _prune_model(model, wrapping: _Wrapping):
     pruned = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
     if skipped:
         _LOG.warning("dc_keras.prune_low_magnitude: not pruned (unsupported type): %s", ", ".join(skipped))
+    if wrapping.unblocked:
+        _LOG.warning("dc_keras.prune_low_magnitude: pruned unstructured (block_size %s does not apply to their "
+                     "kernels): %s", wrapping.default_block, ", ".join(wrapping.unblocked))
     return pruned
 
 
@@ -350,7 +399,15 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), bloc
         to_prune: a keras Layer, a list of layers, or a Sequential / functional keras Model.
         pruning_schedule: dc_keras PolynomialDecay, ConstantSparsity, SensitivityThreshold or tfmot's
             PolynomialDecay/ConstantSparsity (default ``ConstantSparsity(0.5, 0)``, as tfmot).
-        block_size, block_pooling_type: tfmot arguments; only unstructured pruning ``(1, 1)`` is supported.
+        block_size: ``(r, c)``: prune whole blocks of ``r`` consecutive rows by ``c`` consecutive columns of
+            each kernel's last two axes, tfmot's orientation. Dense kernels are ``(inputs, outputs)``:
+            ``(16, 1)`` is 16 consecutive inputs of one output, ``(1, 16)`` 16 consecutive outputs of one
+            input; Conv1D/Conv2D kernels are blocked over ``(in_channels, out_channels)`` at each tap.
+            DepthwiseConv2D, Conv2DTranspose and Embedding take no blocks: asked for directly they raise
+            ValueError, inside a model they are pruned unstructured (with a notice). A dict
+            ``{layer name: (r, c)}`` (a dc_keras extension) sets blocks per layer; unnamed layers get (1, 1).
+        block_pooling_type: ``"AVG"`` (mean ``|w|`` of a block, default) or ``"MAX"``: the score blocks are
+            ranked by.
         per_layer: optional ``{layer name: schedule or None}``; a schedule overrides ``pruning_schedule``
             for that layer, None leaves that layer dense. Names that match no layer raise ValueError.
         **kwargs: passed to each :class:`PruneLowMagnitude`.
@@ -358,14 +415,11 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), bloc
     Returns:
         the wrapped layer, list or model.
     """
-    if tuple(block_size) != (1, 1):
-        raise ValueError(f"dc_keras prunes individual weights only: block_size must be (1, 1), got {block_size}")
-    if block_pooling_type not in ("AVG", "MAX"):
-        raise ValueError(f"block_pooling_type must be 'AVG' or 'MAX', got {block_pooling_type!r}")
+    check_pooling(block_pooling_type)
     default = as_schedule(pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0))
     overrides = {name: None if schedule is None else as_schedule(schedule)
                  for name, schedule in dict(per_layer or {}).items()}
-    wrapping = _Wrapping(default, overrides, kwargs)
+    wrapping = _Wrapping(default, overrides, dict(kwargs, block_pooling_type=block_pooling_type), block_size)
 
     if isinstance(to_prune, (list, tuple)):
         for layer in to_prune:
