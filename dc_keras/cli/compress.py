@@ -51,6 +51,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_float("quality", None, "prune |w| < quality * std(w) instead of a target sparsity", flag_values=fv)
     flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
+    flags.DEFINE_float("bit_budget", None, "choose per-layer codebook bits after pruning: the smallest coded size "
+                       "whose accuracy drop (before fine-tuning) stays within this (absolute, e.g. 0.005)",
+                       flag_values=fv)
     flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
     flags.DEFINE_integer("epochs", None, "dense training epochs", flag_values=fv)
@@ -67,7 +70,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     return flag_values
 
 
-_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "bits", "index_bits",
+_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "bits", "bit_budget",
+               "index_bits",
                "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
                "train_examples", "plots", "verbosity_level")
 
@@ -165,7 +169,7 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
         config = CompressionConfig()
     changes = {}
     for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
-                 "index_bits"):
+                 "index_bits", "bit_budget"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
     if fv.quality is not None:

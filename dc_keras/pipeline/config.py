@@ -42,6 +42,10 @@ class CompressionConfig:
         (retraining uses lower rates: the paper retrains pruned nets at 1/10 to 1/100 of the original).
       centroid_init: "linear" (the paper's best), "density", "random" or "kmeans++".
       validation_fraction: share of the training data held out for sensitivity analysis.
+      bit_budget: if set, per-layer codebook bits are chosen after pruning by dc_keras.bit_allocation: each
+        layer's `bits` (or the paper's default) is the largest candidate, down to 3 fewer, and the widths
+        with the smallest coded size whose accuracy (before fine-tuning, on the validation split or else
+        the training tail) stays within this absolute drop of the pruned model's are kept.
       seed: random seed of weight initialisation, shuffling and k-means.
     """
 
@@ -60,6 +64,7 @@ class CompressionConfig:
     centroid_init: str = "linear"
     validation_fraction: float = 0.1
     seed: int = 0
+    bit_budget: Any = None
 
     def __post_init__(self):
         self.validate()
@@ -101,6 +106,8 @@ class CompressionConfig:
         if not _is_real(self.validation_fraction) or not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"CompressionConfig: validation_fraction must be in [0, 1), "
                              f"got {self.validation_fraction!r}")
+        if self.bit_budget is not None and (not _is_real(self.bit_budget) or not 0.0 <= self.bit_budget < 1.0):
+            raise ValueError(f"CompressionConfig: bit_budget must be None or in [0, 1), got {self.bit_budget!r}")
         if not _is_int(self.seed):
             raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
 
