@@ -122,7 +122,8 @@ def read_codec(stdout: str, data) -> tuple:
 def read_kmeans(stdout: str, data) -> tuple:
     ours = _search(r"dc_keras cluster_weights \(Keras 3 model\):\s+([\d.]+) s", stdout)
     try:
-        theirs = f"tfmot cluster_weights {_search(r'tfmot 0.8 cluster_weights.*?:\s+([\d.]+) s', stdout)} s"
+        seconds = _search(r"tfmot 0.8 cluster_weights.*?:\s+([\d.]+) s", stdout)
+        theirs = f"tfmot cluster_weights {seconds} s"
     except ValueError:
         theirs = "tfmot skipped"
     return f"cluster_weights {ours} s", theirs

@@ -93,3 +93,33 @@ def test_export_index_bits_auto_writes_the_smallest_width(tmp_path):
     assert any(l.index_bits != 5 for l in auto.layers)
     with pytest.raises(ValueError, match="index_bits"):
         dc_keras.export_tflite(model, tmp_path / "bad.tflite", index_bits="smallest")
+
+
+def test_pipeline_bit_budget_replaces_config_bits_and_reports_them(tmp_path):
+    import keras
+
+    from dc_keras.pipeline import CompressionConfig, DeepCompression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    y = x[:, :3].argmax(axis=1).astype(np.int64)
+    data = ((x[:240], y[:240]), (x[240:], y[240:]))
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu", name="fc1"),
+                              keras.layers.Dense(3, name="fc2")])
+    config = CompressionConfig(sparsity=0.5, bits={"fc1": 4, "fc2": 4}, bit_budget=0.99, epochs=1,
+                               prune_epochs=1, prune_iterations=1, cluster_epochs=1, batch_size=32,
+                               validation_fraction=0.25)
+    dc = DeepCompression(config, data, verbose=0)
+    report = dc.run(model, str(tmp_path / "out"), plots=False)
+    assert dc.config.bits == {"fc1": 2, "fc2": 2}  # a budget of 99 points takes the narrowest candidates
+    assert report["bit_allocation"]["bits"] == {"fc1": 2, "fc2": 2}
+    assert all(row["weight_bits_pq"] <= 2 for row in report["table2"])
+    assert report["file_breakdown"]["total"] == report["files"]["compressed.tflite"]
+    assert "bits chosen by allocation: fc1 2, fc2 2" in (tmp_path / "out" / "report.txt").read_text()
+
+
+def test_config_rejects_a_bad_bit_budget():
+    from dc_keras.pipeline import CompressionConfig
+
+    with pytest.raises(ValueError, match="bit_budget"):
+        CompressionConfig(bit_budget=1.5)

@@ -293,7 +293,7 @@ class DeepCompression:
             result["sensitivity"] = self.sensitivity.to_dict()
         if self.bit_allocation is not None:
             result["bit_allocation"] = self.bit_allocation.to_dict()
-        if self.export_report is not None and self.export_report.breakdown:
+        if getattr(self.export_report, "breakdown", None):
             result["file_breakdown"] = dict(self.export_report.breakdown)
         return result
 
