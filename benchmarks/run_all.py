@@ -130,12 +130,25 @@ def read_kmeans(stdout: str, data) -> tuple:
 
 
 def read_pruning(stdout: str, data) -> tuple:
-    lines = [line.strip() for line in stdout.splitlines() if re.match(r"\s+\S.*\d+\.\d+\s+\d+\.\d+\s*$", line)]
-    return "; ".join(lines[-3:]) or stdout.strip().splitlines()[-1], "plain Keras 3 fit / tfmot (same run)"
+    ratios = {label: (wall, cpu) for label, wall, cpu in
+              re.findall(r"^\s+(\S+ / [\S ]+?)\s+([\d.]+)\s+([\d.]+)", stdout, re.MULTILINE)}
+    ours = ratios["dc_keras / keras plain"]
+    tfmot = ratios["tfmot / tf_keras plain"]
+    return (f"dc_keras pruning / plain Keras 3 fit: {ours[0]} wall, {ours[1]} CPU",
+            f"tfmot / plain tf_keras: {tfmot[0]} wall, {tfmot[1]} CPU")
 
 
 def read_reliability(stdout: str, data) -> tuple:
-    return stdout.strip().splitlines()[-1], "0 crash / hang / silent wrong expected"
+    header = next(line for line in stdout.splitlines() if line.startswith("| attack class"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    totals = {c: 0 for c in columns[1:]}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) == len(columns) and cells[1].isdigit():
+            for column, cell in zip(columns[1:], cells[1:]):
+                totals[column] += int(cell) if cell.isdigit() else 0
+    shown = ", ".join(f"{v} {k}" for k, v in totals.items() if v or k in ("crash", "hang", "silent wrong"))
+    return shown, "0 crash / hang / silent wrong / data lost / raw traceback expected"
 
 
 def benchmarks(python: str) -> List[Benchmark]:
@@ -179,7 +192,7 @@ def run(bench: Benchmark, quick: bool, scratch: str, keep: Optional[str]) -> dic
     if bench.json_flag:
         json_path = os.path.join(scratch, bench.name + ".json")
         argv += [bench.json_flag, json_path]
-    command = " ".join(argv[1:])
+    command = " ".join((bench.quick_argv if quick else bench.argv)[1:])
     start = time.perf_counter()
     print(f"$ {command}", file=sys.stderr, flush=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p))
