@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _shared(kernel: np.ndarray, sparsity: float, bits: int, rng) -> np.ndarray:
+def _shared(kernel: np.ndarray, sparsity: float, bits: int) -> np.ndarray:
     """`kernel` magnitude-pruned to `sparsity`, its survivors replaced by 2^bits quantile centroids."""
     flat = kernel.reshape(-1).copy()
     keep = np.abs(flat) >= np.quantile(np.abs(flat), sparsity)
@@ -44,7 +44,7 @@ def build(model_name: str):
     for layer in model.layers:
         if layer.name in preset["sparsity"]:
             kernel = np.asarray(layer.kernel.numpy())
-            layer.kernel.assign(_shared(kernel, preset["sparsity"][layer.name], preset["bits"][layer.name], rng))
+            layer.kernel.assign(_shared(kernel, preset["sparsity"][layer.name], preset["bits"][layer.name]))
             layer.bias.assign(rng.normal(0, 0.05, layer.bias.shape).astype(np.float32))
     return model
 
@@ -77,8 +77,9 @@ def main(argv=None) -> int:
     reference = _outputs(before, x)
     print(f"{args.model}: before the cuts {len(before)} B")
     print("  " + format_breakdown(report_from_model(flatbuffer.load(before), len(before)).breakdown))
-    blob_names = lambda m: {int(t.buffer) for sg in m.subgraphs for t in sg.tensors  # noqa: E731
-                            if flatbuffer.text(t.name).endswith("/dc_blob")}
+    def blob_buffers(m):
+        return {int(t.buffer) for sg in m.subgraphs for t in sg.tensors if flatbuffer.text(t.name).endswith("/dc_blob")}
+
     steps = [("fold the dynamic Flatten reshape", lambda m: (slim.fold_static_reshapes(m), slim.remove_dead_ops(m))),
              ("share empty buffers", slim.share_empty_buffers),
              ("drop converter metadata and description", slim.drop_informational_metadata),
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         if cut is not None:
             cut(tflite_model)
         else:
-            byte_buffers = blob_names(tflite_model)
+            byte_buffers = blob_buffers(tflite_model)  # the last step: no renumbering after it
         flatbuffer.remove_unused(tflite_model)
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix="/dc_blob")
         data = flatbuffer.serialize(tflite_model, byte_buffers=byte_buffers)
@@ -102,8 +103,6 @@ def main(argv=None) -> int:
         if not same:
             return 1
         size = len(data)
-        if cut is None:
-            byte_buffers = blob_names(tflite_model)
     print(f"after the cuts {len(data)} B ({len(before) - len(data)} B saved)")
     print("  " + format_breakdown(report_from_model(flatbuffer.load(data), len(data)).breakdown))
     return 0
