@@ -58,6 +58,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                         "conv layers stay unstructured; 1x1 = unstructured, the default)", flag_values=fv)
     flags.DEFINE_integer("bits", None, "codebook index bits of every layer (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
+    flags.DEFINE_float("bit_budget", None, "choose per-layer codebook bits after pruning: the smallest coded size "
+                       "whose accuracy drop (before fine-tuning) stays within this (absolute, e.g. 0.005)",
+                       flag_values=fv)
     flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
     flags.DEFINE_integer("epochs", None, "dense training epochs", flag_values=fv)
@@ -88,7 +91,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     return flag_values
 
 
-_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "block_size", "bits",
+_FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "block_size", "bits", "bit_budget",
                "index_bits",
                "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
                "train_examples", "validation_fraction", "patience", "distill_weight", "distill_temperature",
@@ -203,7 +206,7 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
     changes = {}
     for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
                  "index_bits", "validation_fraction", "patience", "distill_weight", "distill_temperature",
-                 "max_drop"):
+                 "max_drop", "bit_budget"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
     if fv.block_size is not None:

@@ -31,10 +31,11 @@ _LAZY = {
     "decode_blocks": "dc_keras.codec.decoder",
     "parse_info": "dc_keras.codec.format",
     "analyze": "dc_keras.codec.analysis",
+    "smallest_index_bits": "dc_keras.codec.encoder",
 }
 
 __all__ = ["BlobInfo", "CodecError", "analyze", "decode", "decode_blocks", "decode_streams", "encode", "native",
-           "parse_info"]
+           "parse_info", "smallest_index_bits"]
 
 
 def __getattr__(name: str):

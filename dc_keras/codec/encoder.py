@@ -294,6 +294,31 @@ def _encode_block(array: np.ndarray, axis: str, block_len: int, bits: int, index
                  fp16, block_len)
 
 
+def smallest_index_bits(weights, coder: str = "huffman", candidates=None) -> int:
+    """The relative index width (of `candidates`, default every width the format allows) whose sparse-layout
+    index stream is smallest for `weights` under `coder`; exact for "huffman" and "raw". Narrow widths
+    cost filler entries on long gaps, wide ones bits on every entry, and which wins depends on the layer's
+    density and on how its nonzeros cluster, so it is measured rather than assumed. Ties go to the
+    smaller width."""
+    if coder not in _CODERS:
+        raise ValueError(f"coder must be one of {_CODERS}, got {coder!r}")
+    candidates = list(range(limits.MIN_INDEX_BITS, limits.MAX_INDEX_BITS + 1)) if candidates is None \
+        else [int(c) for c in candidates]
+    if not candidates:
+        raise ValueError("smallest_index_bits needs at least one candidate width")
+    for width in candidates:
+        limits.check_index_bits(width)
+    positions = np.flatnonzero(_weights_array(weights).reshape(-1))
+    best = None
+    for width in sorted(candidates):
+        delta = _relative_indices(positions, width)
+        size = (_stream_plan(delta, np.bincount(delta, minlength=1 << width), 1 << width, width, coder)[1]
+                if len(delta) else 0) + len(write_varint(len(delta)))
+        if best is None or size < best[0]:
+            best = (size, width)
+    return best[1]
+
+
 def _check_arguments(bits, index_bits, coder: str, codebook_dtype: str, layout: str) -> None:
     """ValueError naming the first of encode's options that is out of range."""
     limits.check_bits(bits)

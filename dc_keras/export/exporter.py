@@ -18,9 +18,10 @@ from typing import Dict, Iterable, Optional, Sequence
 import numpy as np
 
 from dc_keras import atomic, layer_registry
-from dc_keras.export import channel_scale, flatbuffer
+from dc_keras.export import channel_scale, flatbuffer, slim
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
+from dc_keras.export.rewrite_base import IndexBitsOption
 from dc_keras.export.rewriters import BLOB_SUFFIX, REWRITERS, BitsOption, RewriteSettings, Skipped
 
 
@@ -109,20 +110,28 @@ def _layer_name(names: Dict[str, str], weights: Optional[np.ndarray], tensor_nam
     return tensor_name
 
 
-def _add_metadata(model, payload: dict) -> None:
+def _blob_buffers(model) -> set:
+    """Indices of the buffers holding compressed blobs (tensors named *BLOB_SUFFIX)."""
+    return {int(tensor.buffer) for subgraph in model.subgraphs for tensor in subgraph.tensors or []
+            if flatbuffer.text(tensor.name).endswith(BLOB_SUFFIX) and int(tensor.buffer) > 0}
+
+
+def _add_metadata(model, payload: dict, compact: bool = False) -> None:
     from tensorflow.lite.python import schema_py_generated as schema
 
     metadata = schema.MetadataT()
     metadata.name = METADATA_NAME
-    metadata.buffer = flatbuffer.add_buffer(model, json.dumps(payload, sort_keys=True).encode())
+    separators = (",", ":") if compact else None
+    metadata.buffer = flatbuffer.add_buffer(model, json.dumps(payload, sort_keys=True,
+                                                              separators=separators).encode())
     model.metadata = (model.metadata or []) + [metadata]
 
 
-def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOption = None, coder: str = "huffman",
+def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBitsOption = None, coder: str = "huffman",
                   layout: str = "sparse", min_rate: float = 2.0, verify: bool = False,
                   sample_inputs: Optional[np.ndarray] = None, tolerance: Optional[float] = None,
                   verify_batch_sizes: Sequence[int] = (1, 32), dense_path=None,
-                  short_names: bool = True) -> ExportReport:
+                  short_names: bool = True, slim_graph: bool = True) -> ExportReport:
     """Writes `model` as a .tflite whose compressible layers are dc ops with compressed weights.
 
     Args:
@@ -132,7 +141,9 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
         leaves an existing file untouched). New files get the umask's permissions.
       bits: codebook index width: None (per layer, the fewest bits that hold its distinct values), an int, or
         {keras layer name: int}. A layer with more distinct values than an explicit 2^bits is an error.
-      index_bits: relative index width (None: layer_registry's default, 5 for FC as in the paper), int or dict.
+      index_bits: relative index width (None: layer_registry's default, 5 for FC as in the paper), int, "auto"
+        (per layer the width whose coded index stream is smallest, codec.smallest_index_bits) or a dict of
+        layer name -> int or "auto".
       coder: "huffman" (the paper's), "rans", "raw" or "auto" (see dc_keras.codec.encode).
       layout: "sparse" (what the delegate's kernels compute on), "dense" or "auto".
       min_rate: compress a layer only if its blob is at least this many times smaller than its float weights.
@@ -146,6 +157,9 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
       dense_path: if given, also write the converter's dense float .tflite there (for comparisons).
       short_names: rename intermediate tensors to "t<index>" (graph inputs/outputs and blobs keep their
         names); the converter's fused-op names are a few percent of a small compressed file.
+      slim_graph: apply dc_keras.export.slim's cuts (fold the dynamic Flatten reshape, share empty buffers,
+        drop the converter's informational metadata, name inputs/outputs after their signature keys, 4-byte
+        aligned blobs); the file stays loadable by stock LiteRT and computes the same outputs.
 
     Returns:
       ExportReport: per-layer paper Table 2 columns measured from the blobs, file sizes, verification.
@@ -179,11 +193,15 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: BitsOptio
             "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
 
     flatbuffer.remove_unused(tflite_model)
+    if slim_graph:
+        slim.slim(tflite_model)
     if short_names:
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
-    _add_metadata(tflite_model, {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped,
-                                 "channel_scaled": rescaled})
-    data = flatbuffer.serialize(tflite_model)
+    payload = {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped, "channel_scaled": rescaled}
+    if slim_graph:  # readers default both lists to empty
+        payload = {key: value for key, value in payload.items() if value != []}
+    _add_metadata(tflite_model, payload, compact=slim_graph)
+    data = flatbuffer.serialize(tflite_model, byte_buffers=_blob_buffers(tflite_model) if slim_graph else ())
 
     verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
                                                dense=dense)) if verify else None)

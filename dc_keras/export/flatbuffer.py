@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, Iterable, List
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -18,6 +18,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 from dc_keras import atomic
 
 _BUFFER_ALIGNMENT = 16
+_BYTE_BUFFER_ALIGNMENT = 4  # a flatbuffer vector's length prefix needs 4; byte streams need no more
 
 
 def load(data: bytes) -> "schema.ModelT":
@@ -36,11 +37,13 @@ def load(data: bytes) -> "schema.ModelT":
 class _AlignedBufferT(schema.BufferT):
     """BufferT whose data vector is aligned to _BUFFER_ALIGNMENT bytes in the output."""
 
+    alignment = _BUFFER_ALIGNMENT
+
     def Pack(self, builder):
         data = None
         if self.data is not None:
             payload = np.asarray(self.data, dtype=np.uint8).tobytes()
-            builder.StartVector(1, len(payload), _BUFFER_ALIGNMENT)
+            builder.StartVector(1, len(payload), self.alignment)
             builder.head = builder.head - len(payload)
             builder.Bytes[builder.head:builder.head + len(payload)] = payload
             builder.vectorNumElems = len(payload)
@@ -53,10 +56,18 @@ class _AlignedBufferT(schema.BufferT):
         return schema.BufferEnd(builder)
 
 
-def serialize(model: "schema.ModelT") -> bytes:
-    """Bytes of `model`, with 16-byte aligned buffers."""
-    for buffer in model.buffers or []:
-        buffer.__class__ = _AlignedBufferT
+class _ByteBufferT(_AlignedBufferT):
+    """A buffer read byte by byte (a compressed blob): 4-byte aligned, saving up to 12 bytes of padding."""
+
+    alignment = _BYTE_BUFFER_ALIGNMENT
+
+
+def serialize(model: "schema.ModelT", byte_buffers: Iterable[int] = ()) -> bytes:
+    """Bytes of `model`, with 16-byte aligned buffers except `byte_buffers` (indices of buffers only read as
+    bytes, such as compressed blobs), which are 4-byte aligned."""
+    byte_buffers = set(int(i) for i in byte_buffers)
+    for index, buffer in enumerate(model.buffers or []):
+        buffer.__class__ = _ByteBufferT if index in byte_buffers else _AlignedBufferT
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -120,8 +131,12 @@ def custom_code(model: "schema.ModelT", operator: "schema.OperatorT") -> str | N
     return _text(code.customCode)
 
 
-def _text(value) -> str:
+def text(value) -> str:
+    """A flatbuffer string field (bytes or str, None for absent) as str."""
     return value.decode() if isinstance(value, (bytes, bytearray)) else (value or "")
+
+
+_text = text
 
 
 def remove_unused(model: "schema.ModelT") -> None:

@@ -89,6 +89,7 @@ class ExportReport:
     dense_tflite_bytes: Optional[int]    # the converter's float file before compression (None if unknown)
     path: Optional[str] = None
     verification: Optional[dict] = None  # {"batch sizes", "max_rel_error", "tolerance"} when verify=True
+    breakdown: Optional[dict] = None     # slim.file_breakdown: {"weights", "biases", "other_constants", "graph", "total"}
 
     @property
     def file_rate(self) -> Optional[float]:
@@ -130,7 +131,7 @@ class ExportReport:
             layers.append(row)
         return {"path": self.path, "layers": layers, "total": self.totals(), "stock": self.stock,
                 "tflite_bytes": self.tflite_bytes, "dense_tflite_bytes": self.dense_tflite_bytes,
-                "verification": self.verification}
+                "verification": self.verification, "file_breakdown": self.breakdown}
 
     def format(self) -> str:
         """The report as a text table (what dc-inspect prints)."""
@@ -163,11 +164,20 @@ class ExportReport:
                          f"({self.dense_tflite_bytes / self.tflite_bytes:.1f}x smaller)")
         else:
             lines.append(f".tflite size: {self.tflite_bytes} B (dense size unknown: file not written by dc_keras)")
+        if self.breakdown:
+            lines.append(format_breakdown(self.breakdown))
         if self.verification:
             v = self.verification
             lines.append(f"verified through the dc delegate: batch sizes {v['batch_sizes']}, max relative error "
                          f"{v['max_rel_error']:.2e} (tolerance {v['tolerance']:.2e})")
         return "\n".join(lines)
+
+
+def format_breakdown(breakdown: dict) -> str:
+    """One line saying where a .tflite's bytes go (slim.file_breakdown's dict)."""
+    return (f"file bytes: weights {breakdown['weights']} B, biases {breakdown['biases']} B, other constants "
+            f"and metadata {breakdown['other_constants']} B, graph/names/padding {breakdown['graph']} B "
+            f"(total {breakdown['total']} B)")
 
 
 def _count(n: int) -> str:
@@ -284,11 +294,15 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
     from dc_keras import codec
 
     layers, problems = [], []
+    blob_buffers, bias_buffers = set(), set()
     for subgraph in model.subgraphs:
         for op in subgraph.operators or []:
             custom = flatbuffer.custom_code(model, op)
             if custom in DC_OPS:
                 blob_tensor = subgraph.tensors[int(op.inputs[DC_OPS[custom]])]
+                blob_buffers.add(int(blob_tensor.buffer))
+                if op_specs.BY_CUSTOM_CODE[custom].has_bias and len(op.inputs) > 2 and int(op.inputs[2]) >= 0:
+                    bias_buffers.add(int(subgraph.tensors[int(op.inputs[2])].buffer))
                 tensor_name = blob_tensor.name.decode() if isinstance(blob_tensor.name, bytes) else blob_tensor.name
                 name = tensor_name[:-len(BLOB_SUFFIX)] if tensor_name.endswith(BLOB_SUFFIX) else tensor_name
                 options_class = OPTIONS_CLASSES[custom]
@@ -307,8 +321,11 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
         raise InvalidModelError("the dc delegate would refuse this file: " + "; ".join(problems))
     metadata = read_metadata(model)
     stock = list(metadata.get("stock", []))
+    from dc_keras.export import slim
+
     return ExportReport(layers=layers, stock=stock, tflite_bytes=tflite_bytes,
-                        dense_tflite_bytes=metadata.get("dense_tflite_bytes"), path=path)
+                        dense_tflite_bytes=metadata.get("dense_tflite_bytes"), path=path,
+                        breakdown=slim.file_breakdown(model, tflite_bytes, blob_buffers, bias_buffers))
 
 
 def inspect_tflite(source: Union[str, Path, bytes]) -> ExportReport:

@@ -15,6 +15,10 @@ from dc_keras.export.errors import ExportError
 from dc_keras.per_layer import is_given, resolve_per_layer
 
 BitsOption = Union[None, int, Mapping[str, int]]
+IndexBitsOption = Union[None, int, str, Mapping[str, Union[int, str]]]
+
+AUTO = "auto"
+"""index_bits value: per layer, the width whose coded index stream is smallest (codec.smallest_index_bits)."""
 
 BLOB_SUFFIX = "/dc_blob"
 """Blob tensors are named <layer name><BLOB_SUFFIX>, which is how dc-inspect names layers from a file."""
@@ -25,7 +29,7 @@ class RewriteSettings:
     """Options of export_tflite that rewriters honour."""
 
     bits: BitsOption = None
-    index_bits: BitsOption = None
+    index_bits: IndexBitsOption = None
     coder: str = "huffman"
     layout: str = "sparse"
     min_rate: float = 2.0  # compress only when the blob is at least this many times smaller than the floats
@@ -36,13 +40,15 @@ class RewriteSettings:
             option = getattr(self, name)
             if isinstance(option, Mapping):
                 for layer, value in option.items():
-                    check(value, f"{name}[{layer!r}]")
-            elif option is not None:
+                    if not (name == "index_bits" and value == AUTO):
+                        check(value, f"{name}[{layer!r}]")
+            elif option is not None and not (name == "index_bits" and option == AUTO):
                 check(option, name)
 
     def resolve(self, option: BitsOption, layer: str, default: Optional[int]) -> tuple[Optional[int], bool]:
         """(value, explicitly given) of a per-layer option given as None, an int or a {layer name: int}."""
-        value = resolve_per_layer(option, layer, default, valid=lambda setting, _: int(setting))
+        value = resolve_per_layer(option, layer, default,
+                                  valid=lambda setting, _: setting if setting == AUTO else int(setting))
         return value, is_given(option, layer)
 
 
@@ -89,6 +95,8 @@ def encode_weights(stored: np.ndarray, layer: str, op_name: str, kind: str,
 
     from dc_keras import codec  # the codec is heavy only on first use
 
+    if index_bits == AUTO:
+        index_bits = codec.smallest_index_bits(stored, coder=settings.coder)
     try:
         block = "auto" if blocks and settings.layout != "dense" else None
         blob = codec.encode(stored, bits=bits, index_bits=index_bits, coder=settings.coder, layout=settings.layout,

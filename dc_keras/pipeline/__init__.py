@@ -105,6 +105,7 @@ class DeepCompression:
         self.verification: Dict[str, Any] = {}
         self.sensitivity = None
         self.auto_rounds = []
+        self.bit_allocation = None
         self._stage_count = 0
         self._splits = None
 
@@ -221,8 +222,10 @@ class DeepCompression:
         With bits == 0 for every layer the stage is skipped and its input returned.
         """
         model = self._input(model, "pruned_model", "cluster")
+        check_layer_names(model, self.config, ("bits",))
+        if self.config.bit_budget is not None:
+            self._allocate_bits(model)
         c = self.config
-        check_layer_names(model, c, ("bits",))
         start = self._header(f"weight sharing ({c.cluster_epochs} fine-tuning epochs, init {c.centroid_init})")
         clustered, summary = stages.cluster(model, self.splits(), c, verbose=self.verbose, teacher=self._teacher(model))
         if clustered is None:
@@ -236,6 +239,27 @@ class DeepCompression:
         self._record("clustered", clustered, start, distinct_nonzero_values=distinct, fit=summary)
         self._print("distinct nonzero values", distinct, "d")
         return clustered
+
+    def _allocate_bits(self, model) -> None:
+        """Per-layer bits from dc_keras.bit_allocation (config.bit_budget set); they replace config.bits."""
+        from dc_keras import bit_allocation, layer_registry
+
+        start = self._header(f"bit allocation (budget {self.config.bit_budget:.4f})")
+        self._require_data("bit allocation")
+        names = [layer.name for layer in compressible_layers(model)]
+        upper = {layer.name: per_layer_value(self.config.bits, layer.name)
+                 or layer_registry.DEFAULT_BITS[layer_registry.layer_kind(layer)]
+                 for layer in compressible_layers(model)}
+        skipped = [n for n in names if per_layer_value(self.config.bits, n) == 0]
+        result = bit_allocation.allocate_bits(
+            model, bit_allocation.selection_data(self.data, self.config), self.config.bit_budget,
+            bit_allocation.candidate_bits([n for n in names if n not in skipped], upper), seed=self.config.seed,
+            verbose=self.verbose)
+        self.config = self.config.replace(bits={**result.bits, **{n: 0 for n in skipped}})
+        self.bit_allocation = result
+        self.stages["bit_allocation"] = StageResult("bit_allocation", result.accuracy, time.perf_counter() - start,
+                                                    {"bits": dict(result.bits)})
+        self._print("chosen bits", result.bits, "d")
 
     def export(self, output_dir: str, model=None, dense_model=None, verify: bool = True):
         """Write compressed.tflite (dc_keras.export_tflite), and the stock baselines dense.tflite (float32) and
@@ -346,6 +370,10 @@ class DeepCompression:
         }
         if self.sensitivity is not None:
             result["sensitivity"] = self.sensitivity.to_dict()
+        if self.bit_allocation is not None:
+            result["bit_allocation"] = self.bit_allocation.to_dict()
+        if getattr(self.export_report, "breakdown", None):
+            result["file_breakdown"] = dict(self.export_report.breakdown)
         return result
 
     def run(self, model, output_dir: str, plots: bool = True, budget: Optional[float] = None,

@@ -60,6 +60,10 @@ class CompressionConfig:
       distill_temperature: the distillation temperature T (> 0).
       max_drop: largest allowed test-accuracy drop of the compressed model below the validated dense model,
         in percentage points; report.json says whether it was met.
+      bit_budget: if set, per-layer codebook bits are chosen after pruning by dc_keras.bit_allocation: each
+        layer's `bits` (or the paper's default) is the largest candidate, down to 3 fewer, and the widths
+        with the smallest coded size whose accuracy (before fine-tuning, on the validation split or else
+        the training tail) stays within this absolute drop of the pruned model's are kept.
       seed: random seed of weight initialisation, shuffling and k-means.
     """
 
@@ -83,6 +87,7 @@ class CompressionConfig:
     distill_temperature: float = 4.0
     max_drop: float = 0.5
     seed: int = 0
+    bit_budget: Any = None
 
     def __post_init__(self):
         self.block_size = _normalised_block_size(self.block_size)
@@ -137,6 +142,8 @@ class CompressionConfig:
         if not _is_real(self.max_drop) or not math.isfinite(self.max_drop):
             raise ValueError(f"CompressionConfig: max_drop must be a finite number (percentage points), "
                              f"got {self.max_drop!r}")
+        if self.bit_budget is not None and (not _is_real(self.bit_budget) or not 0.0 <= self.bit_budget < 1.0):
+            raise ValueError(f"CompressionConfig: bit_budget must be None or in [0, 1), got {self.bit_budget!r}")
         if not _is_int(self.seed):
             raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
 

@@ -82,6 +82,15 @@ def format_report(report: Dict[str, Any]) -> str:
                            if v is not None)
     if validation:
         lines.append(f"Keras validation accuracy (model selection): {validation}")
+    if report.get("file_breakdown"):
+        from dc_keras.export.report import format_breakdown
+
+        lines.append("compressed.tflite " + format_breakdown(report["file_breakdown"]))
+    if report.get("bit_allocation"):
+        allocation = report["bit_allocation"]
+        lines.append("bits chosen by allocation: " + ", ".join(f"{k} {v}" for k, v in allocation["bits"].items())
+                     + f" (accuracy before fine-tuning {allocation['accuracy']:.4f}, pruned "
+                     f"{allocation['baseline']:.4f}, on the selection split)")
     accuracy = ", ".join(f"{k} {v:.4f}" for k, v in report["accuracy"].items() if v is not None)
     lines.append(f"Keras test accuracy: {accuracy}")
     if report["tflite_accuracy"]:
