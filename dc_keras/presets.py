@@ -15,10 +15,10 @@ BUILTIN_MODELS = ("lenet300", "lenet5")
 # measured runs). `bits` is each layer's largest codebook width; with `bit_budget` the pipeline lowers it
 # per layer (dc_keras.bit_allocation) while the accuracy before fine-tuning stays within that budget.
 BUILTIN_PRESETS = {
-    "lenet300": {"sparsity": {"ip1": 0.95, "ip2": 0.93, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
+    "lenet300": {"sparsity": {"ip1": 0.945, "ip2": 0.925, "ip3": 0.75}, "bits": {"ip1": 4, "ip2": 4, "ip3": 5},
                  "bit_budget": 0.005, "epochs": 15, "prune_epochs": 15, "cluster_epochs": 5},
-    "lenet5": {"sparsity": {"conv1": 0.5, "conv2": 0.93, "ip1": 0.975, "ip2": 0.9},
-               "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4}, "bit_budget": 0.005,
+    "lenet5": {"sparsity": {"conv1": 0.4, "conv2": 0.9, "ip1": 0.95, "ip2": 0.85},
+               "bits": {"conv1": 6, "conv2": 5, "ip1": 4, "ip2": 4}, "bit_budget": 0.002,
                "epochs": 6, "prune_epochs": 6, "cluster_epochs": 2},
 }
 """model name -> CompressionConfig fields for it."""
