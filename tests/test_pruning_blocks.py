@@ -284,7 +284,7 @@ def test_pipeline_prunes_dense_kernels_in_blocks(prune_epochs):
     data = ((x, y), (x[:16], y[:16]))
     config = CompressionConfig(sparsity=0.75, block_size={"fc1": (4, 1), "fc2": (4, 1)}, prune_epochs=prune_epochs,
                                prune_iterations=1, epochs=0, batch_size=16, validation_fraction=0.0)
-    pruned = stages.prune(_mixed_model(), data, config)
+    pruned, _ = stages.prune(_mixed_model(), data, config)
     for name in ("fc1", "fc2"):
         kernel = pruned.get_layer(name).kernel.numpy()
         assert _aligned(kernel != 0, (4, 1)), name
