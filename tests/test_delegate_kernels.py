@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from test_kernels_conv import SANITIZE, TEST_MAINS, build_tests, run_sanitized
+from test_kernels_conv import SANITIZE, TEST_MAINS, build_tests, check_block_paths, run_sanitized
 
 
 @pytest.fixture(scope="module")
@@ -20,28 +20,5 @@ def clang_tests():
 
 @pytest.mark.parametrize("name", sorted(TEST_MAINS))
 def test_kernel_under_clang_sanitizers(clang_tests, name):
-    output = run_sanitized(clang_tests[name], name)
-    if name == "block_fully_connected_test":
-        # Every block path this CPU can run was checked, not only the one the process picks by default.
-        tested = output.split("block paths tested:")[1].split("\n")[0].split()
-        assert set(tested) == expected_block_paths()
+    check_block_paths(name, run_sanitized(clang_tests[name], name))
 
-
-def expected_block_paths() -> set:
-    """The block-sparse FC paths this host's CPU can run (x86-64: portable, AVX2+FMA, AVX-512 F/BW/DQ/VL)."""
-    import platform
-
-    if platform.machine() not in ("x86_64", "AMD64"):
-        return {"portable"}
-    flags = set()
-    with open("/proc/cpuinfo") as handle:
-        for line in handle:
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    paths = {"portable"}
-    if {"avx2", "fma"} <= flags:
-        paths.add("avx2")
-    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
-        paths.add("avx512")
-    return paths

@@ -84,6 +84,34 @@ def run_sanitized(executable: Path, name: str) -> str:
     return result.stdout
 
 
+def check_block_paths(name: str, output: str) -> None:
+    """For the block FC test: every block path this CPU can run was checked, not only the one the process
+    picks by default."""
+    if name == "block_fully_connected_test":
+        tested = output.split("block paths tested:")[1].split("\n")[0].split()
+        assert set(tested) == expected_block_paths()
+
+
+def expected_block_paths() -> set:
+    """The block-sparse FC paths this host's CPU can run (x86-64: portable, AVX2+FMA, AVX-512 F/BW/DQ/VL)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return {"portable"}
+    flags = set()
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    paths = {"portable"}
+    if {"avx2", "fma"} <= flags:
+        paths.add("avx2")
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags:
+        paths.add("avx512")
+    return paths
+
+
 def test_every_test_main_is_found():
     assert {"fully_connected_test", "conv2d_test", "depthwise_conv2d_test", "gather_test"} <= set(TEST_MAINS)
 
@@ -99,6 +127,7 @@ def sanitized_tests():
 @pytest.mark.parametrize("name", sorted(TEST_MAINS))
 def test_kernel_matches_dense_reference_under_sanitizers(sanitized_tests, name):
     result = run_sanitized(sanitized_tests[name], name)
+    check_block_paths(name, result)
     if name == "conv2d_test":
         # Host builds run the portable loops (and, on x86-64 with AVX2, the AVX2 clones too), never NEON.
         assert "inner loops portable" in result
