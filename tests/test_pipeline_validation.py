@@ -76,6 +76,60 @@ def test_best_epoch_restores_every_variable_of_a_pruned_model_and_stops_on_patie
     np.testing.assert_array_equal(mask.numpy(), 0)
 
 
+def test_phases_step_the_learning_rate_down_from_the_best_weights():
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    chooser = training._best_epoch_callback(patience=2, phases=[(3, 1e-2), (0, 5e-3), (2, 1e-3), (4, 1e-4)])
+    chooser.set_model(model)
+    chooser.on_train_begin()
+    rates = []
+    kernel = model.layers[0].kernel
+    # phase 1 runs out of epochs (3); phase 3 (the zero-epoch phase is skipped) runs out of patience (2)
+    for epoch, accuracy in enumerate([0.5, 0.8, 0.7, 0.6, 0.6, 0.9, 0.9, 0.9]):
+        rates.append(float(model.optimizer.learning_rate.numpy()))
+        kernel.assign(np.full(kernel.shape, epoch, np.float32))
+        chooser.on_epoch_end(epoch, {"val_accuracy": accuracy})
+        if model.stop_training:
+            break
+    np.testing.assert_allclose(rates, [1e-2] * 3 + [1e-3] * 2 + [1e-4] * 3, rtol=1e-6)
+    assert model.stop_training and chooser.summary()["best_epoch"] == 6
+    chooser.on_train_end()
+    np.testing.assert_array_equal(kernel.numpy(), 5)
+
+
+def test_a_new_phase_resumes_from_the_best_weights():
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    chooser = training._best_epoch_callback(patience=None, phases=[(2, 1e-2), (2, 1e-3)])
+    chooser.set_model(model)
+    kernel = model.layers[0].kernel
+    for epoch, accuracy in enumerate([0.9, 0.5]):
+        kernel.assign(np.full(kernel.shape, epoch + 1, np.float32))
+        chooser.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    np.testing.assert_array_equal(kernel.numpy(), 1)  # the second rate starts from epoch 1's weights
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
+
+
+def test_dense_training_runs_the_stages_learning_rates():
+    config = _config(epochs=2, prune_epochs=2, cluster_epochs=1, learning_rate=1e-2, prune_learning_rate=1e-3,
+                     cluster_learning_rate=1e-4, patience=50)
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):  # the rate the epoch trained with
+            if batch == 0:
+                seen.append(float(self.model.optimizer.learning_rate.numpy()))
+
+    model = _model()
+    training.fit(model, _data(), config, 5, config.learning_rate, callbacks=[Record()],
+                 phases=stages.dense_learning_phases(config))
+    np.testing.assert_allclose(seen, [1e-2, 1e-2, 1e-3, 1e-3, 1e-4], rtol=1e-6)
+    seen.clear()
+    training.fit(_model(), _data(), config.replace(validation_fraction=0.0), 5, config.learning_rate,
+                 callbacks=[Record()], phases=stages.dense_learning_phases(config))
+    np.testing.assert_allclose(seen, [1e-2, 1e-2, 1e-3, 1e-3, 1e-4], rtol=1e-6)
+
+
 def test_pruning_retraining_keeps_best_epoch_with_masks_intact():
     data = _data()
     config = _config(prune_epochs=4, prune_iterations=1)

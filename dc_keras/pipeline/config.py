@@ -245,6 +245,13 @@ def dense_epoch_budget(config: CompressionConfig) -> int:
     return config.epochs + config.prune_epochs + config.cluster_epochs if config.epochs else 0
 
 
+def dense_learning_phases(config: CompressionConfig):
+    """[(epochs, learning_rate), ...] of dense training: the learning rates the compressed model trains
+    with, stage by stage, so that the baseline also gets the lower-rate epochs that fine-tune it."""
+    return [(config.epochs, config.learning_rate), (config.prune_epochs, config.prune_learning_rate),
+            (config.cluster_epochs, config.cluster_learning_rate)]
+
+
 def ramp(iteration: int, iterations: int) -> float:
     """Fraction of the final target reached after `iteration` of `iterations` steps (cubic, as tfmot)."""
     return 1.0 - (1.0 - iteration / iterations) ** 3

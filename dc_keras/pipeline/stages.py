@@ -14,7 +14,8 @@ import numpy as np
 
 from dc_keras import interrupts
 from dc_keras.atomic import atomic_write
-from dc_keras.pipeline.config import CompressionConfig, block_sizes, dense_epoch_budget, per_layer_value, ramp
+from dc_keras.pipeline.config import (CompressionConfig, block_sizes, dense_epoch_budget, dense_learning_phases,
+                                     per_layer_value, ramp)
 from dc_keras.pipeline.keras_tools import (compressible_layers, copy_model, kernel_arrays, tflite_accuracy,
                                            tflite_from_keras)
 from dc_keras.pipeline.training import (DataSplits, TeacherTargets, accuracy_on, fit, split_data,
@@ -59,15 +60,17 @@ def validation_accuracy(model, data, config: CompressionConfig) -> Optional[floa
 
 
 def train_dense(model, data, config: CompressionConfig, epochs: Optional[int] = None, verbose: int = 0):
-    """(trained copy of `model`, fit summary): up to `epochs` (default dense_epoch_budget(config)), stopping
-    config.patience epochs after validation accuracy last improved and keeping the best validated epoch;
-    seeded by config.seed."""
+    """(trained copy of `model`, fit summary): up to `epochs` (default dense_epoch_budget(config)) through
+    the stages' learning rates in turn (dense_learning_phases: a rate is left after its stage's epochs or
+    config.patience epochs without validated improvement, resuming from the best weights), keeping the best
+    validated epoch; seeded by config.seed."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
     trained = copy_model(model)
     epochs = dense_epoch_budget(config) if epochs is None else epochs
-    summary = fit(trained, data, config, epochs, config.learning_rate, verbose=verbose, patience=config.patience)
+    summary = fit(trained, data, config, epochs, config.learning_rate, verbose=verbose, patience=config.patience,
+                  phases=dense_learning_phases(config))
     return trained, summary
 
 

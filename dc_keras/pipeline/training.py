@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,37 +47,63 @@ def split_data(data, config: CompressionConfig) -> DataSplits:
     return DataSplits((x[fit_rows], y[fit_rows]), (x[validation_rows], y[validation_rows]), test)
 
 
-def _best_epoch_callback(patience: Optional[int]):
+def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, float]] = (), verbose: int = 0):
     import keras
 
     from dc_keras.pruning.wrapper import read_value
 
     class BestEpoch(keras.callbacks.Callback):
         """Restores every model variable to the epoch of highest `val_accuracy` when training ends; with an
-        integer `patience`, stops training once that many epochs passed without improvement."""
+        integer `patience`, stops training once that many epochs passed without improvement.
+
+        With `phases` [(epochs, learning_rate), ...] training runs the phases in order: a phase ends after
+        its epochs or, with `patience`, once that many epochs passed without improvement, and the next one
+        starts from the best weights so far at its own learning rate. Only the last phase stops training.
+        """
 
         def __init__(self):
             super().__init__()
             self.patience = patience
             self.best, self.best_epoch, self.epochs_run, self._snapshot, self._waited = -math.inf, None, 0, None, 0
+            self._phases = [phase for phase in phases if phase[0] > 0]
+            self._phase, self._phase_epochs = 0, 0
+
+        def on_train_begin(self, logs=None):
+            if self._phases:
+                self.model.optimizer.learning_rate.assign(self._phases[0][1])
 
         def on_epoch_end(self, epoch, logs=None):
             value = (logs or {}).get("val_accuracy")
             if value is None:
                 raise RuntimeError("model selection needs val_accuracy in the epoch logs (validation data missing)")
-            self.epochs_run = epoch + 1
+            self.epochs_run, self._phase_epochs = epoch + 1, self._phase_epochs + 1
             if value > self.best:
                 self.best, self.best_epoch, self._waited = float(value), epoch + 1, 0
                 self._snapshot = [np.array(read_value(v)) for v in self.model.weights]
-                return
-            self._waited += 1
-            if self.patience is not None and self._waited >= self.patience:
+            else:
+                self._waited += 1
+            out_of_patience = self.patience is not None and self._waited >= self.patience
+            if self._phase + 1 < len(self._phases):
+                if out_of_patience or self._phase_epochs >= self._phases[self._phase][0]:
+                    self._next_phase()
+            elif out_of_patience:
                 self.model.stop_training = True
 
-        def on_train_end(self, logs=None):
+        def _next_phase(self):
+            self._phase, self._phase_epochs, self._waited = self._phase + 1, 0, 0
+            self._restore()
+            self.model.optimizer.learning_rate.assign(self._phases[self._phase][1])
+            if verbose:
+                print(f"learning rate {self._phases[self._phase][1]:g} from epoch {self.epochs_run + 1}, resuming "
+                      f"from the best validated epoch ({self.best_epoch})", flush=True)
+
+        def _restore(self):
             if self._snapshot is not None:
                 for variable, value in zip(self.model.weights, self._snapshot):
                     variable.assign(value)
+
+        def on_train_end(self, logs=None):
+            self._restore()
 
         def summary(self):
             """{"epochs_run", "best_epoch", "best_val_accuracy"} of the finished training."""
@@ -85,6 +111,20 @@ def _best_epoch_callback(patience: Optional[int]):
                     "best_val_accuracy": None if self.best_epoch is None else self.best}
 
     return BestEpoch()
+
+
+def _phase_schedule(phases: Sequence[Tuple[int, float]]):
+    """A LearningRateScheduler running `phases` by epoch count (training without a validation split)."""
+    import keras
+
+    def rate(epoch, current):
+        for epochs, learning_rate in phases:
+            if epoch < epochs:
+                return learning_rate
+            epoch -= epochs
+        return current
+
+    return keras.callbacks.LearningRateScheduler(rate)
 
 
 def log_probabilities(model, x, batch_size: int = 1000) -> np.ndarray:
@@ -166,12 +206,14 @@ def compile_for_distillation(model, learning_rate: float, temperature: float, we
 
 
 def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: float, callbacks=(), verbose: int = 0,
-        select: bool = True, patience: Optional[int] = None, teacher: Optional[TeacherTargets] = None):
+        select: bool = True, patience: Optional[int] = None, teacher: Optional[TeacherTargets] = None,
+        phases: Sequence[Tuple[int, float]] = ()):
     """Train `model` in place for up to `epochs` on the fit split (stopping at an interrupt).
 
     select: keep the epoch of best validation accuracy (needs a validation split; without one the last
       epoch stays). patience: stop that many epochs after the last improvement (None: never early).
     teacher: distil from these targets with config.distill_temperature and config.distill_weight.
+    phases: [(epochs, learning_rate), ...] run in order instead of one learning rate (see BestEpoch).
     Returns {"epochs_run", "best_epoch", "best_val_accuracy"} (best_* None without selection).
     """
     from dc_keras.pipeline.keras_tools import interrupt_check_callback
@@ -187,11 +229,12 @@ def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: floa
     else:
         compile_for_classification(model, learning_rate, one_hot)
     summary = {"epochs_run": epochs, "best_epoch": None, "best_val_accuracy": None}
-    chooser = _best_epoch_callback(patience) if select and validation is not None else None
+    chooser = _best_epoch_callback(patience, phases, verbose) if select and validation is not None else None
+    schedule = [_phase_schedule(phases)] if phases and chooser is None else []
     if epochs:
         model.fit(x, y, batch_size=config.batch_size, epochs=epochs, verbose=verbose, shuffle=True,
                   validation_data=validation if chooser is not None else None, validation_batch_size=1000,
-                  callbacks=[*callbacks, *([chooser] if chooser else []), interrupt_check_callback()])
+                  callbacks=[*callbacks, *schedule, *([chooser] if chooser else []), interrupt_check_callback()])
     if teacher is not None:
         # The distillation loss is a closure: clone_model (strip_pruning, strip_clustering) could not
         # rebuild it from the compile config.
