@@ -41,6 +41,10 @@ def arguments(description: str, epochs: int, prune_epochs: int, cluster_epochs: 
                         help="dense training epochs; the dense baseline may train up to epochs + prune_epochs + "
                              "cluster_epochs, keeping its best validated epoch (dc_keras.pipeline)")
     parser.add_argument("--prune_epochs", type=int, default=prune_epochs)
+    parser.add_argument("--prune_iterations", type=int, default=None,
+                        help="prune, retrain, prune more: this many steps (default: min(3, prune_epochs))")
+    parser.add_argument("--distill_weight", type=float, default=0.0,
+                        help="weight in [0, 1] of distillation from the dense model while retraining (0: off)")
     parser.add_argument("--cluster_epochs", type=int, default=cluster_epochs)
     parser.add_argument("--bits", type=int, default=4, help="codebook index bits of every layer")
     parser.add_argument("--conv_sparsity", type=float, default=None,
@@ -83,8 +87,9 @@ def compress(model, args) -> dict:
         sparsity, reasons = _override_conv(model, sparsity, reasons, args.conv_sparsity)
     print("per-layer sparsity:\n  " + "\n  ".join(reasons), flush=True)
     config = CompressionConfig(sparsity=sparsity, bits=args.bits, epochs=args.epochs, patience=args.patience,
-                               prune_epochs=args.prune_epochs, prune_iterations=min(3, max(1, args.prune_epochs)),
-                               cluster_epochs=args.cluster_epochs)
+                               prune_epochs=args.prune_epochs, cluster_epochs=args.cluster_epochs,
+                               prune_iterations=args.prune_iterations or min(3, max(1, args.prune_epochs)),
+                               distill_weight=args.distill_weight)
     report = DeepCompression(config, data, verbose=2).run(model, args.output_dir, plots=False)
     compressed = os.path.join(args.output_dir, "compressed.tflite")
     timing = benchmark.run_benchmark(compressed, num_runs=args.num_runs)
