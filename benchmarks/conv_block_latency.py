@@ -9,10 +9,12 @@ blocks of 16 consecutive input channels of one output channel at one tap (Keras 
   stock int8 dynamic-range and float32, XNNPACK (OpResolverType.AUTO)
 
     python benchmarks/conv_block_latency.py [--sparsity 0.9] [--block 16] [--runs 200] [--repeats 3]
+        [--json out.json]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -49,8 +51,9 @@ def _conv_model(in_c, out_c, kernel, size, rng, sparsity, clusters, block):
     return model
 
 
-def _case(title, block_model, sparse_model, runs, repeats, tmp, rng):
-    """Interleaved medians of the four variants (repeated), the dc ratios, and the dc outputs' error."""
+def _case(title, block_model, sparse_model, runs, repeats, tmp, rng) -> dict:
+    """Prints the interleaved medians of the four variants (repeated), the dc ratios and the dc outputs'
+    error; returns {title, medians_s, max_rel_error}."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from dc_keras import delegate, export_tflite
@@ -87,6 +90,7 @@ def _case(title, block_model, sparse_model, runs, repeats, tmp, rng):
             per_repeat = [r[0][BLOCK_NAME] / r[0][name] for r in rounds]
             print(f"dc block / {name}: " + ", ".join(f"{v:.3f}" for v in per_repeat) + " per repeat")
     print("dc outputs vs Keras, max relative error: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
+    return {"title": title, "medians_s": medians, "max_rel_error": errors}
 
 
 def main(argv=None) -> int:
@@ -96,18 +100,22 @@ def main(argv=None) -> int:
     parser.add_argument("--block", type=int, default=16, choices=(4, 8, 16), help="input channels per block")
     parser.add_argument("--runs", type=int, default=200, help="timed invokes per variant and repeat")
     parser.add_argument("--repeats", type=int, default=3, help="whole interleaved measurements per case")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.repeats < 1 or not 0.0 <= args.sparsity < 1.0:
         parser.error("--runs and --repeats must be positive and --sparsity in [0, 1)")
     print(_machine(), flush=True)
     rng = np.random.default_rng(0)
+    cases = []
     with tempfile.TemporaryDirectory(prefix="dc_conv_block_") as tmp:
         for in_c, out_c, kernel in ((256, 256, 1), (64, 64, 3)):
             title = (f"{kernel}x{kernel} conv {in_c}->{out_c} on 16x16, {100 * args.sparsity:.0f}% sparse in blocks "
                      f"of {args.block} input channels, {args.clusters}-entry codebook")
             models = [_conv_model(in_c, out_c, kernel, 16, rng, args.sparsity, args.clusters, block)
                       for block in (args.block, 0)]
-            _case(title, *models, args.runs, args.repeats, tmp, rng)
+            cases.append(_case(title, *models, args.runs, args.repeats, tmp, rng))
+    if args.json:
+        args.json.write_text(json.dumps(cases, indent=2))
     return 0
 
 
