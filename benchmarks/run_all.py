@@ -108,6 +108,17 @@ def read_fc_latency(stdout: str, data) -> tuple:
     return "; ".join(out) + resident, "fastest stock builtin / XNNPACK float or int8 (same run)"
 
 
+def read_conv_block_latency(stdout: str, data) -> tuple:
+    ours, theirs = [], []
+    for case in data:
+        m = {name: seconds * 1e3 for name, seconds in case["medians_s"].items()}
+        layer = case["title"].split(" on ")[0]
+        ours.append(f"{layer}: block {m['dc (block)']:.3f} ms, unstructured {m['dc (unstructured)']:.3f} ms")
+        theirs.append(f"{layer}: int8 {m['stock int8 dynamic-range, XNNPACK']:.3f} ms, "
+                      f"float {m['stock float32, XNNPACK']:.3f} ms")
+    return "; ".join(ours), "XNNPACK (same run) " + "; ".join(theirs)
+
+
 def read_tf_op(stdout: str, data) -> tuple:
     rows = "; ".join(f"batch {b}: {r['sparse_ms'][1]:.2f} ms, {r['speedup']:.1f}x" for b, r in data["batches"].items())
     return f"DcSparseMatMul {rows}", "tf.matmul (same run)"
@@ -168,6 +179,9 @@ def benchmarks(python: str) -> List[Benchmark]:
         Benchmark("fc_latency", "FC 4096x4096 90% sparse and LeNet-300-100, batch 1, 1 thread",
                   [python, b + "fc_latency.py"], [python, b + "fc_latency.py", "--runs", "20", "--repeats", "1"],
                   read_fc_latency),
+        Benchmark("conv_block_latency", "Conv2D 1x1 256->256 and 3x3 64->64 on 16x16, 90% sparse in blocks of 16 "
+                  "input channels, batch 1, 1 thread", [python, b + "conv_block_latency.py"],
+                  [python, b + "conv_block_latency.py", "--runs", "20", "--repeats", "1"], read_conv_block_latency),
         Benchmark("tf_op", "TF op DcSparseMatMul 4096x4096 90% sparse",
                   [python, b + "tf_op.py", "--threads", "1", "--batches", "1", "16", "64"],
                   [python, b + "tf_op.py", "--threads", "1", "--batches", "1", "--repeats", "10"], read_tf_op),

@@ -139,3 +139,21 @@ def test_block_pruned_fc_kernel_is_costed_as_a_block_layout():
     assert row.size_bits == blocks * 16 * 2 + (blocks + row.fillers) * 5 + 4 * 32
     sparse = estimate_row("ip1", "conv", values.astype(np.float32), index_bits=5, clusters=4)
     assert sparse.storage == "sparse" and row.size_bits < sparse.size_bits
+
+
+def test_block_pruned_conv_kernel_is_costed_as_a_block_layout():
+    """A Conv2D kernel (kh, kw, in, out) pruned in blocks of 8 input channels per output and tap is costed as
+    the block layout of its exported [out, kh * kw * in] form; a DepthwiseConv2D kernel stays sparse."""
+    import keras
+
+    rng = np.random.default_rng(5)
+    keep = np.repeat(rng.random((3, 3, 2, 6)) < 0.3, 8, axis=2)  # (kh, kw, in / 8 -> in, out)
+    kernel = np.where(keep, rng.choice(np.array([0.5, -0.5, 1.0, -1.0], np.float32), keep.shape), 0)
+    conv = keras.layers.Conv2D(6, 3, use_bias=False, name="conv")
+    conv.build((None, 8, 8, 16))
+    conv.set_weights([kernel.astype(np.float32)])
+    model = keras.Sequential([keras.Input((8, 8, 16)), conv])
+    (row,) = dc_keras.compression_report(model).rows
+    blocks = int(keep.sum()) // 8
+    assert (row.storage, row.block, row.blocks) == ("block", "cols8", blocks)
+    assert estimate_row("conv", "conv", kernel.astype(np.float32), index_bits=8, clusters=4).storage == "sparse"

@@ -85,9 +85,9 @@ def run_sanitized(executable: Path, name: str) -> str:
 
 
 def check_block_paths(name: str, output: str) -> None:
-    """For the block FC test: every block path this CPU can run was checked, not only the one the process
-    picks by default."""
-    if name == "block_fully_connected_test":
+    """For the block FC and block conv tests: every block path this CPU can run was checked, not only the one
+    the process picks by default."""
+    if name in ("block_fully_connected_test", "block_conv2d_test"):
         tested = output.split("block paths tested:")[1].split("\n")[0].split()
         assert set(tested) == expected_block_paths()
 
@@ -113,7 +113,8 @@ def expected_block_paths() -> set:
 
 
 def test_every_test_main_is_found():
-    assert {"fully_connected_test", "conv2d_test", "depthwise_conv2d_test", "gather_test"} <= set(TEST_MAINS)
+    assert {"fully_connected_test", "conv2d_test", "depthwise_conv2d_test", "gather_test", "block_fully_connected_test",
+            "block_conv2d_test"} <= set(TEST_MAINS)
 
 
 @pytest.fixture(scope="module")

@@ -43,3 +43,9 @@ def test_readers_take_figures_from_benchmark_output():
     assert "**50.0x**" in ours and "weights alone (P+Q+H) 100.0x" in ours and "**3.00x** smaller" in baseline
     with pytest.raises(ValueError):
         run_all.read_codec("no figures here", None)
+    conv = [{"title": "1x1 conv 256->256 on 16x16, 90% sparse", "medians_s": {
+        "dc (block)": 1.35e-4, "dc (unstructured)": 1.44e-4, "stock int8 dynamic-range, XNNPACK": 9.1e-5,
+        "stock float32, XNNPACK": 2.95e-4}}]
+    ours, baseline = run_all.read_conv_block_latency("", conv)
+    assert ours == "1x1 conv 256->256: block 0.135 ms, unstructured 0.144 ms"
+    assert baseline == "XNNPACK (same run) 1x1 conv 256->256: int8 0.091 ms, float 0.295 ms"

@@ -246,7 +246,7 @@ def count_fillers(values: np.ndarray, index_bits: int) -> int:
 
 
 def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
-                 clusters: Optional[int] = None) -> CompressionRow:
+                 clusters: Optional[int] = None, blocks: Optional[bool] = None) -> CompressionRow:
     """Expected P+Q storage of one weight tensor.
 
     Args:
@@ -254,11 +254,13 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
       index_bits: bits of a sparse entry's relative index.
       clusters: the codebook size when known (a clustering wrapper); None infers it from the number of
         distinct nonzero values, and counts the weights as unquantized floats when that is not smaller.
+      blocks: whether the exporter may store the weight in a block layout (its dc op has block loops: a
+        fully-connected kernel, a Conv1D/Conv2D kernel); None means kind == "fc".
 
-    A fully-connected kernel ([in, out], kind "fc") pruned in aligned blocks is also costed as the block
-    layout the exporter would detect in its [out, in] form (dc_keras.codec.encoder.detect_block): one index
-    per block, a code per weight of every stored block (edge positions included), zero joining the codebook
-    when a stored block holds one.
+    Such a kernel ([in, out], or [..., in, out] for a convolution) pruned in aligned blocks is also costed as
+    the block layout the exporter would detect in its [out, ...] form (dc_keras.codec.encoder.detect_block):
+    one index per block, a code per weight of every stored block (edge positions included), zero joining the
+    codebook when a stored block holds one.
     """
     flat = np.asarray(values).reshape(-1)
     n = int(flat.size)
@@ -272,7 +274,7 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
             candidates.append((distinct, bits_for_clusters(distinct), distinct * FLOAT_BITS))
     else:
         candidates = [(int(clusters), bits_for_clusters(clusters), int(clusters) * FLOAT_BITS)]
-    block_option = _block_option(values, index_bits) if kind == "fc" else None
+    block_option = _block_option(values, index_bits) if (kind == "fc" if blocks is None else blocks) else None
     best = None
     for k, bits, codebook in candidates:
         # (storage, weight bits, index bits, fillers, codebook bits, size)
@@ -311,11 +313,12 @@ def estimate_row(layer: str, kind: str, values: np.ndarray, index_bits: int,
 
 def _block_option(values: np.ndarray, index_bits: int):
     """(block name such as "cols16", stored blocks, fillers, whether a zero lies inside a stored block) of the
-    block layout the exporter would detect in a 2-D FC kernel's [out, in] form, or None."""
+    block layout the exporter would detect in a kernel's stored form (FC [in, out] -> [out, in]; conv
+    [kh, kw, in, out] -> TFLite's [out, kh, kw, in], as [out, kh * kw * in]), or None."""
     values = np.asarray(values, dtype=np.float32)
-    if values.ndim != 2:
+    if values.ndim < 2:
         return None
-    stored = values.T
+    stored = np.moveaxis(values, -1, 0).reshape(values.shape[-1], -1)
     found = detect_block(stored)
     if found is None:
         return None
@@ -369,10 +372,14 @@ def compression_report(model, index_bits: Union[int, Dict[str, int], None] = Non
         if found is None:
             continue
         kind, weights = found
-        name = layer.layer.name if isinstance(layer, keras.layers.Wrapper) else layer.name
+        inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
+        name = inner.name
+        # The ops with block loops: DcFullyConnected, and DcConv2D (Conv1D runs as a CONV_2D too).
+        blocks = kind == "fc" or isinstance(inner, (keras.layers.Conv1D, keras.layers.Conv2D))
         for weight_name, values, clusters in weights:
             row_name = name if len(weights) == 1 else f"{name}/{weight_name}"
-            rows.append(estimate_row(row_name, kind, values, _index_bits_for(name, kind, index_bits), clusters))
+            rows.append(estimate_row(row_name, kind, values, _index_bits_for(name, kind, index_bits), clusters,
+                                     blocks=blocks))
     if not rows:
         raise ValueError(f"no compressible weights found in {getattr(model, 'name', model)!r}")
     return CompressionReport(rows)

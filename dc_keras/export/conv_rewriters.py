@@ -7,7 +7,8 @@ together with a function giving the op's constant float weights *in the Keras la
 exporter can name the op after the Keras layer by matching weight digests).
 
 Weight layouts in the blob (what the kernels compute on; rows/cols are those of dc::codec::SparseMatrix):
-  DcConv2D           TFLite's own filter [out_c, kh, kw, in_c]: rows = out_c, cols = kh * kw * in_c (im2col order)
+  DcConv2D           TFLite's own filter [out_c, kh, kw, in_c]: rows = out_c, cols = kh * kw * in_c (im2col order);
+                     aligned block structure there is stored as a block layout (the kernel has block loops)
   DcDepthwiseConv2D  TFLite's [1, kh, kw, out_c] transposed to [out_c, kh * kw] (layout 1 in the options), so
                      that a row lists one output channel's nonzero taps
   DcGather           the embedding table [vocab, dim] as it is: one row per token
@@ -128,7 +129,9 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     if isinstance(fused, Skipped):
         return fused
     activation, bias_index = fused
-    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings)
+    # DcConv2D has block loops: aligned blocks of the [out_c, kh * kw * in_c] view (Keras block pruning over
+    # input channels per tap, or over output channels) are kept as blocks.
+    blob = encode_weights(weights, layer, name, spec.layer_kinds[0], settings, blocks=True)
     if isinstance(blob, Skipped):
         return blob
     options = Conv2DOptions(fused_activation=activation, out_channels=out_c, kernel_h=kh, kernel_w=kw,

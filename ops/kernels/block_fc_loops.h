@@ -5,6 +5,7 @@
 //   using V;                               16 float lanes
 //   explicit Ops(const BlockPlan&);        loads what the lookups keep in registers (the codebook)
 //   V Zero(); V Add(V, V); V Fma(V a, V b, V acc) (acc + a * b); float Sum(V); void Store(float*, V);
+//   void Sum4(V a, V b, V c, V d, float* out)  out[k] = Sum of the k-th vector
 //   void Weights4(codes, V& w0, .., V& w3) the weights of four vectors from their 64 codes, interleaved:
 //                                          byte 4 * i + k is lane i of vector k (BlockPlan::codes)
 //   template <int L> V LoadX(x, starts)    16 / L runs of L floats, x + starts[j] ...   (kCols)
@@ -100,10 +101,17 @@ DC_BLOCK_TARGET void GroupsFourRows(const BlockArgs& a, int64_t b) {
         acc3 = ops.Fma(w[k], Input<L, kByRows>(ops, x3, s), acc3);
       }
     }
-    Finish<L, kByRows>(ops, acc0, a, y0, g);
-    Finish<L, kByRows>(ops, acc1, a, y0 + a.y_stride, g);
-    Finish<L, kByRows>(ops, acc2, a, y0 + 2 * a.y_stride, g);
-    Finish<L, kByRows>(ops, acc3, a, y0 + 3 * a.y_stride, g);
+    if constexpr (!kByRows) {
+      float sums[4];
+      ops.Sum4(acc0, acc1, acc2, acc3, sums);
+      const float bias = a.bias ? a.bias[g] : 0.f;
+      for (int k = 0; k < 4; ++k) y0[k * a.y_stride + g] = Activate(sums[k] + bias, a.act);
+    } else {
+      Finish<L, kByRows>(ops, acc0, a, y0, g);
+      Finish<L, kByRows>(ops, acc1, a, y0 + a.y_stride, g);
+      Finish<L, kByRows>(ops, acc2, a, y0 + 2 * a.y_stride, g);
+      Finish<L, kByRows>(ops, acc3, a, y0 + 3 * a.y_stride, g);
+    }
   }
 }
 

@@ -47,6 +47,11 @@ class NeonOps {
   DC_BLOCK_INLINE float Sum(V v) const {
     return vaddvq_f32(vaddq_f32(vaddq_f32(v.q[0], v.q[1]), vaddq_f32(v.q[2], v.q[3])));
   }
+  // The four sums reduced together: pairwise adds leave lane k holding vector k's sum.
+  DC_BLOCK_INLINE void Sum4(V a, V b, V c, V d, float* out) const {
+    auto fold = [](V v) { return vaddq_f32(vaddq_f32(v.q[0], v.q[1]), vaddq_f32(v.q[2], v.q[3])); };
+    vst1q_f32(out, vpaddq_f32(vpaddq_f32(fold(a), fold(b)), vpaddq_f32(fold(c), fold(d))));
+  }
   DC_BLOCK_INLINE void Store(float* out, V v) const {
     for (int t = 0; t < 4; ++t) vst1q_f32(out + 4 * t, v.q[t]);
   }

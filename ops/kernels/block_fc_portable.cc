@@ -36,6 +36,12 @@ class PortableOps {
     for (float f : lanes) sum += f;
     return sum;
   }
+  DC_BLOCK_INLINE void Sum4(const V& a, const V& b, const V& c, const V& d, float* out) const {
+    out[0] = Sum(a);
+    out[1] = Sum(b);
+    out[2] = Sum(c);
+    out[3] = Sum(d);
+  }
   DC_BLOCK_INLINE void Store(float* out, const V& v) const { std::memcpy(out, &v, sizeof v); }
 
   // Vectors built from scalars in registers: writing the 16 weights to memory and loading them back as a

@@ -227,6 +227,23 @@ void BlockFullyConnectedWeights::Run(const float* bias, const float* x, int64_t 
   }
 }
 
+void BlockFullyConnectedWeights::RunPaddedRows(const float* bias, const float* x, int64_t batch, float* y,
+                                                Activation act) const {
+  if (batch < 1 || plan_.rows == 0) return;
+  block::BlockArgs args;
+  args.plan = &plan_;
+  args.bias = bias;
+  args.x = x;
+  args.x_stride = plan_.x_len;
+  args.y = y;
+  args.y_stride = plan_.rows;
+  args.nb = batch;
+  args.act = act;
+  args.g0 = 0;
+  args.g1 = plan_.NumGroups();
+  RunPath(ChoosePath(), args);
+}
+
 size_t BlockFullyConnectedWeights::ResidentBytes() const { return plan_.ResidentBytes(); }
 
 }  // namespace dc::kernels

@@ -49,6 +49,13 @@ class BlockFullyConnectedWeights {
   // y = act(x W^T + bias) as BlockFullyConnectedReference; pool splits the work and may be null.
   void Run(const float* bias, const float* x, int64_t batch, float* y, Activation act, float* scratch,
            RowSplitter* pool) const;
+  // Floats per input row RunPaddedRows reads: cols(), then zeros (which the padding blocks and the blocks
+  // reaching past the last column read); a multiple of 16.
+  int64_t padded_cols() const { return plan_.x_len; }
+  // Run's math on rows the caller has already laid out for the loops (row b at x + b * padded_cols(), its
+  // floats from cols() on zero; 64-byte aligned rows load fastest), on the calling thread. For callers that
+  // build the rows themselves, such as the block convolution's im2col, which saves Run's copy.
+  void RunPaddedRows(const float* bias, const float* x, int64_t batch, float* y, Activation act) const;
   size_t ResidentBytes() const;
 
  private:

@@ -25,48 +25,9 @@ using dc::delegate::ThreadPool;
 
 namespace {
 
-struct BlockCase {
-  BlockSparseMatrix w;
-  std::vector<float> dense;  // rows x cols, the weights the blocks put inside the matrix
-  uint64_t inside = 0;       // stored weights inside the matrix
-};
-
-// Blocks at about `density` of the aligned positions; every `empty_every`-th group has none. Positions past
-// the matrix edge hold code 0, as the codec writes them.
-BlockCase RandomBlocks(int64_t rows, int64_t cols, BlockAxis axis, int L, int codebook_size, double density,
-                       std::mt19937& rng, int empty_every = 5) {
-  BlockCase c;
-  BlockSparseMatrix& w = c.w;
-  w.rows = rows;
-  w.cols = cols;
-  w.axis = axis;
-  w.block_len = L;
-  std::uniform_real_distribution<float> uni(-1.f, 1.f);
-  std::uniform_real_distribution<double> coin(0.0, 1.0);
-  for (int k = 0; k < codebook_size; ++k) w.codebook.push_back(uni(rng));
-  c.dense.assign(static_cast<size_t>(rows * cols), 0.f);
-  const int64_t groups = w.NumGroups(), step = axis == BlockAxis::kCols ? L : 1;
-  w.group_ptr.push_back(0);
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t start = 0; start < cols && g % empty_every != empty_every - 1; start += step) {
-      if (coin(rng) >= density) continue;
-      w.block_start.push_back(static_cast<uint32_t>(start));
-      for (int i = 0; i < L; ++i) {
-        const int64_t r = axis == BlockAxis::kCols ? g : g * L + i;
-        const int64_t col = axis == BlockAxis::kCols ? start + i : start;
-        const bool inside = r < rows && col < cols;
-        const uint8_t code = inside ? static_cast<uint8_t>(rng() % codebook_size) : 0;
-        w.codes.push_back(code);
-        if (inside) {
-          c.dense[static_cast<size_t>(r * cols + col)] = w.codebook[code];
-          ++c.inside;
-        }
-      }
-    }
-    w.group_ptr.push_back(static_cast<uint32_t>(w.block_start.size()));
-  }
-  return c;
-}
+using dc_test::BlockCase;
+using dc_test::ForcePath;
+using dc_test::RandomBlocks;
 
 // got against the dense double product (tolerance relative to the sum of |terms|, per output).
 void CheckDense(const std::vector<float>& got, const BlockCase& c, const std::vector<float>& x,
@@ -87,13 +48,6 @@ void CheckDense(const std::vector<float>& got, const BlockCase& c, const std::ve
         return;
       }
     }
-}
-
-// Switches the process to `path` through the test hooks; false when this CPU or build cannot run it.
-bool ForcePath(const std::string& path) {
-  simd::PortableOnly() = path == "portable";
-  simd::Avx512Disabled() = path == "avx2";
-  return path == BlockFullyConnectedPathName();
 }
 
 std::string Describe(const BlockCase& c, const char* path, int64_t batch, bool threaded) {

@@ -1,6 +1,6 @@
 // Helpers of the delegate's kernel tests (FC, conv, depthwise, gather): random pruned + weight-shared
-// matrices in both the dense and the dc::codec::SparseMatrix form, a failure counter, and closeness checks
-// against a double reference.
+// matrices in both the dense and the dc::codec::SparseMatrix (or BlockSparseMatrix) form, the switch between
+// block paths, a failure counter, and closeness checks against a double reference.
 #ifndef DC_DELEGATE_TESTS_KERNEL_TEST_UTIL_H_
 #define DC_DELEGATE_TESTS_KERNEL_TEST_UTIL_H_
 
@@ -8,10 +8,13 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "dc_codec.h"
 #include "kernels/base.h"
+#include "kernels/block_fully_connected.h"
+#include "kernels/cpu_dispatch.h"
 
 namespace dc_test {
 
@@ -105,6 +108,57 @@ inline bool AllClose(const std::vector<float>& got, const std::vector<float>& wa
       return false;
     }
   return true;
+}
+
+// Block-sparse weights in both forms (block FC and block conv tests).
+struct BlockCase {
+  dc::codec::BlockSparseMatrix w;
+  std::vector<float> dense;  // rows x cols, the weights the blocks put inside the matrix
+  uint64_t inside = 0;       // stored weights inside the matrix
+};
+
+// Blocks at about `density` of the aligned positions; every `empty_every`-th group has none. Positions past
+// the matrix edge hold code 0, as the codec writes them.
+inline BlockCase RandomBlocks(int64_t rows, int64_t cols, dc::codec::BlockAxis axis, int L, int codebook_size,
+                              double density, std::mt19937& rng, int empty_every = 5) {
+  BlockCase c;
+  dc::codec::BlockSparseMatrix& w = c.w;
+  w.rows = rows;
+  w.cols = cols;
+  w.axis = axis;
+  w.block_len = L;
+  std::uniform_real_distribution<float> uni(-1.f, 1.f);
+  std::uniform_real_distribution<double> coin(0.0, 1.0);
+  for (int k = 0; k < codebook_size; ++k) w.codebook.push_back(uni(rng));
+  c.dense.assign(static_cast<size_t>(rows * cols), 0.f);
+  const int64_t groups = w.NumGroups(), step = axis == dc::codec::BlockAxis::kCols ? L : 1;
+  w.group_ptr.push_back(0);
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t start = 0; start < cols && g % empty_every != empty_every - 1; start += step) {
+      if (coin(rng) >= density) continue;
+      w.block_start.push_back(static_cast<uint32_t>(start));
+      for (int i = 0; i < L; ++i) {
+        const int64_t r = axis == dc::codec::BlockAxis::kCols ? g : g * L + i;
+        const int64_t col = axis == dc::codec::BlockAxis::kCols ? start + i : start;
+        const bool inside = r < rows && col < cols;
+        const uint8_t code = inside ? static_cast<uint8_t>(rng() % codebook_size) : 0;
+        w.codes.push_back(code);
+        if (inside) {
+          c.dense[static_cast<size_t>(r * cols + col)] = w.codebook[code];
+          ++c.inside;
+        }
+      }
+    }
+    w.group_ptr.push_back(static_cast<uint32_t>(w.block_start.size()));
+  }
+  return c;
+}
+
+// Switches the process to `path` through the test hooks; false when this CPU or build cannot run it.
+inline bool ForcePath(const std::string& path) {
+  dc::kernels::simd::PortableOnly() = path == "portable";
+  dc::kernels::simd::Avx512Disabled() = path == "avx2";
+  return path == dc::kernels::BlockFullyConnectedPathName();
 }
 
 }  // namespace dc_test
