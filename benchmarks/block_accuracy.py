@@ -3,7 +3,8 @@
 For LeNet-300-100 and LeNet-5 (dc_keras.models) one dense model is trained per network and shared by every
 configuration. Each configuration prunes a copy to the network's preset sparsities (dc_keras/presets.py) with
 the pipeline's iterative pruning (dc_keras.pipeline.stages.prune), unstructured or with blocks of 4, 8 or 16
-consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured), and,
+consecutive inputs ("16x1") or outputs ("1x16") of every Dense kernel (conv layers stay unstructured unless
+--conv-blocks: then input or output channels at each tap of every Conv2D with more than one input channel), and,
 with --last-layer-unstructured, also of every Dense kernel but the classifier's (what
 CompressionConfig(block_size=(16, 1)) does); then it clusters at the preset bits with centroid fine-tuning.
 Training uses the training set minus a held-out validation tail (validation_fraction); progress lines show
@@ -11,7 +12,7 @@ validation accuracy, and the test set is evaluated once per configuration at the
 
 Usage:  nice -n 5 python benchmarks/block_accuracy.py [--models lenet300 lenet5] [--dense-epochs 8]
         [--prune-epochs 6] [--prune-iterations 3] [--cluster-epochs 2] [--blocks 4 8 16]
-        [--lenet5-blocks 16] [--last-layer-unstructured] [--out block_accuracy.md]
+        [--lenet5-blocks 16] [--last-layer-unstructured] [--conv-blocks] [--out block_accuracy.md]
 """
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def run_model(name, data, args, sizes):
     print(f"{name}: dense, validation {accuracy(dense, validation):.4f} ({time.time() - start:.0f} s)", flush=True)
     finals = [("dense", dense)]
     dense_layers = [layer.name for layer in compressible_layers(dense) if isinstance(layer, keras.layers.Dense)]
+    if args.conv_blocks:  # a conv with one input channel (LeNet-5's conv1) has no input-channel blocks
+        dense_layers = [layer.name for layer in compressible_layers(dense)
+                        if type(layer) is keras.layers.Conv2D and layer.kernel.shape[-2] > 1] + dense_layers
     for label, block_size in block_configs(sizes, dense_layers, args.last_layer_unstructured):
         start = time.time()
         config = base.replace(block_size=block_size)
@@ -115,6 +119,9 @@ def main(argv=None) -> int:
                         help="block lengths for LeNet-5 (default: --blocks); fewer to save time")
     parser.add_argument("--last-layer-unstructured", action="store_true",
                         help="also run each block configuration with the last Dense layer unstructured")
+    parser.add_argument("--conv-blocks", action="store_true",
+                        help="block the Conv2D kernels with more than one input channel too (input or output "
+                             "channels at each tap)")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the table to this Markdown file")
