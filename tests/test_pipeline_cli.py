@@ -133,6 +133,18 @@ def test_build_config_from_flags_and_file(tmp_path):
     assert compress.build_config(_flags("--epochs=3"), pretrained=True).epochs == 3
 
 
+def test_fewer_prune_epochs_than_a_presets_iterations_take_one_iteration_each():
+    preset = compress.BUILTIN_PRESETS["lenet5"]
+    assert preset["prune_iterations"] > 2
+    config = compress.build_config(_flags("--model=lenet5", "--prune_epochs=2"), pretrained=False)
+    assert config.prune_epochs == 2 and config.prune_iterations == 2
+    config = compress.build_config(_flags("--model=lenet5"), pretrained=False)
+    assert (config.prune_epochs, config.prune_iterations) == (preset["prune_epochs"], preset["prune_iterations"])
+    with pytest.raises(Exception, match="prune_iterations"):
+        compress.build_config(_flags("--model=lenet5", "--prune_epochs=2", "--prune_iterations=4"),
+                              pretrained=False)
+
+
 def test_end_to_end_on_tiny_model(tmp_path, capsys):
     out = tmp_path / "out"
     fv = _flags(f"--model={_dense_model(tmp_path / 'm.keras')}", f"--data={_npz(tmp_path / 'd.npz')}",

@@ -235,8 +235,8 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
               "override it):\n  " + "\n  ".join(reasons), flush=True)
     if pretrained and fv.epochs is None:
         changes["epochs"] = 0  # a given model is trained: no dense training unless asked
-    if ("prune_epochs" in changes and "prune_iterations" not in changes
-            and 0 < changes["prune_epochs"] < config.prune_iterations):
+    iterations = changes.get("prune_iterations", config.prune_iterations)  # a preset's or the file's
+    if fv.prune_iterations is None and 0 < changes.get("prune_epochs", 0) < iterations:
         changes["prune_iterations"] = changes["prune_epochs"]  # fewer epochs than iterations: one each
     try:
         return config.replace(**changes)
