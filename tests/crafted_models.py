@@ -1,5 +1,6 @@
 """Tiny hostile inputs for the resource-limit tests: codec blobs that declare huge tensors in a few bytes, and
-single-op .tflite files around them.
+single-op .tflite files around them; `blob_span` finds a layer's blob in an exported file for tests that
+corrupt it in place.
 
 Also a command-line probe (`python tests/crafted_models.py NAME`) that runs one input in a fresh process and
 prints its wall time, peak RSS growth and outcome as JSON: the tests run it in a subprocess so that a
@@ -22,6 +23,22 @@ from dc_keras.codec import format as fmt
 # flags bits: 0 dense layout, 2-3 code-stream coder, 4-5 delta-stream coder (FORMAT.md); 0 = raw everywhere.
 RAW_SPARSE = 0x00
 RAW_DENSE = 0x01
+
+
+def blob_span(data: bytes, layer: str):
+    """(offset, length) of `layer`'s compressed blob ("<layer>/dc_blob") in the .tflite bytes `data`; the blob's
+    bytes must occur exactly once in the file, so that changing them changes only that blob."""
+    from dc_keras.export import flatbuffer
+
+    model = flatbuffer.load(data)
+    for subgraph in model.subgraphs:
+        for tensor in subgraph.tensors:
+            if flatbuffer._text(tensor.name) == f"{layer}/dc_blob":
+                blob = flatbuffer.buffer_bytes(model, tensor.buffer)
+                start = data.find(blob)
+                assert start > 0 and data.find(blob, start + 1) < 0
+                return start, len(blob)
+    raise AssertionError(f"no blob for {layer}")
 
 
 def empty_blob(shape: Sequence[int], bits: int = 5, index_bits: int = 5) -> bytes:

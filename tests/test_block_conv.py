@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crafted_models import blob_span
+
 import dc_keras
 from dc_keras import delegate
 from dc_keras.callbacks import UpdatePruningStep
-from dc_keras.export import flatbuffer, inspect_tflite
+from dc_keras.export import inspect_tflite
 
 INPUT = (8, 8, 16)
 
@@ -79,22 +81,11 @@ def test_block_pruned_convs_export_as_blocks_and_match_keras(exported):
     assert [form for op, form in forms if op == "DcConv2D"] == ["block", "block"]
 
 
-def _conv_blob_span(data: bytes, layer: str):
-    model = flatbuffer.load(data)
-    for tensor in model.subgraphs[0].tensors:
-        if flatbuffer._text(tensor.name) == f"{layer}/dc_blob":
-            blob = flatbuffer.buffer_bytes(model, tensor.buffer)
-            start = data.find(blob)
-            assert start > 0 and data.find(blob, start + 1) < 0
-            return start, len(blob)
-    raise AssertionError(f"no blob for {layer}")
-
-
 def test_corrupt_or_over_budget_block_conv_blob_is_refused(exported):
     _, path, _, _ = exported
     original = path.read_bytes()
     x = np.zeros((1,) + INPUT, np.float32)
-    start, size = _conv_blob_span(original, "conv3")
+    start, size = blob_span(original, "conv3")
     data = bytearray(original)
     data[start + size // 2] ^= 0x5A
     with pytest.raises((RuntimeError, ValueError), match="dc delegate: .*DcConv2D.*|dc delegate: .*conv3"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from crafted_models import blob_span
 from test_export_models import LENET, keras_lenet, max_rel_error, run_tflite
 
 import dc_keras
@@ -103,18 +104,6 @@ def test_bad_options_fail_to_load(options):
         load_delegate(delegate.delegate_path(), options)
 
 
-def _blob_span(data: bytes, layer: str):
-    model = flatbuffer.load(data)
-    for sg in model.subgraphs:
-        for t in sg.tensors:
-            if flatbuffer._text(t.name) == f"{layer}/dc_blob":
-                blob = flatbuffer.buffer_bytes(model, t.buffer)
-                start = data.find(blob)
-                assert start > 0 and data.find(blob, start + 1) < 0
-                return start, len(blob)
-    raise AssertionError(f"no blob for {layer}")
-
-
 def _expect_clean_failure(data: bytes, match: str):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -126,7 +115,7 @@ def _expect_clean_failure(data: bytes, match: str):
 @pytest.mark.parametrize("where", ["magic", "header", "codebook", "middle", "last"])
 def test_corrupt_blob_fails_prepare_with_a_message(exported, where):
     data = bytearray(exported.read_bytes())
-    start, size = _blob_span(bytes(data), "ip1")
+    start, size = blob_span(bytes(data), "ip1")
     offset = {"magic": 0, "header": 9, "codebook": 40, "middle": size // 2, "last": size - 1}[where]
     data[start + offset] ^= 0x5A
     _expect_clean_failure(bytes(data), "dc delegate: DcFullyConnected .*corrupt|dc delegate: .*ip1")
@@ -135,7 +124,7 @@ def test_corrupt_blob_fails_prepare_with_a_message(exported, where):
 def test_random_corruptions_never_crash(exported):
     rng = np.random.default_rng(11)
     original = exported.read_bytes()
-    start, size = _blob_span(original, "ip2")
+    start, size = blob_span(original, "ip2")
     for _ in range(20):
         data = bytearray(original)
         for offset in rng.integers(0, size, size=rng.integers(1, 6)):
