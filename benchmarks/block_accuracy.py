@@ -39,15 +39,15 @@ def load_data():
             (x_test.astype(np.float32) / 255.0, y_test.astype(np.int64)))
 
 
-def block_configs(sizes, dense_layers, last_unstructured=False):
+def block_configs(sizes, blocked_layers, last_unstructured=False):
     """[(label, CompressionConfig.block_size)]: unstructured first, then r x 1 (inputs) and 1 x c (outputs) on
-    every one of `dense_layers` for each size; with `last_unstructured`, also each size with the last Dense
+    every one of `blocked_layers` for each size; with `last_unstructured`, also each size with the last
     layer (the classifier) unstructured, which is what a single block_size gives in the pipeline."""
     shapes = [(f"{n}x1 (inputs)", (n, 1)) for n in sizes] + [(f"1x{n} (outputs)", (1, n)) for n in sizes]
     configs = [("unstructured", None)]
-    configs += [(label, {name: size for name in dense_layers}) for label, size in shapes]
+    configs += [(label, {name: size for name in blocked_layers}) for label, size in shapes]
     if last_unstructured:
-        configs += [(f"{label}, {dense_layers[-1]} unstructured", size) for label, size in shapes]
+        configs += [(f"{label}, {blocked_layers[-1]} unstructured", size) for label, size in shapes]
     return configs
 
 
@@ -77,11 +77,11 @@ def run_model(name, data, args, sizes):
     dense, _ = stages.train_dense(builtin_model(name), data, base)
     print(f"{name}: dense, validation {accuracy(dense, validation):.4f} ({time.time() - start:.0f} s)", flush=True)
     finals = [("dense", dense)]
-    dense_layers = [layer.name for layer in compressible_layers(dense) if isinstance(layer, keras.layers.Dense)]
+    blocked_layers = [layer.name for layer in compressible_layers(dense) if isinstance(layer, keras.layers.Dense)]
     if args.conv_blocks:  # a conv with one input channel (LeNet-5's conv1) has no input-channel blocks
-        dense_layers = [layer.name for layer in compressible_layers(dense)
-                        if type(layer) is keras.layers.Conv2D and layer.kernel.shape[-2] > 1] + dense_layers
-    for label, block_size in block_configs(sizes, dense_layers, args.last_layer_unstructured):
+        blocked_layers = [layer.name for layer in compressible_layers(dense)
+                          if type(layer) is keras.layers.Conv2D and layer.kernel.shape[-2] > 1] + blocked_layers
+    for label, block_size in block_configs(sizes, blocked_layers, args.last_layer_unstructured):
         start = time.time()
         config = base.replace(block_size=block_size)
         keras.utils.set_random_seed(args.seed)
