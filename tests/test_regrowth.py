@@ -239,3 +239,28 @@ def test_cli_regrowth_flag_sets_and_overrides_the_config(tmp_path):
     assert compress.build_config(_flags(f"--config={path}", "--noregrowth"), pretrained=True).regrowth is False
     with pytest.raises(compress.InputError, match="--regrowth with prune_iterations 1"):
         compress.build_config(_flags("--regrowth", "--prune_epochs=1"), pretrained=True)
+
+
+def test_regrowth_training_keeps_the_inner_layers_own_state_updates():
+    class CountingDense(keras.layers.Layer, dc_keras.PrunableLayer):
+        """A Dense that counts its training calls in a non-trainable variable."""
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], 3), initializer="ones", name="kernel")
+            self.calls = self.add_weight(shape=(), initializer="zeros", trainable=False, name="calls")
+
+        def call(self, inputs, training=False):
+            if training:
+                self.calls.assign_add(1.0)
+            return inputs @ self.kernel
+
+        def get_prunable_weights(self):
+            return [self.kernel]
+
+    x = np.random.default_rng(4).normal(size=(32, 6)).astype(np.float32)
+    layer = CountingDense(name="counting")
+    model = keras.Sequential([keras.Input((6,)), layer])
+    pruned = dc_keras.prune_low_magnitude(model, dc_keras.ConstantSparsity(0.5, 1, frequency=2), regrowth=True)
+    pruned.compile(keras.optimizers.SGD(0.01), "mse")
+    pruned.fit(x, np.zeros((32, 3), np.float32), batch_size=8, epochs=1, verbose=0, callbacks=[UpdatePruningStep()])
+    assert float(read_value(layer.calls)) == 4

@@ -264,7 +264,7 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             if training:
                 self._advance_and_update()
                 if self.regrowth:
-                    return self._call_masked(inputs, kwargs)
+                    return self._call_masked(inputs, kwargs, keep_updates=True)
                 # The variables already hold weight * mask: masks are applied to them when they change,
                 # and the mask constraint re-applies them after every optimizer update. Skipping the
                 # multiply here (and its gradient) is most of the difference to an unpruned step.
@@ -283,7 +283,10 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         # gradient is the identity, so pruned weights keep learning.
         return keras.ops.add(weight.value, keras.ops.stop_gradient(keras.ops.subtract(masked, weight.value)))
 
-    def _call_masked(self, inputs, kwargs):
+    def _call_masked(self, inputs, kwargs, keep_updates=False):
+        """The inner layer run with each pruned weight replaced by its masked value; `keep_updates` writes back
+        what the inner layer assigned to its other variables (a training call's state, e.g. a custom
+        layer's running statistics), which the scope would otherwise discard."""
         mapping = [(weight, self._masked_value(weight, mask)) for weight, mask, _ in self._pruning_vars]
         # collect_losses keeps the inner layer's activity-regularisation losses, re-added to this layer below.
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True,
@@ -291,6 +294,12 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             outputs = self.layer(inputs, **kwargs)
         for loss in scope.losses:
             self.add_loss(loss)
+        if keep_updates:
+            pruned = {id(weight) for weight, _, _ in self._pruning_vars}
+            for variable in self.layer.variables:
+                value = scope.get_current_value(variable)
+                if id(variable) not in pruned and value is not None:
+                    variable.assign(value)
         return outputs
 
     def apply_masks(self):
