@@ -76,6 +76,8 @@ def test_inference_uses_the_masks_and_strip_bakes_exact_sparsity(block_size):
         assert np.count_nonzero(read_value(weight)[read_value(mask) == 0]) > 0
     np.testing.assert_allclose(pruned.predict(x, verbose=0), _masked_forward(wrappers, x), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(pruned(x, training=False).numpy(), _masked_forward(wrappers, x), rtol=1e-5, atol=1e-5)
+    # A training call (step 13: an update step, so the mask it uses is the one read after it) is sparse too.
+    np.testing.assert_allclose(pruned(x, training=True).numpy(), _masked_forward(wrappers, x), rtol=1e-5, atol=1e-5)
 
     stripped = dc_keras.strip_pruning(pruned)
     for wrapper, layer in zip(wrappers, stripped.layers):
