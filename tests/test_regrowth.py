@@ -47,6 +47,24 @@ def test_without_regrowth_the_pruned_weight_stays_zero():
     assert weight[3] == 0 and np.all(weight[1:] == 0) and loss > 5
 
 
+def test_pruned_dense_values_stay_within_the_threshold_between_mask_updates():
+    """Adam moves a pruned weight by about its learning rate per step; unclipped, the useful weight below
+    would drift to ~3 during the held mask and re-enter far above every kept weight."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 4)).astype(np.float32)
+    y = 3 * x[:, 3:4]
+    held = dc_keras.ConstantSparsity(0.75, 1, frequency=10 ** 9)
+    pruned = dc_keras.prune_low_magnitude(_one_useful_input_model(), held, regrowth=True)
+    pruned.compile(keras.optimizers.Adam(0.1), "mse")
+    pruned.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[UpdatePruningStep()])
+    weight, mask, threshold = (read_value(v) for v in collect_prunable_layers(pruned)[0].pruning_vars[0])
+    np.testing.assert_array_equal(mask[:, 0], [1, 0, 0, 0])
+    assert threshold == pytest.approx(0.5)
+    # The pruned useful weight was pushed up all along and sits at the bound, the others within it.
+    assert weight[3, 0] == pytest.approx(threshold)
+    assert np.all(np.abs(weight[1:, 0]) <= threshold + 1e-6)
+
+
 def _two_layer_model():
     return keras.Sequential([keras.Input((12,)), keras.layers.Dense(16, activation="relu", name="d1"),
                              keras.layers.Dense(3, name="d2")])

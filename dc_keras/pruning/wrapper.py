@@ -81,6 +81,26 @@ class _MaskConstraint:
         return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
 
 
+class _RegrowthConstraint:
+    """Variable constraint of a regrowth wrapper: the layer's own constraint (if any), then every pruned
+    weight's dense value clipped to [-threshold, threshold]. Adam moves each weight by about the learning
+    rate per step whatever its gradient's scale, so without the clip a pruned weight drifts for hundreds of
+    steps and re-enters at a magnitude that wrecks the layer; clipped, it re-enters at the smallest kept
+    magnitude and grows from there. Not serialised: the wrapper re-creates it when it is built."""
+
+    def __init__(self, mask, threshold, original):
+        self.mask = mask
+        self.threshold = threshold
+        self.original = original
+
+    def __call__(self, weight):
+        if self.original is not None:
+            weight = self.original(weight)
+        limit = keras.ops.cast(self.threshold, weight.dtype)
+        clipped = keras.ops.clip(weight, -limit, limit)
+        return keras.ops.where(keras.ops.cast(self.mask, "bool"), weight, clipped)
+
+
 @keras.saving.register_keras_serializable(package="dc_keras")
 class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
     """Wraps a layer and prunes its prunable weights by magnitude on ``pruning_schedule``.
@@ -167,14 +187,16 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         # means the callback is missing.
         self.pruning_step = self._add_state("pruning_step", (), "int64",
                                             keras.initializers.Constant(self._initial_step))
-        for weight, mask, _ in self._pruning_vars:
+        for weight, mask, threshold in self._pruning_vars:
+            # A constraint left behind by an earlier wrapper of the same layer object is replaced, not stacked.
+            original = weight.constraint
+            if isinstance(original, (_MaskConstraint, _RegrowthConstraint)):
+                original = original.original
             if self.regrowth:
-                # The variables stay dense: no mask after optimizer updates (not even one left behind by an
-                # earlier wrapper of the same layer object).
-                if isinstance(weight.constraint, _MaskConstraint):
-                    weight.constraint = weight.constraint.original
-            elif not isinstance(weight.constraint, _MaskConstraint):
-                weight.constraint = _MaskConstraint(mask, weight.constraint)
+                # The variables stay dense; pruned weights only have their magnitude bounded.
+                weight.constraint = _RegrowthConstraint(mask, threshold, original)
+            else:
+                weight.constraint = _MaskConstraint(mask, original)
         self.built = True
 
     def _layout(self, name, weight) -> Optional[BlockLayout]:
