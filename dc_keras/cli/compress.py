@@ -66,6 +66,10 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
     flags.DEFINE_integer("epochs", None, "dense training epochs", flag_values=fv)
     flags.DEFINE_integer("prune_epochs", None, "retraining epochs over all pruning iterations", flag_values=fv)
     flags.DEFINE_integer("prune_iterations", None, "pruning iterations (prune, retrain, prune more)", flag_values=fv)
+    flags.DEFINE_bool("regrowth", None, "pruning with regrowth: every pruning iteration but the last trains the "
+                      "pruned weights too (straight-through) and recomputes masks from them every few steps, so "
+                      "weights pruned too early can come back; the last iteration fine-tunes a fixed mask "
+                      "(--noregrowth overrides a --config that sets it)", flag_values=fv)
     flags.DEFINE_integer("cluster_epochs", None, "centroid fine-tuning epochs", flag_values=fv)
     flags.DEFINE_integer("batch_size", None, "training batch size", flag_values=fv)
     flags.DEFINE_integer("seed", None, "random seed", flag_values=fv)
@@ -93,7 +97,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
 
 _FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "block_size", "bits", "bit_budget",
                "index_bits",
-               "epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed",
+               "epochs", "prune_epochs", "prune_iterations", "regrowth", "cluster_epochs", "batch_size", "seed",
                "train_examples", "validation_fraction", "patience", "distill_weight", "distill_temperature",
                "max_drop", "strict", "auto", "auto_rounds", "plots", "verbosity_level")
 
@@ -206,7 +210,7 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
     changes = {}
     for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
                  "index_bits", "validation_fraction", "patience", "distill_weight", "distill_temperature",
-                 "max_drop", "bit_budget"):
+                 "max_drop", "bit_budget", "regrowth"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
     if fv.block_size is not None:

@@ -65,6 +65,12 @@ class CompressionConfig:
         with the smallest coded size whose accuracy (before fine-tuning, on the validation split or else
         the training tail) stays within this absolute drop of the pruned model's are kept.
       seed: random seed of weight initialisation, shuffling and k-means.
+      regrowth: pruning with regrowth (Dynamic Network Surgery / Dynamic Pruning with Feedback): every pruning
+        iteration but the last keeps the pruned weights dense, trains them through the masked forward pass
+        (straight-through gradient) and recomputes the masks from the dense magnitudes every few steps, so a
+        weight pruned too early can come back; the last iteration computes its mask once from those dense
+        values and fine-tunes it fixed. With prune_iterations 1 the first half of its epochs regrow (so
+        prune_epochs must then be at least 2).
     """
 
     sparsity: PerLayer = 0.9
@@ -88,6 +94,7 @@ class CompressionConfig:
     max_drop: float = 0.5
     seed: int = 0
     bit_budget: Any = None
+    regrowth: bool = False
 
     def __post_init__(self):
         self.block_size = _normalised_block_size(self.block_size)
@@ -146,6 +153,15 @@ class CompressionConfig:
             raise ValueError(f"CompressionConfig: bit_budget must be None or in [0, 1), got {self.bit_budget!r}")
         if not _is_int(self.seed):
             raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.regrowth, bool):
+            raise ValueError(f"CompressionConfig: regrowth must be true or false, got {self.regrowth!r}")
+        if self.regrowth and not self.prune_epochs:
+            raise ValueError("CompressionConfig: regrowth needs retraining: prune_epochs must be > 0 "
+                             "(with 0 the model is pruned once, without training)")
+        if self.regrowth and self.prune_iterations == 1 and self.prune_epochs < 2:
+            raise ValueError(f"CompressionConfig: regrowth with prune_iterations 1 regrows during the first half "
+                             f"of the retraining and fine-tunes a fixed mask in the second: prune_epochs must be "
+                             f">= 2, got {self.prune_epochs}")
 
     def to_json(self) -> str:
         """The config as a JSON object (indented, keys in field order)."""

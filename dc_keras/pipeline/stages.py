@@ -8,7 +8,7 @@ need none.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional
 
 import numpy as np
 
@@ -24,6 +24,12 @@ from dc_keras.validation import check_layer_names
 
 # The largest drop (absolute) of compressed.tflite's accuracy below its Keras model that verification accepts.
 VERIFY_TOLERANCE = 0.005
+
+# Training steps between mask updates in a regrowth iteration, as in Dynamic Pruning with Feedback (Lin et
+# al. 2020): frequent enough that a weight regrown past the threshold rejoins within a fraction of an epoch
+# and that the masked-out weights' straight-through updates stay small between updates, rare enough that
+# the mask is not reshuffled by every minibatch's noise (and the top-k ranking costs little).
+REGROWTH_UPDATE_STEPS = 16
 
 
 def require_data(data, stage: str):
@@ -102,25 +108,49 @@ def check_budget_met(result, budget: float) -> None:
             f"already costs more (drops per layer: {worst}); raise --budget")
 
 
-def _schedule(config: CompressionConfig, layer_name: str, fraction: float):
+def _schedule(config: CompressionConfig, layer_name: str, fraction: float, regrowth: bool = False):
     """The pruning schedule of one layer at `fraction` of its target (None: the layer stays dense). The
-    mask is computed once, at the first training step the wrappers see, and then held while the survivors
-    retrain (prune, retrain, prune more: the paper's iterative pruning); a huge frequency means "never again"."""
+    mask is computed at the first training step the wrappers see. Without `regrowth` it is then held while
+    the survivors retrain (prune, retrain, prune more: the paper's iterative pruning; a huge frequency means
+    "never again"); with it, it is recomputed every REGROWTH_UPDATE_STEPS steps from the dense weights."""
     from dc_keras.pruning.schedule import ConstantSparsity, SensitivityThreshold
 
-    first, hold = 1, 10 ** 9
+    first, frequency = 1, REGROWTH_UPDATE_STEPS if regrowth else 10 ** 9
     if config.quality is not None:
         q = per_layer_value(config.quality, layer_name)
-        return SensitivityThreshold(q * fraction, first, -1, hold) if q else None
+        return SensitivityThreshold(q * fraction, first, -1, frequency) if q else None
     s = per_layer_value(config.sparsity, layer_name, 0.0)
-    return ConstantSparsity(s * fraction, first, -1, hold) if s > 0 else None
+    return ConstantSparsity(s * fraction, first, -1, frequency) if s > 0 else None
 
 
-def prune_schedules(model, config: CompressionConfig, iteration: int) -> Dict[str, Any]:
-    """layer name -> schedule for one pruning iteration: the target scaled by the cubic ramp."""
+def prune_schedules(model, config: CompressionConfig, iteration: int, regrowth: bool = False) -> Dict[str, Any]:
+    """layer name -> schedule for one pruning iteration: the target scaled by the cubic ramp, masks held
+    (or, with `regrowth`, recomputed every REGROWTH_UPDATE_STEPS steps)."""
     fraction = ramp(iteration, config.prune_iterations)
-    return {layer.name: _schedule(config, layer.name, fraction)
+    return {layer.name: _schedule(config, layer.name, fraction, regrowth)
             for layer in compressible_layers(model)}
+
+
+class PruneRound(NamedTuple):
+    """One retraining of the pruning stage: its iteration (1-based), epochs, and whether it regrows."""
+
+    iteration: int
+    epochs: int
+    regrowth: bool
+
+
+def prune_rounds(config: CompressionConfig) -> List[PruneRound]:
+    """The pruning stage's retrainings: one per iteration, prune_epochs spread over them (the first ones get
+    the remainder). With config.regrowth every iteration but the last regrows, so that the last fine-tunes
+    one fixed mask (its best-validated-epoch selection then compares models of one mask); a single iteration
+    is split into a regrowing first half and a fixed second half."""
+    base, extra = divmod(config.prune_epochs, config.prune_iterations)
+    rounds = [PruneRound(i, base + (1 if i <= extra else 0), config.regrowth and i < config.prune_iterations)
+              for i in range(1, config.prune_iterations + 1)]
+    if config.regrowth and config.prune_iterations == 1:
+        half = rounds[0].epochs // 2
+        rounds = [PruneRound(1, half, True), PruneRound(1, rounds[0].epochs - half, False)]
+    return rounds
 
 
 def prune_once(model, config: CompressionConfig):
@@ -160,13 +190,17 @@ def describe(schedule) -> str:
 
 
 def prune(model, data, config: CompressionConfig, verbose: int = 0, teacher=None):
-    """Iterative magnitude pruning with retraining; returns (stripped pruned copy of `model`, fit summaries).
+    """Iterative magnitude pruning with retraining; returns (stripped pruned copy of `model`, fit summaries,
+    one per retraining round of `prune_rounds`).
 
-    Each iteration keeps its best validated epoch: its epochs all share one mask, so they compare models
-    of equal sparsity. With `teacher` and config.distill_weight > 0, retraining distils from `teacher`.
+    Each iteration keeps its best validated epoch: its epochs all share one mask (regrowth rounds: one
+    sparsity), so they compare models of equal sparsity. With config.regrowth the regrowth rounds hand their
+    dense weights (pruned positions included) to the next round, whose first mask ranks them at its higher
+    target. With `teacher` and config.distill_weight > 0, retraining distils from `teacher`.
     """
     import dc_keras
     from dc_keras.callbacks import UpdatePruningStep
+    from dc_keras.pruning.strip import unwrap_dense
 
     check_layer_names(model, config, ("sparsity", "quality", "block_size"))
     current = copy_model(model)
@@ -175,19 +209,19 @@ def prune(model, data, config: CompressionConfig, verbose: int = 0, teacher=None
         return prune_once(current, config), []
     distill = distillation_targets(teacher, data, config, verbose)
     summaries = []
-    base, extra = divmod(config.prune_epochs, config.prune_iterations)
-    for iteration in range(1, config.prune_iterations + 1):
-        epochs = base + (1 if iteration <= extra else 0)
-        schedules = prune_schedules(current, config, iteration)
+    for iteration, epochs, regrowth in prune_rounds(config):
+        schedules = prune_schedules(current, config, iteration, regrowth)
         if not any(schedules.values()):
             break
         if verbose:
             targets = ", ".join(f"{n} {describe(s)}" for n, s in schedules.items())
-            print(f"pruning iteration {iteration}/{config.prune_iterations} ({epochs} epochs): {targets}", flush=True)
-        wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules, block_size=blocks)
+            masks = f", regrowth: masks every {REGROWTH_UPDATE_STEPS} steps" if regrowth else ""
+            print(f"pruning iteration {iteration}/{config.prune_iterations} ({epochs} epochs{masks}): {targets}",
+                  flush=True)
+        wrapped = dc_keras.prune_low_magnitude(current, per_layer=schedules, block_size=blocks, regrowth=regrowth)
         summaries.append(fit(wrapped, data, config, epochs, config.prune_learning_rate,
                              callbacks=[UpdatePruningStep()], verbose=verbose, teacher=distill))
-        current = dc_keras.strip_pruning(wrapped)
+        current = unwrap_dense(wrapped) if regrowth else dc_keras.strip_pruning(wrapped)
     return current, summaries
 
 

@@ -1,6 +1,7 @@
 """Magnitude pruning for Keras 3 layers and models: ``prune_low_magnitude`` and its ``PruneLowMagnitude`` wrapper.
 
-How a wrapped layer keeps its pruned weights at exactly zero:
+How a wrapped layer keeps its pruned weights at exactly zero (the default; see "Regrowth" below for the
+alternative):
 
 * The masks are applied to the variables when they change (inside the training step, before the forward
   pass), and each prunable variable gets a constraint ``w -> constraint(w) * mask`` that Keras optimizers
@@ -17,6 +18,15 @@ How a wrapped layer keeps its pruned weights at exactly zero:
 * The step counter is advanced in the compiled training step (once per training call, like tfmot 0.8), and
   masks are recomputed under ``tf.cond`` only on the schedule's update steps, so between updates the cost is
   the constraint's multiply per pruned weight and a few scalar ops.
+
+Regrowth (``regrowth=True``; Dynamic Network Surgery, Guo et al. 2016, and Dynamic Pruning with Feedback,
+Lin et al. 2020): a weight pruned by a mask computed early is not necessarily unimportant, and at high
+sparsity those early mistakes cost accuracy when they can never be undone. With regrowth the pruned
+variables hold dense values (no mask constraint; ``apply_masks`` leaves them dense), every call runs the inner
+layer on ``w + stop_gradient(w * m - w)``, which equals ``w * m`` in value (inference, validation and the
+training loss see the sparse model) while the gradient reaches every ``w``, pruned ones included (the
+straight-through estimator), and each mask update ranks the dense ``|w|``. A pruned weight whose dense value
+grows back past the threshold is therefore revived at the next update. ``strip_pruning`` bakes ``w * m``.
 
 This module is imported when ``dc_keras`` is, to register the wrapper for ``load_model``; it imports only
 Keras, TensorFlow and dc_keras modules without further side effects.
@@ -71,6 +81,26 @@ class _MaskConstraint:
         return keras.ops.multiply(weight, keras.ops.cast(self.mask, weight.dtype))
 
 
+class _RegrowthConstraint:
+    """Variable constraint of a regrowth wrapper: the layer's own constraint (if any), then every pruned
+    weight's dense value clipped to [-threshold, threshold]. Adam moves each weight by about the learning
+    rate per step whatever its gradient's scale, so without the clip a pruned weight drifts for hundreds of
+    steps and re-enters at a magnitude that wrecks the layer; clipped, it re-enters at the smallest kept
+    magnitude and grows from there. Not serialised: the wrapper re-creates it when it is built."""
+
+    def __init__(self, mask, threshold, original):
+        self.mask = mask
+        self.threshold = threshold
+        self.original = original
+
+    def __call__(self, weight):
+        if self.original is not None:
+            weight = self.original(weight)
+        limit = keras.ops.cast(self.threshold, weight.dtype)
+        clipped = keras.ops.clip(weight, -limit, limit)
+        return keras.ops.where(keras.ops.cast(self.mask, "bool"), weight, clipped)
+
+
 @keras.saving.register_keras_serializable(package="dc_keras")
 class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
     """Wraps a layer and prunes its prunable weights by magnitude on ``pruning_schedule``.
@@ -87,12 +117,16 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             ``(inputs, outputs)``, so ``(16, 1)`` is 16 consecutive inputs of one output; see
             :mod:`dc_keras.pruning.blocks`). ``(1, 1)`` (default) prunes single weights.
         block_pooling_type: ``"AVG"`` or ``"MAX"``: how a block's magnitudes are scored.
+        regrowth: keep the pruned variables dense and train every weight through a straight-through
+            estimator, so that a mask update can revive a pruned weight (see the module docstring). False (default): pruned weights
+            are held at exactly zero.
         **kwargs: Keras layer arguments (``name`` defaults to ``"prune_low_magnitude_" + layer.name``).
     """
 
     TRANSFORM = "pruning"
 
-    def __init__(self, layer, pruning_schedule=None, block_size=UNSTRUCTURED, block_pooling_type="AVG", **kwargs):
+    def __init__(self, layer, pruning_schedule=None, block_size=UNSTRUCTURED, block_pooling_type="AVG",
+                 regrowth=False, **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError(f"PruneLowMagnitude wraps a keras.layers.Layer, got {layer!r}")
         if isinstance(layer, PruneLowMagnitude):
@@ -112,6 +146,9 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         self.pruning_schedule = as_schedule(pruning_schedule).for_layer(layer.name)
         self.block_size = check_block_size(block_size)
         self.block_pooling_type = check_pooling(block_pooling_type)
+        if not isinstance(regrowth, (bool, np.bool_)):
+            raise ValueError(f"layer {layer.name!r}: regrowth must be True or False, got {regrowth!r}")
+        self.regrowth = bool(regrowth)
         if self.block_size != UNSTRUCTURED:
             refusal = block_refusal(layer)
             if refusal:
@@ -150,9 +187,16 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         # means the callback is missing.
         self.pruning_step = self._add_state("pruning_step", (), "int64",
                                             keras.initializers.Constant(self._initial_step))
-        for weight, mask, _ in self._pruning_vars:
-            if not isinstance(weight.constraint, _MaskConstraint):
-                weight.constraint = _MaskConstraint(mask, weight.constraint)
+        for weight, mask, threshold in self._pruning_vars:
+            # A constraint left behind by an earlier wrapper of the same layer object is replaced, not stacked.
+            original = weight.constraint
+            if isinstance(original, (_MaskConstraint, _RegrowthConstraint)):
+                original = original.original
+            if self.regrowth:
+                # The variables stay dense; pruned weights only have their magnitude bounded.
+                weight.constraint = _RegrowthConstraint(mask, threshold, original)
+            else:
+                weight.constraint = _MaskConstraint(mask, original)
         self.built = True
 
     def _layout(self, name, weight) -> Optional[BlockLayout]:
@@ -212,28 +256,37 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
 
         def update():
             for (weight, mask, threshold), layout in zip(self._pruning_vars, self._layouts):
-                # Rank the effective weights, so that a position pruned earlier is never ranked by a stale value.
-                current = keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype))
+                if self.regrowth:
+                    # Rank the dense values: a pruned weight that training pushed past the threshold comes back.
+                    current = weight.value
+                else:
+                    # Rank the effective weights, so that a position pruned earlier is never ranked by a
+                    # stale value.
+                    current = keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype))
                 if layout is None:
                     new_threshold, new_mask = self.pruning_schedule.compute_mask(step, current)
                 else:
                     new_threshold, new_mask = self.pruning_schedule.compute_block_mask(step, current, layout)
                 mask.assign(tf.cast(new_mask, mask.dtype))
                 threshold.assign(tf.cast(new_threshold, threshold.dtype))
-                # Zero the newly pruned weights before this step's forward pass reads them.
-                weight.assign(keras.ops.multiply(current, keras.ops.cast(new_mask, current.dtype)))
+                if not self.regrowth:
+                    # Zero the newly pruned weights before this step's forward pass reads them.
+                    weight.assign(keras.ops.multiply(current, keras.ops.cast(new_mask, current.dtype)))
             return tf.constant(True)
 
         return tf.cond(should_prune, update, lambda: tf.constant(False))
 
     def call(self, inputs, training=None, **kwargs):
         """Training calls advance the step, update masks when scheduled and run the inner layer on its
-        variables (zero where masked); other calls run it on ``weight * mask``."""
+        variables (zero where masked); other calls run it on ``weight * mask``. With regrowth every call runs
+        it on ``weight * mask`` in value, with the gradient passed straight through to every weight."""
         if training is None:
             training = False
         if isinstance(training, bool):
             if training:
                 self._advance_and_update()
+                if self.regrowth:
+                    return self._call_masked(inputs, kwargs, keep_updates=True)
                 # The variables already hold weight * mask: masks are applied to them when they change,
                 # and the mask constraint re-applies them after every optimizer update. Skipping the
                 # multiply here (and its gradient) is most of the difference to an unpruned step.
@@ -242,18 +295,40 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
             tf.cond(tf.cast(training, tf.bool), self._advance_and_update, lambda: tf.constant(False))
         # Inference (and symbolic training flags) multiply by the mask, so that weights assigned from
         # outside (set_weights, a custom update rule) can never leak through pruned positions.
-        mapping = [(weight, keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype)))
-                   for weight, mask, _ in self._pruning_vars]
+        return self._call_masked(inputs, kwargs)
+
+    def _masked_value(self, weight, mask):
+        masked = keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.value.dtype))
+        if not self.regrowth:
+            return masked
+        # Straight-through: the value is exactly weight * mask (w + (0 - w) and w + (w - w) are exact), the
+        # gradient is the identity, so pruned weights keep learning.
+        return keras.ops.add(weight.value, keras.ops.stop_gradient(keras.ops.subtract(masked, weight.value)))
+
+    def _call_masked(self, inputs, kwargs, keep_updates=False):
+        """The inner layer run with each pruned weight replaced by its masked value; `keep_updates` writes back
+        what the inner layer assigned to its other variables (a training call's state, e.g. a custom
+        layer's running statistics), which the scope would otherwise discard."""
+        mapping = [(weight, self._masked_value(weight, mask)) for weight, mask, _ in self._pruning_vars]
         # collect_losses keeps the inner layer's activity-regularisation losses, re-added to this layer below.
         with keras.StatelessScope(state_mapping=mapping, collect_losses=True,
                                   initialize_variables=False) as scope:
             outputs = self.layer(inputs, **kwargs)
         for loss in scope.losses:
             self.add_loss(loss)
+        if keep_updates:
+            pruned = {id(weight) for weight, _, _ in self._pruning_vars}
+            for variable in self.layer.variables:
+                value = scope.get_current_value(variable)
+                if id(variable) not in pruned and value is not None:
+                    variable.assign(value)
         return outputs
 
     def apply_masks(self):
-        """Sets each pruned variable to ``weight * mask`` now (callbacks call it at epoch ends)."""
+        """Sets each pruned variable to ``weight * mask`` now (callbacks call it at epoch ends). With regrowth
+        the variables stay dense (their pruned values keep learning) and nothing is assigned."""
+        if self.regrowth:
+            return
         for weight, mask, _ in self._pruning_vars:
             weight.assign(keras.ops.multiply(weight.value, keras.ops.cast(mask.value, weight.dtype)))
 
@@ -264,6 +339,7 @@ class PruneLowMagnitude(layer_registry.WeightTransformWrapper):
         config["pruning_schedule"] = keras.saving.serialize_keras_object(self.pruning_schedule)
         config["block_size"] = list(self.block_size)
         config["block_pooling_type"] = self.block_pooling_type
+        config["regrowth"] = self.regrowth
         return config
 
     @classmethod
@@ -385,7 +461,7 @@ def _prune_model(model, wrapping: _Wrapping):
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), block_pooling_type="AVG",
-                        per_layer: Optional[Mapping[str, object]] = None, **kwargs):
+                        per_layer: Optional[Mapping[str, object]] = None, regrowth: bool = False, **kwargs):
     """Wrap a layer, a list of layers, or every supported layer of a Sequential/functional model for pruning.
 
     Same contract as ``tfmot.sparsity.keras.prune_low_magnitude``: a model comes back as a new model (to
@@ -410,6 +486,13 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), bloc
             ranked by.
         per_layer: optional ``{layer name: schedule or None}``; a schedule overrides ``pruning_schedule``
             for that layer, None leaves that layer dense. Names that match no layer raise ValueError.
+        regrowth: a dc_keras extension (Dynamic Network Surgery / Dynamic Pruning with Feedback). False
+            (default, tfmot's behaviour): a pruned weight is held at zero for good. True: the variables keep
+            dense values; the forward pass uses ``weight * mask`` while the gradient updates every weight
+            (straight-through estimator), and each mask update ranks the dense magnitudes, so a weight pruned
+            too early keeps learning and comes back once it outgrows the threshold. Give the schedule a
+            frequency that recomputes masks during training (a mask computed once and held gains nothing);
+            evaluation, ``strip_pruning`` and saved masks always mean ``weight * mask``.
         **kwargs: passed to each :class:`PruneLowMagnitude`.
 
     Returns:
@@ -419,7 +502,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1), bloc
     default = as_schedule(pruning_schedule if pruning_schedule is not None else ConstantSparsity(0.5, 0))
     overrides = {name: None if schedule is None else as_schedule(schedule)
                  for name, schedule in dict(per_layer or {}).items()}
-    wrapping = _Wrapping(default, overrides, dict(kwargs, block_pooling_type=block_pooling_type), block_size)
+    wrapping = _Wrapping(default, overrides, dict(kwargs, block_pooling_type=block_pooling_type, regrowth=regrowth),
+                         block_size)
 
     if isinstance(to_prune, (list, tuple)):
         for layer in to_prune:
