@@ -197,6 +197,15 @@ def test_builtin_models_default_to_their_presets_and_flags_override_them():
     assert compress.build_config(_flags("--model=lenet300", "--budget=0.01"), pretrained=False).sparsity == 0.9
 
 
+def test_a_presets_regrowth_gives_way_to_a_one_epoch_retraining_but_an_explicit_flag_does_not():
+    assert compress.build_config(_flags("--model=lenet300"), pretrained=False).regrowth
+    quick = compress.build_config(_flags("--model=lenet300", "--prune_epochs=1"), pretrained=False)
+    assert quick.prune_iterations == 1 and not quick.regrowth
+    assert compress.build_config(_flags("--model=lenet300", "--prune_epochs=2"), pretrained=False).regrowth
+    with pytest.raises(compress.InputError, match="regrowth"):
+        compress.build_config(_flags("--model=lenet300", "--prune_epochs=1", "--regrowth"), pretrained=False)
+
+
 def _with_nan(n, features=16, at=(5, 3)):
     x = np.random.default_rng(1).normal(size=(n, features)).astype(np.float32)
     x[at] = np.nan

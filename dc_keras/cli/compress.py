@@ -242,6 +242,8 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
     iterations = changes.get("prune_iterations", config.prune_iterations)  # a preset's or the file's
     if fv.prune_iterations is None and 0 < changes.get("prune_epochs", 0) < iterations:
         changes["prune_iterations"] = changes["prune_epochs"]  # fewer epochs than iterations: one each
+    if fv.regrowth is None and changes.get("regrowth") and changes.get("prune_epochs", config.prune_epochs) < 2:
+        changes["regrowth"] = False  # a preset's regrowth needs 2 retraining epochs; a quicker run prunes plainly
     try:
         return config.replace(**changes)
     except ValueError as error:
