@@ -181,3 +181,21 @@ def test_compress_config_and_flag_carry_bias_dtype():
     fv = compress.define_flags(flags.FlagValues())
     fv(["dc-compress", "--bias_dtype=float32"])
     assert compress.build_config(fv, pretrained=True).bias_dtype == "float32"
+
+
+def test_a_bias_beyond_float16_range_stays_float32(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu", name="big"),
+                              keras.layers.Dense(3, name="small")])  # relu: the converter cannot fold big's bias into small's
+    for layer, bias in (("big", [1e5, 0, 0, 0, 0]), ("small", [0.1, 0.2, 0.3])):
+        kernel = model.get_layer(layer).get_weights()[0]
+        model.get_layer(layer).set_weights([prune_and_share(kernel, 0.5, 4), np.asarray(bias, np.float32)])
+    path = tmp_path / "m.tflite"
+    report = dc_keras.export_tflite(model, path, min_rate=0.0, verify=True)
+    loaded = flatbuffer.load(path.read_bytes())
+    types = {flatbuffer.text(sg.tensors[int(op.inputs[1])].name): int(sg.tensors[int(op.inputs[2])].type)
+             for sg in loaded.subgraphs for op in sg.operators}
+    assert types == {"big/dc_blob": schema.TensorType.FLOAT32, "small/dc_blob": schema.TensorType.FLOAT16}
+    assert report.breakdown["biases"] == 4 * 5 + 2 * 3
