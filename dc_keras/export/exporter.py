@@ -230,8 +230,9 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
       short_names: rename intermediate tensors to "t<index>" (graph inputs/outputs and blobs keep their
         names); the converter's fused-op names are a few percent of a small compressed file.
       slim_graph: apply dc_keras.export.slim's cuts (fold the dynamic Flatten reshape, share empty buffers,
-        drop the converter's informational metadata, name inputs/outputs after their signature keys, 4-byte
-        aligned blobs and dc op biases); the file stays loadable by stock LiteRT and computes the same outputs.
+        drop the converter's informational metadata, empty quantization tables, internal shape signatures,
+        redundant has_rank and subgraph names, name inputs/outputs after their signature keys, 4-byte aligned
+        blobs and dc op biases); the file stays loadable by stock LiteRT and computes the same outputs.
       bias_dtype: how the dc ops' constant biases are stored: "float16" (default: half the bytes; each value
         rounded to the nearest half, ~5e-4 relative, which verification allows for) or "float32" (exact).
         A bias that a stock op also reads, or with a value beyond float16's range (65504), stays float32.
@@ -269,21 +270,28 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
             f"no layer of {model.name!r} can be stored compressed ({detail}). Prune and cluster the model "
             "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
 
+    payload = {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped, "channel_scaled": rescaled}
+    data, halved = _file_bytes(tflite_model, payload, bias_dtype, slim_graph, short_names)
+    verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
+                                               dense=dense, rounded_biases=halved)) if verify else None)
+    return _write_files(data, destination, dense, dense_destination, str(path), verification)
+
+
+def _file_bytes(tflite_model, payload: dict, bias_dtype: str, slim_graph: bool, short_names: bool) -> tuple:
+    """(bytes of the file, the biases stored as float16 (_store_biases_as_float16)) of the rewritten model:
+    biases narrowed, unused tensors and buffers removed, slim's cuts, short names and the dc_keras metadata
+    entry `payload` applied as export_tflite's options say."""
     halved = _store_biases_as_float16(tflite_model) if bias_dtype == "float16" else {}
     flatbuffer.remove_unused(tflite_model)
     if slim_graph:
         slim.slim(tflite_model)
     if short_names:
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
-    payload = {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped, "channel_scaled": rescaled}
     if slim_graph:  # readers default both lists to empty
         payload = {key: value for key, value in payload.items() if value != []}
     _add_metadata(tflite_model, payload, compact=slim_graph)
     data = flatbuffer.serialize(tflite_model, byte_buffers=_byte_read_buffers(tflite_model) if slim_graph else ())
-
-    verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
-                                               dense=dense, rounded_biases=halved)) if verify else None)
-    return _write_files(data, destination, dense, dense_destination, str(path), verification)
+    return data, halved
 
 
 def _rewrite_ops(tflite_model, names: Dict[str, str], settings: RewriteSettings) -> tuple:
