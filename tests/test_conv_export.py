@@ -106,7 +106,8 @@ def conv_sweep(tmp_path_factory):
     model, sizes = _sweep_model(
         CONV_CONFIGS, lambda i, c: keras.layers.Conv2D(filters=4 + i % 3, name=f"conv_{i}", **c))
     path = tmp_path_factory.mktemp("conv") / "conv_sweep.tflite"
-    report = dc_keras.export_tflite(model, path, min_rate=0.0)
+    # float32 biases: these sweeps check the kernels at float32 accuracy (float16 biases: test_bias_dtype.py).
+    report = dc_keras.export_tflite(model, path, min_rate=0.0, bias_dtype="float32")
     return model, sizes, path, report
 
 
@@ -116,7 +117,7 @@ def dw_sweep(tmp_path_factory):
 
     model, sizes = _sweep_model(DW_CONFIGS, lambda i, c: keras.layers.DepthwiseConv2D(name=f"dw_{i}", **c))
     path = tmp_path_factory.mktemp("dw") / "dw_sweep.tflite"
-    report = dc_keras.export_tflite(model, path, min_rate=0.0)
+    report = dc_keras.export_tflite(model, path, min_rate=0.0, bias_dtype="float32")
     return model, sizes, path, report
 
 
@@ -198,7 +199,7 @@ def test_lenet5_end_to_end(tmp_path):
         kernel, bias = layer.get_weights()
         layer.set_weights([prune_and_share(kernel, sparsity, clusters), bias + 0.01])
     path = tmp_path / "lenet5.tflite"
-    report = dc_keras.export_tflite(model, path, verify=True, min_rate=1.0)
+    report = dc_keras.export_tflite(model, path, verify=True, min_rate=1.0, bias_dtype="float32")
     assert [(l.name, l.op) for l in report.layers] == [("conv1", "DcConv2D"), ("conv2", "DcConv2D"),
                                                       ("ip1", "DcFullyConnected"), ("ip2", "DcFullyConnected")]
     assert report.verification["max_rel_error"] <= TOLERANCE
@@ -225,7 +226,7 @@ def mobilenet_style(input_shape=(32, 32, 3), num_classes=10):
 def test_mobilenet_style_end_to_end(tmp_path):
     model = _compress_weights(mobilenet_style(), sparsity=0.6, clusters=16)
     report = dc_keras.export_tflite(model, tmp_path / "mnet.tflite", verify=True, min_rate=0.0,
-                                    verify_batch_sizes=(1, 4))
+                                    verify_batch_sizes=(1, 4), bias_dtype="float32")
     ops = {l.name: l.op for l in report.layers}
     assert ops["stem"] == "DcConv2D" and ops["pw3"] == "DcConv2D"
     assert [ops[f"dw{i}"] for i in range(4)] == ["DcDepthwiseConv2D"] * 4

@@ -142,7 +142,7 @@ def test_truncated_file_is_a_clear_error_in_inspect_and_the_cli(exported, tmp_pa
 @pytest.mark.parametrize("batch", [1, 32])
 def test_tfmot_tf_keras_model_exports_and_matches(tmp_path, batch):
     model, _ = tfmot_lenet()
-    report = dc_keras.export_tflite(model, tmp_path / "tfmot.tflite", verify=True)
+    report = dc_keras.export_tflite(model, tmp_path / "tfmot.tflite", verify=True, bias_dtype="float32")
     assert [l.name for l in report.layers] == ["ip1", "ip2", "ip3"]
     assert all(l.bits == 4 for l in report.layers)  # 16 clusters
     x = _inputs(batch, seed=3)

@@ -69,7 +69,11 @@ def _fold(model):
 CUTS = {"fold_reshape": _fold,
         "share_empty_buffers": lambda m: slim.share_empty_buffers(m) > 0 or pytest.fail("no buffer shared"),
         "drop_metadata": lambda m: slim.drop_informational_metadata(m) > 0 or pytest.fail("nothing dropped"),
-        "io_names": lambda m: slim.name_io_after_signature(m) > 0 or pytest.fail("no name shortened")}
+        "io_names": lambda m: slim.name_io_after_signature(m) > 0 or pytest.fail("no name shortened"),
+        "empty_quantization": lambda m: slim.drop_empty_quantization(m) > 0 or pytest.fail("nothing dropped"),
+        "internal_shape_signatures": lambda m: slim.drop_internal_shape_signatures(m) > 0 or pytest.fail("none"),
+        "has_rank": lambda m: slim.drop_redundant_has_rank(m) > 0 or pytest.fail("nothing cleared"),
+        "subgraph_names": lambda m: slim.drop_subgraph_names(m) > 0 or pytest.fail("nothing dropped")}
 
 
 @pytest.mark.parametrize("cut", sorted(CUTS))
@@ -89,7 +93,8 @@ def test_each_cut_on_a_compressed_file_keeps_the_delegate_outputs(files, cut):
     _, plain, _, _, _ = files
     before = _apply(plain.read_bytes(), lambda model: None)
     after = _apply(before, CUTS[cut])
-    assert len(after) < len(before)
+    # The serializer pads the file to a multiple of 16 bytes, which can absorb a cut of a few bytes.
+    assert len(after) <= len(before)
     x = _x(2)
     np.testing.assert_array_equal(run_tflite(delegate.make_interpreter(model_content=after), x),
                                   run_tflite(delegate.make_interpreter(model_content=before), x))
@@ -136,7 +141,7 @@ def test_breakdown_adds_up_and_counts_blobs_and_biases(files):
     _, _, slimmed, _, report = files
     b = report.breakdown
     assert b["weights"] == sum(l.blob_bytes for l in report.layers)
-    assert b["biases"] == 4 * (24 + 5)
+    assert b["biases"] == 2 * (24 + 5)  # float16
     assert b["weights"] + b["biases"] + b["other_constants"] + b["graph"] == b["total"] == slimmed.stat().st_size
     assert "file bytes: weights" in report.format()
 

@@ -114,7 +114,7 @@ def expected_block_paths() -> set:
 
 def test_every_test_main_is_found():
     assert {"fully_connected_test", "conv2d_test", "depthwise_conv2d_test", "gather_test", "block_fully_connected_test",
-            "block_conv2d_test"} <= set(TEST_MAINS)
+            "block_conv2d_test", "bias_test"} <= set(TEST_MAINS)
 
 
 @pytest.fixture(scope="module")

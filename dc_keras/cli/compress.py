@@ -63,6 +63,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
                        flag_values=fv)
     flags.DEFINE_integer("index_bits", None, "relative sparse index bits (default: 8 conv, 5 fully-connected)",
                          flag_values=fv)
+    flags.DEFINE_enum("bias_dtype", None, ["float16", "float32"], "how compressed.tflite stores the compressed "
+                      "layers' biases (default float16: half the bytes, ~5e-4 relative rounding)", flag_values=fv)
     flags.DEFINE_integer("epochs", None, "dense training epochs", flag_values=fv)
     flags.DEFINE_integer("prune_epochs", None, "retraining epochs over all pruning iterations", flag_values=fv)
     flags.DEFINE_integer("prune_iterations", None, "pruning iterations (prune, retrain, prune more)", flag_values=fv)
@@ -96,7 +98,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> flags.FlagValue
 
 
 _FLAG_NAMES = ("model", "data", "output_dir", "config", "budget", "sparsity", "quality", "block_size", "bits", "bit_budget",
-               "index_bits",
+               "index_bits", "bias_dtype",
                "epochs", "prune_epochs", "prune_iterations", "regrowth", "cluster_epochs", "batch_size", "seed",
                "train_examples", "validation_fraction", "patience", "distill_weight", "distill_temperature",
                "max_drop", "strict", "auto", "auto_rounds", "plots", "verbosity_level")
@@ -210,7 +212,7 @@ def build_config(fv: flags.FlagValues, pretrained: bool, model=None):
     changes = {}
     for name in ("epochs", "prune_epochs", "prune_iterations", "cluster_epochs", "batch_size", "seed", "bits",
                  "index_bits", "validation_fraction", "patience", "distill_weight", "distill_temperature",
-                 "max_drop", "bit_budget", "regrowth"):
+                 "max_drop", "bit_budget", "regrowth", "bias_dtype"):
         if fv[name].value is not None:
             changes[name] = fv[name].value
     if fv.block_size is not None:

@@ -4,7 +4,8 @@ Steps: convert with TensorFlow's TFLiteConverter (float32, no converter optimisa
 file are exactly the clustered values); rewrite every op that has a rewriter (rewriters.REWRITERS) and whose
 weights pay to compress into a dc custom op carrying a dc_codec blob; drop the float buffers and tensors
 nothing uses any more; write to a temporary file beside the destination; optionally run that file through
-the dc delegate and compare with Keras; only then rename it over the destination.
+the dc delegate and compare with Keras; only then rename it over the destination. The dc ops' biases are
+stored as float16 by default (half their bytes; the delegate widens them to float32 once at load).
 """
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence, Set, Tuple
 
 import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
 
 from dc_keras import atomic, layer_registry
-from dc_keras.export import channel_scale, flatbuffer, slim
+from dc_keras.export import channel_scale, flatbuffer, op_specs, slim
 from dc_keras.export.errors import ExportError, ExportVerificationError, NoCompressibleLayerError
 from dc_keras.export.report import METADATA_NAME, ExportReport, report_from_model
 from dc_keras.export.rewrite_base import IndexBitsOption
@@ -116,6 +118,75 @@ def _blob_buffers(model) -> set:
             if flatbuffer.text(tensor.name).endswith(BLOB_SUFFIX) and int(tensor.buffer) > 0}
 
 
+BIAS_DTYPES = ("float16", "float32")
+"""export_tflite's bias_dtype values: how the dc ops' constant biases are stored."""
+
+
+def _dc_bias_inputs(model, subgraph) -> Dict[int, list]:
+    """{tensor index: [ops]} of the tensors that are the bias input (slot 2) of a dc op that has one."""
+    biases: Dict[int, list] = {}
+    for op in subgraph.operators or []:
+        spec = op_specs.BY_CUSTOM_CODE.get(flatbuffer.custom_code(model, op) or "")
+        inputs = [int(i) for i in op.inputs] if op.inputs is not None else []
+        if spec is not None and spec.has_bias and len(inputs) > 2 and inputs[2] >= 0:
+            biases.setdefault(inputs[2], []).append(op)
+    return biases
+
+
+def _only_dc_biases(model, subgraph) -> Set[int]:
+    """Indices of the tensors read only as a dc op's bias (no stock op reads them, no graph output)."""
+    biases = _dc_bias_inputs(model, subgraph)
+    bias_readers = {id(op) for readers in biases.values() for op in readers}
+    other = set(int(i) for i in (subgraph.outputs if subgraph.outputs is not None else []))
+    for op in subgraph.operators or []:
+        inputs = [int(i) for i in op.inputs] if op.inputs is not None else []
+        other.update(t for slot, t in enumerate(inputs) if t >= 0 and not (id(op) in bias_readers and slot == 2))
+    return set(biases) - other
+
+
+def _store_biases_as_float16(model) -> Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]]:
+    """Stores the float32 constant bias of every dc op as FLOAT16 (a new buffer; the delegate widens it back
+    to float32 at load). Skips a bias another op or a graph output also reads (it stays float32 for them)
+    and one with a value beyond float16's range. Returns {(subgraph, tensor index): (float32 values, float16
+    values)}; tensor indices are those of the converted model, whose tensors the rewrite only appended to."""
+    halved = {}
+    for s, subgraph in enumerate(model.subgraphs or []):
+        new_buffers: Dict[int, int] = {}
+        for index in sorted(_only_dc_biases(model, subgraph)):
+            tensor = subgraph.tensors[index]
+            values = flatbuffer.tensor_data(model, tensor) if tensor.type == schema.TensorType.FLOAT32 else None
+            if values is None:
+                continue
+            with np.errstate(over="ignore"):
+                half = values.astype(np.float16)
+            if not np.array_equal(np.isfinite(half), np.isfinite(values)):
+                continue  # |value| > 65504 would become inf
+            old = int(tensor.buffer)
+            if old not in new_buffers:  # tensors that shared a float32 buffer share the float16 one
+                new_buffers[old] = flatbuffer.add_buffer(model, half.astype("<f2").tobytes())
+            tensor.buffer = new_buffers[old]
+            tensor.type = schema.TensorType.FLOAT16
+            halved[(s, index)] = (values, half)
+    return halved
+
+
+def _byte_read_buffers(model) -> set:
+    """Buffers only the dc delegate reads, byte-wise (copied at load): the blobs and the buffers of tensors
+    that are nothing but dc op biases. They need 4-byte alignment (a flatbuffer vector's), not 16."""
+    users: Dict[int, Set[Tuple[int, int]]] = {}
+    for s, subgraph in enumerate(model.subgraphs or []):
+        for index, tensor in enumerate(subgraph.tensors or []):
+            users.setdefault(int(tensor.buffer), set()).add((s, index))
+    only_bias = {(s, index) for s, subgraph in enumerate(model.subgraphs or [])
+                 for index in _only_dc_biases(model, subgraph)}
+    buffers = _blob_buffers(model)
+    for s, index in only_bias:
+        buffer = int(model.subgraphs[s].tensors[index].buffer)
+        if buffer > 0 and users[buffer] <= only_bias:
+            buffers.add(buffer)
+    return buffers
+
+
 def _add_metadata(model, payload: dict, compact: bool = False) -> None:
     from tensorflow.lite.python import schema_py_generated as schema
 
@@ -131,7 +202,7 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
                   layout: str = "sparse", min_rate: float = 2.0, verify: bool = False,
                   sample_inputs: Optional[np.ndarray] = None, tolerance: Optional[float] = None,
                   verify_batch_sizes: Sequence[int] = (1, 32), dense_path=None,
-                  short_names: bool = True, slim_graph: bool = True) -> ExportReport:
+                  short_names: bool = True, slim_graph: bool = True, bias_dtype: str = "float16") -> ExportReport:
     """Writes `model` as a .tflite whose compressible layers are dc ops with compressed weights.
 
     Args:
@@ -153,13 +224,18 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
       sample_inputs: verification inputs (cast to the model input's dtype).
       tolerance: largest allowed max|tflite - keras| / max|keras| when verifying. None (default): what
         float32 can promise for this network, measured: VERIFY_TOLERANCE_MARGIN times the stock float
-        .tflite's own deviation from Keras on the same inputs, at least VERIFY_TOLERANCE_FLOOR.
+        .tflite's own deviation from Keras on the same inputs, at least VERIFY_TOLERANCE_FLOOR, plus the
+        measured effect of the float16 bias rounding (the stock file with the same rounded biases against it).
       dense_path: if given, also write the converter's dense float .tflite there (for comparisons).
       short_names: rename intermediate tensors to "t<index>" (graph inputs/outputs and blobs keep their
         names); the converter's fused-op names are a few percent of a small compressed file.
       slim_graph: apply dc_keras.export.slim's cuts (fold the dynamic Flatten reshape, share empty buffers,
-        drop the converter's informational metadata, name inputs/outputs after their signature keys, 4-byte
-        aligned blobs); the file stays loadable by stock LiteRT and computes the same outputs.
+        drop the converter's informational metadata, empty quantization tables, internal shape signatures,
+        redundant has_rank and subgraph names, name inputs/outputs after their signature keys, 4-byte aligned
+        blobs and dc op biases); the file stays loadable by stock LiteRT and computes the same outputs.
+      bias_dtype: how the dc ops' constant biases are stored: "float16" (default: half the bytes; each value
+        rounded to the nearest half, ~5e-4 relative, which verification allows for) or "float32" (exact).
+        A bias that a stock op also reads, or with a value beyond float16's range (65504), stays float32.
 
     Returns:
       ExportReport: per-layer paper Table 2 columns measured from the blobs, file sizes, verification.
@@ -173,6 +249,8 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
     _check_stripped(model)
     if not getattr(model, "inputs", None):
         raise ExportError("the model has no defined inputs: build it (call it once, or give keras.Input) first")
+    if bias_dtype not in BIAS_DTYPES:
+        raise ExportError(f"bias_dtype must be one of {', '.join(BIAS_DTYPES)}, got {bias_dtype!r}")
     settings = RewriteSettings(bits=bits, index_bits=index_bits, coder=coder, layout=layout, min_rate=min_rate)
 
     destination = Path(path).absolute()
@@ -192,20 +270,28 @@ def export_tflite(model, path, *, bits: BitsOption = None, index_bits: IndexBits
             f"no layer of {model.name!r} can be stored compressed ({detail}). Prune and cluster the model "
             "(dc_keras.prune_low_magnitude / cluster_weights, then strip_pruning / strip_clustering) first")
 
+    payload = {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped, "channel_scaled": rescaled}
+    data, halved = _file_bytes(tflite_model, payload, bias_dtype, slim_graph, short_names)
+    verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
+                                               dense=dense, rounded_biases=halved)) if verify else None)
+    return _write_files(data, destination, dense, dense_destination, str(path), verification)
+
+
+def _file_bytes(tflite_model, payload: dict, bias_dtype: str, slim_graph: bool, short_names: bool) -> tuple:
+    """(bytes of the file, the biases stored as float16 (_store_biases_as_float16)) of the rewritten model:
+    biases narrowed, unused tensors and buffers removed, slim's cuts, short names and the dc_keras metadata
+    entry `payload` applied as export_tflite's options say."""
+    halved = _store_biases_as_float16(tflite_model) if bias_dtype == "float16" else {}
     flatbuffer.remove_unused(tflite_model)
     if slim_graph:
         slim.slim(tflite_model)
     if short_names:
         flatbuffer.shorten_internal_names(tflite_model, keep_suffix=BLOB_SUFFIX)
-    payload = {"format": 1, "dense_tflite_bytes": len(dense), "stock": skipped, "channel_scaled": rescaled}
     if slim_graph:  # readers default both lists to empty
         payload = {key: value for key, value in payload.items() if value != []}
     _add_metadata(tflite_model, payload, compact=slim_graph)
-    data = flatbuffer.serialize(tflite_model, byte_buffers=_blob_buffers(tflite_model) if slim_graph else ())
-
-    verification = ((lambda temp_path: _verify(model, temp_path, sample_inputs, tolerance, verify_batch_sizes,
-                                               dense=dense)) if verify else None)
-    return _write_files(data, destination, dense, dense_destination, str(path), verification)
+    data = flatbuffer.serialize(tflite_model, byte_buffers=_byte_read_buffers(tflite_model) if slim_graph else ())
+    return data, halved
 
 
 def _rewrite_ops(tflite_model, names: Dict[str, str], settings: RewriteSettings) -> tuple:
@@ -317,13 +403,37 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
                  / max(float(np.max(np.abs(want))), 1e-30))
 
 
+def _with_rounded_biases(dense: bytes, rounded_biases: Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """The stock float .tflite `dense` with the biases the compressed file stores as float16 rounded the same
+    way: the float network the compressed file computes, run by stock kernels.
+
+    `rounded_biases` ({(subgraph, tensor index): (float32 values, float16 values)}, _store_biases_as_float16)
+    indexes the converted model's tensors, which `dense` holds unchanged. A bias the channel-scale pass
+    divided (b / s in the compressed file) gets the same relative rounding, value * half / float32."""
+    model = flatbuffer.load(dense)
+    for (s, index), (values, half) in rounded_biases.items():
+        tensor = model.subgraphs[s].tensors[index] if index < len(model.subgraphs[s].tensors) else None
+        original = None if tensor is None else flatbuffer.tensor_data(model, tensor)
+        if original is None or original.shape != values.shape or original.dtype != np.float32:
+            continue
+        wide, exact = half.astype(np.float64), values.astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled = np.where(exact != 0, original.astype(np.float64) * wide / exact, original)
+        rounded = np.where(exact == original, wide, scaled).astype("<f4")
+        tensor.buffer = flatbuffer.add_buffer(model, rounded.tobytes())
+    return flatbuffer.serialize(model)
+
+
 def _verify(model, tflite, sample_inputs, tolerance: Optional[float], batch_sizes: Sequence[int],
-            dense: Optional[bytes] = None) -> dict:
+            dense: Optional[bytes] = None,
+            rounded_biases: Optional[Dict[Tuple[int, int], Tuple[np.ndarray, np.ndarray]]] = None) -> dict:
     """Runs `tflite` (bytes, or the path of the file as written) through the dc delegate and compares it with
     Keras on the same inputs.
 
     With `tolerance` None the allowed relative error is VERIFY_TOLERANCE_MARGIN times the stock float
-    `dense` .tflite's own deviation from Keras on those inputs, and at least VERIFY_TOLERANCE_FLOOR.
+    `dense` .tflite's own deviation from Keras on those inputs, at least VERIFY_TOLERANCE_FLOOR, plus, when
+    `rounded_biases` (biases stored as float16) is given, how far that stock file moves when its biases are
+    rounded the same way (measured, no margin: the rounding is deterministic, the same in both files).
     """
     from dc_keras import delegate
 
@@ -337,13 +447,16 @@ def _verify(model, tflite, sample_inputs, tolerance: Optional[float], batch_size
         raise ExportError("verify=True supports models with one input and one output; verify others with "
                           "dc_keras.delegate.make_interpreter yourself")
     batches = _verification_batches(model, inputs[0], sample_inputs, batch_sizes)
-    stock = None
+    stock = rounded = None
     if tolerance is None and dense is not None:
         from ai_edge_litert.interpreter import Interpreter
 
         stock = Interpreter(model_content=dense)
+        if rounded_biases:
+            rounded = Interpreter(model_content=_with_rounded_biases(dense, rounded_biases))
     worst = 0.0
     stock_worst = 0.0
+    rounding_worst = 0.0
     for x in batches:
         got = _run(interpreter, x)
         want = np.asarray(model(x, training=False), dtype=np.float32)
@@ -351,16 +464,24 @@ def _verify(model, tflite, sample_inputs, tolerance: Optional[float], batch_size
             raise ExportVerificationError(f"output shape {got.shape} differs from Keras's {want.shape}")
         worst = max(worst, _relative_error(got, want))
         if stock is not None:
-            stock_worst = max(stock_worst, _relative_error(_run(stock, x), want))
-    allowed = tolerance if tolerance is not None else max(VERIFY_TOLERANCE_FLOOR,
-                                                          VERIFY_TOLERANCE_MARGIN * stock_worst)
+            stock_out = _run(stock, x)
+            stock_worst = max(stock_worst, _relative_error(stock_out, want))
+            if rounded is not None:
+                # Normalised by Keras's output, as the other two errors, so that the three add up.
+                difference = np.max(np.abs(_run(rounded, x).astype(np.float64) - stock_out.astype(np.float64)))
+                rounding_worst = max(rounding_worst, float(difference) / max(float(np.max(np.abs(want))), 1e-30))
+    allowed = tolerance if tolerance is not None else (max(VERIFY_TOLERANCE_FLOOR, VERIFY_TOLERANCE_MARGIN * stock_worst)
+                                                       + rounding_worst)
     result = {"batch_sizes": [int(x.shape[0]) for x in batches], "max_rel_error": worst, "tolerance": allowed}
     if stock is not None:
         result["stock_tflite_rel_error"] = stock_worst
+    if rounded is not None:
+        result["bias_rounding_rel_error"] = rounding_worst
     if worst > allowed:
         basis = ("given" if tolerance is not None else
                  f"{VERIFY_TOLERANCE_MARGIN:g}x the stock float .tflite's {stock_worst:.2e}, at least "
-                 f"{VERIFY_TOLERANCE_FLOOR:.0e}")
+                 f"{VERIFY_TOLERANCE_FLOOR:.0e}" + (f", plus {rounding_worst:.2e} from the float16 biases"
+                                                    if rounded is not None else ""))
         raise ExportVerificationError(
             f"the exported model's outputs differ from Keras's: max relative error {worst:.3e} > "
             f"{allowed:.3e} ({basis})")

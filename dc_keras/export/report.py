@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -250,13 +250,24 @@ def _short(value) -> str:
 _MAX_DEPTHWISE_TAPS = 1 << 20
 
 
-def delegate_problem(custom: str, options, info, bias_bytes: Optional[int]) -> Optional[str]:
+BIAS_WIDTHS = {schema.TensorType.FLOAT32: 4, schema.TensorType.FLOAT16: 2}
+"""The bias types the delegate reads (TensorType -> bytes per value); it widens float16 to float32 at load."""
+
+
+def _type_name(tensor_type: int) -> str:
+    names = {value: name for name, value in vars(schema.TensorType).items() if not name.startswith("_")}
+    return names.get(int(tensor_type), f"type {tensor_type}")
+
+
+def delegate_problem(custom: str, options, info, bias_bytes: Optional[int],
+                     bias_type: int = schema.TensorType.FLOAT32) -> Optional[str]:
     """Why the dc delegate would refuse this op (None if it would not): the checks its kernels make in
     Init, with the codec's and the TF op's element limit.
 
     Args:
       custom: the op's custom code; options: its unpacked options record; info: codec.parse_info of its
-      blob; bias_bytes: size of its constant bias buffer (None when absent or not constant).
+      blob; bias_bytes: size of its constant bias buffer (None when absent or not constant); bias_type:
+      the bias tensor's TensorType (FLOAT32 or FLOAT16 are read, BIAS_WIDTHS).
     """
     expected = tuple(int(d) for d in options.blob_shape())
     if any(d < 1 for d in expected):
@@ -270,17 +281,24 @@ def delegate_problem(custom: str, options, info, bias_bytes: Optional[int]) -> O
                 "the dc readers decode")
     if custom == DEPTHWISE_CUSTOM_CODE and expected[1] > _MAX_DEPTHWISE_TAPS:
         return f"its {options.kernel_h}x{options.kernel_w} kernel exceeds the delegate's {_MAX_DEPTHWISE_TAPS} taps"
-    if bias_bytes is not None and op_specs.BY_CUSTOM_CODE[custom].has_bias and bias_bytes != 4 * expected[0]:
-        return f"its bias holds {bias_bytes // 4} values, expected {expected[0]}"
+    if bias_bytes is not None and op_specs.BY_CUSTOM_CODE[custom].has_bias:
+        width = BIAS_WIDTHS.get(int(bias_type))
+        if width is None:
+            return f"its bias is {_type_name(bias_type)}, the delegate reads FLOAT32 or FLOAT16"
+        if bias_bytes != width * expected[0]:
+            return (f"its bias holds {bias_bytes // width} values, expected {expected[0]} ({bias_bytes} bytes of "
+                    f"{_type_name(bias_type)})")
     return None
 
 
-def _bias_bytes(model, subgraph, op) -> Optional[int]:
+def _bias(model, subgraph, op) -> Tuple[Optional[int], int]:
+    """(byte size of the op's constant bias, its TensorType); (None, FLOAT32) when it has none."""
     inputs = list(op.inputs)
     if len(inputs) < 3 or int(inputs[2]) < 0:
-        return None
-    data = flatbuffer.buffer_bytes(model, subgraph.tensors[int(inputs[2])].buffer)
-    return len(data) if data else None
+        return None, schema.TensorType.FLOAT32
+    tensor = subgraph.tensors[int(inputs[2])]
+    data = flatbuffer.buffer_bytes(model, tensor.buffer)
+    return (len(data), int(tensor.type)) if data else (None, schema.TensorType.FLOAT32)
 
 
 def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[str] = None) -> ExportReport:
@@ -310,7 +328,7 @@ def report_from_model(model: "schema.ModelT", tflite_bytes: int, path: Optional[
                 try:
                     options = options_class.unpack(np.asarray(op.customOptions, np.uint8).tobytes())
                     problem = delegate_problem(custom, options, codec.parse_info(blob),
-                                               _bias_bytes(model, subgraph, op))
+                                               *_bias(model, subgraph, op))
                 except ValueError as error:  # malformed options, or a blob the codec rejects (CodecError)
                     problem = str(error)
                 if problem is not None:

@@ -14,8 +14,17 @@ delegate) and gives bit-identical outputs:
   and model description, which no interpreter reads.
 - `name_io_after_signature`: graph inputs and outputs are named after their signature keys ("image"
   instead of "serving_default_image:0"); the signature runner looks tensors up by the keys, unchanged.
-- blob buffers are 4-byte aligned instead of 16 (flatbuffer.serialize: the codec reads bytes, only float
-  constants need the converter's 16-byte alignment).
+- `drop_empty_quantization`: the converter gives every float tensor a quantization table with nothing in
+  it; an absent table means the same (not quantized).
+- `drop_internal_shape_signatures`: the shape signature (the shape with -1 for a dynamic batch) of tensors
+  that are neither graph inputs nor outputs; the interpreter resizes from the inputs' signatures and
+  propagates shapes through the ops, and reports the inputs' and outputs' signatures, which stay.
+- `drop_redundant_has_rank`: has_rank on a tensor whose shape is given (it only tells an unranked tensor
+  from a scalar, whose shape is empty).
+- `drop_subgraph_names`: the subgraph's name ("main"); signatures find it by index.
+- blob and dc-op bias buffers are 4-byte aligned instead of 16 (flatbuffer.serialize: the delegate copies
+  them byte-wise, only float constants that stock kernels read in place need the converter's 16-byte
+  alignment).
 
 `file_breakdown` measures where a file's bytes go (weights, biases, other constants, graph and metadata).
 """
@@ -192,6 +201,57 @@ def name_io_after_signature(model: "schema.ModelT") -> int:
     return saved
 
 
+def _graph_io(subgraph) -> Set[int]:
+    return set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
+
+
+def drop_empty_quantization(model: "schema.ModelT") -> int:
+    """Removes quantization tables that hold no parameters (no scale, zero point, min, max or details);
+    returns how many."""
+    dropped = 0
+    for subgraph in model.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            q = tensor.quantization
+            if q is None:
+                continue
+            fields = (q.min, q.max, q.scale, q.zeroPoint)
+            if all(f is None or len(f) == 0 for f in fields) and q.details is None and not q.quantizedDimension:
+                tensor.quantization = None
+                dropped += 1
+    return dropped
+
+
+def drop_internal_shape_signatures(model: "schema.ModelT") -> int:
+    """Removes the shape signature of every tensor that is not a graph input or output; returns how many."""
+    dropped = 0
+    for subgraph in model.subgraphs or []:
+        keep = _graph_io(subgraph)
+        for index, tensor in enumerate(subgraph.tensors or []):
+            if index not in keep and tensor.shapeSignature is not None:
+                tensor.shapeSignature = None
+                dropped += 1
+    return dropped
+
+
+def drop_redundant_has_rank(model: "schema.ModelT") -> int:
+    """Clears has_rank on tensors with a non-empty shape; returns how many."""
+    cleared = 0
+    for subgraph in model.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            if tensor.hasRank and len(_ints(tensor.shape)) > 0:
+                tensor.hasRank = False
+                cleared += 1
+    return cleared
+
+
+def drop_subgraph_names(model: "schema.ModelT") -> int:
+    """Removes the subgraphs' names; returns how many."""
+    named = [subgraph for subgraph in model.subgraphs or [] if subgraph.name]
+    for subgraph in named:
+        subgraph.name = None
+    return len(named)
+
+
 def slim(model: "schema.ModelT") -> Dict[str, int]:
     """Applies every cut of this module; returns what each did (counts; bytes for names)."""
     done = {"reshapes_folded": fold_static_reshapes(model)}
@@ -199,6 +259,10 @@ def slim(model: "schema.ModelT") -> Dict[str, int]:
     done["empty_buffers_shared"] = share_empty_buffers(model)
     done["metadata_dropped"] = drop_informational_metadata(model)
     done["io_name_bytes_saved"] = name_io_after_signature(model)
+    done["empty_quantization_dropped"] = drop_empty_quantization(model)
+    done["shape_signatures_dropped"] = drop_internal_shape_signatures(model)
+    done["has_rank_cleared"] = drop_redundant_has_rank(model)
+    done["subgraph_names_dropped"] = drop_subgraph_names(model)
     flatbuffer.remove_unused(model)
     return done
 

@@ -71,6 +71,8 @@ class CompressionConfig:
         weight pruned too early can come back; the last iteration computes its mask once from those dense
         values and fine-tunes it fixed. With prune_iterations 1 the first half of its epochs regrow (so
         prune_epochs must then be at least 2).
+      bias_dtype: how compressed.tflite stores the dc ops' biases: "float16" (half the bytes, ~5e-4 relative
+        rounding) or "float32" (exact); export_tflite's bias_dtype.
     """
 
     sparsity: PerLayer = 0.9
@@ -95,6 +97,7 @@ class CompressionConfig:
     seed: int = 0
     bit_budget: Any = None
     regrowth: bool = False
+    bias_dtype: str = "float16"
 
     def __post_init__(self):
         self.block_size = _normalised_block_size(self.block_size)
@@ -151,6 +154,8 @@ class CompressionConfig:
                              f"got {self.max_drop!r}")
         if self.bit_budget is not None and (not _is_real(self.bit_budget) or not 0.0 <= self.bit_budget < 1.0):
             raise ValueError(f"CompressionConfig: bit_budget must be None or in [0, 1), got {self.bit_budget!r}")
+        if self.bias_dtype not in ("float16", "float32"):
+            raise ValueError(f"CompressionConfig: bias_dtype must be float16 or float32, got {self.bias_dtype!r}")
         if not _is_int(self.seed):
             raise ValueError(f"CompressionConfig: seed must be an integer, got {self.seed!r}")
         if not isinstance(self.regrowth, bool):

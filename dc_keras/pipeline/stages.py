@@ -280,7 +280,8 @@ def export(model, dense_model, output_dir: str, config: CompressionConfig, verif
     # which is never more than the clustering bits. The exporter writes atomically itself.
     # index_bits None: per layer the width whose coded index stream is smallest.
     index_bits = config.index_bits if config.index_bits is not None else "auto"
-    report = dc_keras.export_tflite(model, files["compressed.tflite"], index_bits=index_bits, verify=verify)
+    report = dc_keras.export_tflite(model, files["compressed.tflite"], index_bits=index_bits, verify=verify,
+                                    bias_dtype=config.bias_dtype)
     interrupts.check()
     if dense_model is not None:
         for name, int8 in (("dense.tflite", False), ("dense_int8.tflite", True)):

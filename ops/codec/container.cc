@@ -37,19 +37,6 @@ const CrcTables& Tables() {
   return tables;
 }
 
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = (h >> 15) & 1, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
-  float value;
-  if (exponent == 0) {
-    value = std::ldexp(static_cast<float>(mantissa), -24);
-  } else if (exponent == 31) {
-    value = mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  } else {
-    value = std::ldexp(static_cast<float>(mantissa | 0x400), static_cast<int>(exponent) - 25);
-  }
-  return sign ? -value : value;
-}
-
 // Magic, version, body length and CRC32 over the body; leaves r->pos at the body's first byte.
 Status ReadContainer(const uint8_t* data, size_t size, ByteReader* r, int* version_out) {
   if (data == nullptr && size) return Status::Error("null blob pointer");
@@ -395,6 +382,19 @@ uint64_t SparseDecodeBytes(const BlobInfo& info) {
                                              : info.num_entries;
   return StreamBufferBytes(info) + (rows + 1) * sizeof(uint32_t) + 2 * entries +
          uint64_t{info.num_centroids} * sizeof(float);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = (h >> 15) & 1, exponent = (h >> 10) & 0x1F, mantissa = h & 0x3FF;
+  float value;
+  if (exponent == 0) {
+    value = std::ldexp(static_cast<float>(mantissa), -24);
+  } else if (exponent == 31) {
+    value = mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    value = std::ldexp(static_cast<float>(mantissa | 0x400), static_cast<int>(exponent) - 25);
+  }
+  return sign ? -value : value;
 }
 
 }  // namespace codec

@@ -245,6 +245,10 @@ Status DecodeStreams(const uint8_t* data, size_t size, std::vector<uint8_t>* del
 Status DecodeStreamsInto(const uint8_t* data, size_t size, uint8_t* delta, size_t delta_len, uint8_t* code,
                          size_t code_len);
 
+// The IEEE 754 half-precision value of `bits` (little-endian binary16 as read from a file) as float32: exact
+// for every value, subnormals, infinities and NaN included. Fp16 codebooks and the delegate's fp16 biases.
+float HalfToFloat(uint16_t bits);
+
 // CRC-32 (IEEE 802.3 / zlib polynomial), as stored in the container.
 uint32_t Crc32(const uint8_t* data, size_t size, uint32_t crc = 0);
 

@@ -28,6 +28,7 @@ enum {
   kTfLiteUInt8 = 3,
   kTfLiteInt64 = 4,
   kTfLiteInt8 = 9,
+  kTfLiteFloat16 = 10,
 };
 
 // TfLiteAllocationType values.

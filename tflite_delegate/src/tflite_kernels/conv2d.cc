@@ -2,7 +2,7 @@
 //
 // Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8; filter [out_c, kh, kw, in_c]; a
 // block-layout blob runs on the block loops, kernels/block_conv2d.h),
-// 2 bias (constant float32 [out_c], optional). Custom options: kLayout below (40 bytes, little endian, written
+// 2 bias (constant float32 or float16 [out_c], optional). Custom options: kLayout below (40 bytes, little endian, written
 // by dc_keras/export/conv_rewriters.py); padding is TFLite's Padding (0 SAME, 1 VALID).
 #include <string>
 #include <utility>

@@ -1,7 +1,7 @@
 // DcDepthwiseConv2D: TFLite's DEPTHWISE_CONV_2D with its float filter replaced by a dc_codec blob (math in
 // kernels/depthwise_conv2d.h).
 //
-// Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8), 2 bias (constant float32 [out_c],
+// Inputs: 0 activations (float32 [N, H, W, in_c]), 1 blob (constant uint8), 2 bias (constant float32 or float16 [out_c],
 // optional). Custom options: kLayout below (40 bytes, little endian, written by
 // dc_keras/export/conv_rewriters.py). Field "layout" is the blob layout: 1 = transposed, blob shape
 // [out_c, kh * kw] (blob[oc, ky * kw + kx] is TFLite's filter[0, ky, kx, oc]), the only layout of version 1;

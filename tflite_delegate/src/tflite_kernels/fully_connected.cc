@@ -1,6 +1,6 @@
 // DcFullyConnected: TFLite's FULLY_CONNECTED with its float weights replaced by a dc_codec blob.
 //
-// Inputs: 0 activations (float32, [..., in]), 1 blob (constant uint8), 2 bias (constant float32 [out],
+// Inputs: 0 activations (float32, [..., in]), 1 blob (constant uint8), 2 bias (constant float32 or float16 [out],
 // optional). Custom options: kLayout below (16 bytes, little endian, written by dc_keras/export/options.py);
 // fused_activation is TFLite's ActivationFunctionType, units the output size.
 #include <algorithm>

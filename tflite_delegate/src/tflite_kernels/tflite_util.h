@@ -15,6 +15,7 @@
 #include "kernels/base.h"
 #include "kernels/conv2d.h"
 #include "kernels/weights.h"
+#include "tflite_kernels/bias.h"
 #include "tflite_kernels/options_layout.h"
 
 namespace dc::delegate {
@@ -90,19 +91,14 @@ inline Status DecodeWeights(const TfLiteContext& context, int index, const std::
   }
 }
 
-// Copies the optional constant float32 bias input `slot` of `node` (must hold `count` values) into `bias`;
-// leaves it empty when the input is absent.
+// Reads the optional constant bias input `slot` of `node` (FLOAT32 or FLOAT16, `count` values) into `bias`
+// as float32, once at Init; leaves it empty when the input is absent.
 inline Status ReadBias(const TfLiteContext& context, const OpNode& node, size_t slot, int count,
                        std::vector<float>* bias) {
   bias->clear();
   if (node.inputs.size() <= slot || node.inputs[slot] < 0) return Status();
   const TfLiteTensor& t = context.tensors[node.inputs[slot]];
-  if (t.bytes != sizeof(float) * static_cast<size_t>(count))
-    return Status::Error("bias has " + std::to_string(t.bytes / sizeof(float)) + " values, expected " +
-                         std::to_string(count));
-  const auto* values = static_cast<const float*>(t.data);
-  bias->assign(values, values + count);
-  return Status();
+  return BiasValues(t.type, t.data, t.bytes, count, bias);
 }
 
 // The fields DcConv2D and DcDepthwiseConv2D options share (see the layouts in conv2d.cc and
@@ -155,7 +151,8 @@ inline Status ParseConvOptions(const std::vector<uint8_t>& o, const char* op, co
 
 // Structural check shared by the Supports functions: `inputs` in [min_inputs, max_inputs], one output of
 // float32, input 0 of `input_type` (or `alt_input_type`), input 1 a constant uint8 blob, an optional input 2
-// a constant float32 bias.
+// a constant bias. The bias's type and size are checked at Init (ReadBias), so that a wrong one is an error
+// naming the op rather than an unclaimed node.
 inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, int min_inputs, int max_inputs,
                          int input_type, int alt_input_type) {
   if (node.inputs == nullptr || node.outputs == nullptr) return false;
@@ -169,8 +166,7 @@ inline bool SupportsNode(const TfLiteContext& context, const TfLiteNode& node, i
   if (context.tensors[blob].type != kTfLiteUInt8 || !IsConstant(context.tensors[blob])) return false;
   if (node.inputs->size >= 3 && node.inputs->data[2] >= 0) {
     const int bias = node.inputs->data[2];
-    if (!valid(bias) || context.tensors[bias].type != kTfLiteFloat32 || !IsConstant(context.tensors[bias]))
-      return false;
+    if (!valid(bias) || !IsConstant(context.tensors[bias])) return false;
   }
   return true;
 }
