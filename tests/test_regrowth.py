@@ -252,7 +252,9 @@ def _flags(*argv):
 
 def test_cli_regrowth_flag_sets_and_overrides_the_config(tmp_path):
     assert compress.build_config(_flags("--regrowth"), pretrained=True).regrowth is True
-    assert compress.build_config(_flags(), pretrained=True).regrowth is False
+    assert CompressionConfig().regrowth is False
+    assert compress.build_config(_flags(), pretrained=True).regrowth is True  # the lenet300 preset's
+    assert compress.build_config(_flags("--noregrowth"), pretrained=True).regrowth is False
     path = tmp_path / "c.json"
     CompressionConfig(regrowth=True).save(str(path))
     assert compress.build_config(_flags(f"--config={path}"), pretrained=True).regrowth is True
