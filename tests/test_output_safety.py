@@ -28,7 +28,8 @@ from dc_keras.export import ExportVerificationError
 from dc_keras.pipeline import DeepCompression
 from dc_keras.result_dir import MANIFEST_NAME, NotOwnedError, ResultDirectory
 
-from test_pipeline import _fast_config, _mock_stages, _tiny_data, _tiny_model
+from test_pipeline import _fast_config, _mock_stages
+from tiny_pipeline import tiny_data, tiny_model
 from test_pipeline_cli import FAST, _dense_model, _flags, _npz
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +95,7 @@ def test_empty_existing_directory_is_used_in_place(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     inode = out.stat().st_ino
-    DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out), plots=False)
+    DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out), plots=False)
     assert out.stat().st_ino == inode  # filled, not replaced (it may be the user's cwd or a mount point)
     names = set(os.listdir(out))
     assert {"compressed.tflite", "report.json", MANIFEST_NAME} <= names
@@ -132,12 +133,12 @@ def test_edited_result_file_or_clashing_foreign_file_is_refused(tmp_path, monkey
     before = _earlier_result(out)
     (out / "report.txt").write_text("edited by hand")
     with pytest.raises(NotOwnedError, match="report.txt changed since dc-compress wrote it"):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out))
     assert (out / "report.txt").read_text() == "edited by hand"
     (out / "report.txt").write_bytes(before["report.txt"])
     (out / "dense.tflite").write_bytes(b"the user's, not listed")  # a name the new result would write
     with pytest.raises(NotOwnedError, match="dense.tflite would be overwritten"):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out))
     assert (out / "dense.tflite").read_bytes() == b"the user's, not listed"
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
@@ -190,7 +191,7 @@ def test_read_only_output_parent_is_one_line(tmp_path, capsys, monkeypatch):
 def test_missing_parents_are_created_and_removed_again_on_failure(tmp_path, monkeypatch):
     _mock_stages(monkeypatch, [], fail_at="cluster")
     with pytest.raises(RuntimeError, match="cluster failed"):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(tmp_path / "a/b/out"))
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(tmp_path / "a/b/out"))
     assert os.listdir(tmp_path) == []
 
 
@@ -277,7 +278,7 @@ def test_result_directory_and_files_follow_the_umask(tmp_path, monkeypatch):
     _mock_stages(monkeypatch, [])
     previous = os.umask(0o027)
     try:
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(tmp_path / "out"),
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(tmp_path / "out"),
                                                                     plots=False)
     finally:
         os.umask(previous)
@@ -410,7 +411,7 @@ def test_interrupt_swallowed_in_a_weakref_callback_still_aborts_the_run(tmp_path
 
     monkeypatch.setattr(DeepCompression, "prune", prune_with_a_swallowed_interrupt)
     with pytest.raises(interrupts.Interrupted):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out))
     assert "prune" in calls  # the run did go on past the swallowed interrupt...
     assert _snapshot(out) == before  # ...but replaced nothing
     assert os.listdir(tmp_path) == ["out"]

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from tiny_pipeline import tiny_data, tiny_model
 
 import keras
 
@@ -14,16 +15,6 @@ from dc_keras.pipeline import CompressionConfig, DeepCompression, StagingDirecto
 
 # ---------------------------------------------------------------------------------------------- fixtures
 
-def _tiny_model():
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu", name="fc1"),
-                             keras.layers.Dense(3, name="fc2")], name="tiny")
-
-
-def _tiny_data(n_train=240, n_test=60):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n_train + n_test, 8)).astype(np.float32)
-    y = x[:, :3].argmax(axis=1).astype(np.int64)
-    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
 def _fast_config(**changes):
@@ -109,7 +100,7 @@ def test_per_layer_value_and_ramp():
 # ---------------------------------------------------------------------------------------------- data
 
 def test_validate_data_accepts_and_normalises():
-    (x, y), (xt, yt) = _tiny_data()
+    (x, y), (xt, yt) = tiny_data()
     (x2, y2), _ = pipeline.validate_data(((x, y[:, None]), (xt, yt)))
     assert y2.shape == (len(x),)
     one_hot = np.eye(3)[y]
@@ -129,13 +120,13 @@ def test_validate_data_accepts_and_normalises():
 ])
 def test_validate_data_rejects(mutate, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.validate_data(mutate(_tiny_data()))
+        pipeline.validate_data(mutate(tiny_data()))
 
 
 def test_check_data_fits_model():
-    model = _tiny_model()
-    pipeline.check_data_fits_model(model, _tiny_data())
-    (x, y), test = _tiny_data()
+    model = tiny_model()
+    pipeline.check_data_fits_model(model, tiny_data())
+    (x, y), test = tiny_data()
     with pytest.raises(ValueError, match="expects"):
         pipeline.check_data_fits_model(model, ((x[:, :5], y), test))
     with pytest.raises(ValueError, match="5 classes"):
@@ -169,14 +160,14 @@ def _nan_at(x, example):
 ])
 def test_validate_data_rejects_non_finite_empty_and_inconsistent(mutate, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.validate_data(mutate(_tiny_data()))
+        pipeline.validate_data(mutate(tiny_data()))
     with pytest.raises(ValueError, match=message):  # the pipeline's public entry checks the same
-        DeepCompression(_fast_config(), mutate(_tiny_data()), verbose=0)
+        DeepCompression(_fast_config(), mutate(tiny_data()), verbose=0)
 
 
 def test_check_data_fits_model_checks_test_labels_too():
-    model = _tiny_model()
-    (x, y), (xt, yt) = _tiny_data()
+    model = tiny_model()
+    (x, y), (xt, yt) = tiny_data()
     with pytest.raises(ValueError, match="y_test has class id 3: labels name 4 classes but model 'tiny' has 3"):
         pipeline.check_data_fits_model(model, pipeline.validate_data(((x, y), (xt, np.full_like(yt, 3)))))
     with pytest.raises(ValueError, match="y_test one-hot rows have 4 columns"):
@@ -192,28 +183,28 @@ def test_check_data_fits_model_passes_over_models_without_known_shapes():
         def call(self, x):
             return self.fc(x)
 
-    pipeline.check_data_fits_model(Unbuilt(), pipeline.validate_data(_tiny_data()))
+    pipeline.check_data_fits_model(Unbuilt(), pipeline.validate_data(tiny_data()))
     inputs = keras.Input((8,))
     two_heads = keras.Model(inputs, [keras.layers.Dense(3)(inputs), keras.layers.Dense(2)(inputs)])
-    pipeline.check_data_fits_model(two_heads, pipeline.validate_data(_tiny_data()))
+    pipeline.check_data_fits_model(two_heads, pipeline.validate_data(tiny_data()))
 
 
 def test_run_rejects_bad_test_labels_before_training(tmp_path, capsys):
-    (x, y), (xt, yt) = _tiny_data()
+    (x, y), (xt, yt) = tiny_data()
     dc = DeepCompression(_fast_config(), ((x, y), (xt, np.full_like(yt, 5))), verbose=1)
     with pytest.raises(ValueError, match="y_test has class id 5"):
-        dc.run(_tiny_model(), str(tmp_path / "out"))
+        dc.run(tiny_model(), str(tmp_path / "out"))
     assert dc.stages == {} and dc.dense_model is None  # nothing trained
     assert "Epoch" not in capsys.readouterr().out and os.listdir(tmp_path) == []
     with pytest.raises(ValueError, match="y_test has class id 5"):  # stage by stage as well
-        dc.train_dense(_tiny_model())
+        dc.train_dense(tiny_model())
     assert dc.dense_model is None
 
 
 def test_run_rejects_unknown_layer_names_before_training(tmp_path):
-    dc = DeepCompression(_fast_config(bits={"fc9": 4}), _tiny_data(), verbose=0)
+    dc = DeepCompression(_fast_config(bits={"fc9": 4}), tiny_data(), verbose=0)
     with pytest.raises(ValueError, match=r"config.bits names layers .*\['fc9'\]"):
-        dc.run(_tiny_model(), str(tmp_path / "out"))
+        dc.run(tiny_model(), str(tmp_path / "out"))
     assert dc.stages == {}
 
 
@@ -287,7 +278,7 @@ def _mock_stages(monkeypatch, calls, fail_at=None):
                 self.verification = {"compressed.tflite": {"accuracy": 0.9, "keras_accuracy": 0.9, "bytes": 10},
                                      "dense.tflite": {"accuracy": 0.91, "keras_accuracy": 0.91, "bytes": 100}}
                 return self.verification
-            model = _tiny_model()
+            model = tiny_model()
             if result_attr:
                 setattr(self, result_attr, model)
                 self.stages[result_attr.replace("_model", "")] = pipeline.StageResult(
@@ -306,9 +297,9 @@ def test_run_calls_stages_in_order_and_writes_all_outputs(tmp_path, monkeypatch)
     calls = []
     _mock_stages(monkeypatch, calls)
     config = _fast_config(sparsity={"fc1": 0.8})
-    dc = DeepCompression(config, _tiny_data(), verbose=0)
+    dc = DeepCompression(config, tiny_data(), verbose=0)
     out = tmp_path / "result"
-    report = dc.run(_tiny_model(), str(out))
+    report = dc.run(tiny_model(), str(out))
     assert calls == ["train_dense", "prune", "cluster", "export", "verify"]
     files = sorted(os.listdir(out))
     assert {"compressed.tflite", "dense.tflite", "report.json", "report.txt", "config.json"} <= set(files)
@@ -331,9 +322,9 @@ def test_run_calls_stages_in_order_and_writes_all_outputs(tmp_path, monkeypatch)
 def test_run_failure_leaves_nothing_under_output_name(tmp_path, monkeypatch, failing):
     calls = []
     _mock_stages(monkeypatch, calls, fail_at=failing)
-    dc = DeepCompression(_fast_config(), _tiny_data(), verbose=0)
+    dc = DeepCompression(_fast_config(), tiny_data(), verbose=0)
     with pytest.raises(RuntimeError, match=f"{failing} failed"):
-        dc.run(_tiny_model(), str(tmp_path / "result"))
+        dc.run(tiny_model(), str(tmp_path / "result"))
     assert os.listdir(tmp_path) == []
     assert calls[-1] == failing
 
@@ -341,11 +332,11 @@ def test_run_failure_leaves_nothing_under_output_name(tmp_path, monkeypatch, fai
 def test_run_failure_keeps_previous_result(tmp_path, monkeypatch):
     out = tmp_path / "result"
     _mock_stages(monkeypatch, [])
-    DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+    DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out))
     before = {name: (out / name).read_bytes() for name in os.listdir(out)}
     _mock_stages(monkeypatch, [], fail_at="export")
     with pytest.raises(RuntimeError):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).run(_tiny_model(), str(out))
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).run(tiny_model(), str(out))
     assert os.listdir(tmp_path) == ["result"]
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before
 
@@ -353,8 +344,8 @@ def test_run_failure_keeps_previous_result(tmp_path, monkeypatch):
 def test_run_without_matplotlib_prints_notice(tmp_path, monkeypatch, capsys):
     _mock_stages(monkeypatch, [])
     monkeypatch.setattr(pipeline, "write_plots", lambda *args: None)
-    dc = DeepCompression(_fast_config(), _tiny_data(), verbose=1)
-    dc.run(_tiny_model(), str(tmp_path / "r"))
+    dc = DeepCompression(_fast_config(), tiny_data(), verbose=1)
+    dc.run(tiny_model(), str(tmp_path / "r"))
     assert "matplotlib is not installed" in capsys.readouterr().out
     assert not any(f.endswith(".png") for f in os.listdir(tmp_path / "r"))
 
@@ -362,27 +353,27 @@ def test_run_without_matplotlib_prints_notice(tmp_path, monkeypatch, capsys):
 def test_stages_need_data_and_models():
     dc = DeepCompression(_fast_config(), data=None, verbose=0)
     with pytest.raises(ValueError, match="needs data"):
-        dc.train_dense(_tiny_model())
+        dc.train_dense(tiny_model())
     with pytest.raises(ValueError, match="run the previous stage"):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).prune()
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).prune()
     plain = keras.Sequential([keras.Input((8,)), keras.layers.ReLU()])
     with pytest.raises(ValueError, match="no compressible layers"):
-        DeepCompression(_fast_config(), _tiny_data(), verbose=0).prune(plain)
+        DeepCompression(_fast_config(), tiny_data(), verbose=0).prune(plain)
     with pytest.raises(TypeError, match="CompressionConfig"):
         DeepCompression({"sparsity": 0.9})
 
 
 def test_unknown_layer_names_in_config_rejected():
-    dc = DeepCompression(_fast_config(sparsity={"nope": 0.5}), _tiny_data(), verbose=0)
+    dc = DeepCompression(_fast_config(sparsity={"nope": 0.5}), tiny_data(), verbose=0)
     with pytest.raises(ValueError, match=r"\['nope'\]"):
-        dc.prune(_tiny_model())
+        dc.prune(tiny_model())
 
 
 # ---------------------------------------------------------------------------------------------- real stages
 
 def test_train_prune_cluster_on_tiny_model():
-    dc = DeepCompression(_fast_config(sparsity={"fc1": 0.75}, bits=3), _tiny_data(), verbose=0)
-    given = _tiny_model()
+    dc = DeepCompression(_fast_config(sparsity={"fc1": 0.75}, bits=3), tiny_data(), verbose=0)
+    given = tiny_model()
     before = [w.copy() for w in given.get_weights()]
     dense = dc.train_dense(given)
     for got, want in zip(given.get_weights(), before):  # the caller's model is not modified
@@ -406,13 +397,13 @@ def test_train_prune_cluster_on_tiny_model():
 
 
 def test_prune_without_retraining_and_quality_rule():
-    dc = DeepCompression(_fast_config(prune_epochs=0), _tiny_data(), verbose=0)
-    model = _tiny_model()
+    dc = DeepCompression(_fast_config(prune_epochs=0), tiny_data(), verbose=0)
+    model = tiny_model()
     pruned = dc.prune(model)
     for kernel in pipeline.kernel_arrays(pruned).values():
         assert np.mean(kernel == 0) == pytest.approx(0.9, abs=0.01)
 
-    dc = DeepCompression(_fast_config(prune_epochs=0, sparsity=None, quality=1.0), _tiny_data(), verbose=0)
+    dc = DeepCompression(_fast_config(prune_epochs=0, sparsity=None, quality=1.0), tiny_data(), verbose=0)
     pruned = dc.prune(model)
     for name, kernel in pipeline.kernel_arrays(pruned).items():
         original = pipeline.kernel_arrays(model)[name]
@@ -420,8 +411,8 @@ def test_prune_without_retraining_and_quality_rule():
 
 
 def test_cluster_bits_zero_skips_layer():
-    dc = DeepCompression(_fast_config(bits={"fc1": 2, "fc2": 0}, cluster_epochs=0), _tiny_data(), verbose=0)
-    model = _tiny_model()
+    dc = DeepCompression(_fast_config(bits={"fc1": 2, "fc2": 0}, cluster_epochs=0), tiny_data(), verbose=0)
+    model = tiny_model()
     clustered = dc.cluster(model)
     kernels = pipeline.kernel_arrays(clustered)
     assert np.unique(kernels["fc1"]).size <= 4
@@ -429,8 +420,8 @@ def test_cluster_bits_zero_skips_layer():
 
 
 def test_sensitivity_targets_sets_config_or_rejects_budget(monkeypatch):
-    dc = DeepCompression(_fast_config(), _tiny_data(), verbose=0)
-    dc.dense_model = _tiny_model()  # untrained is fine: a budget of 1.0 accepts any drop
+    dc = DeepCompression(_fast_config(), tiny_data(), verbose=0)
+    dc.dense_model = tiny_model()  # untrained is fine: a budget of 1.0 accepts any drop
     result = dc.sensitivity_targets(budget=1.0, sparsities=(0.5,))
     assert dc.config.sparsity == {"fc1": 0.5, "fc2": 0.5} == result.proposal
     assert dc.config.quality is None

@@ -2,6 +2,7 @@
 weights stay dense and keep learning through a straight-through gradient, and mask updates can revive them."""
 import numpy as np
 import pytest
+from tiny_pipeline import tiny_data, tiny_model
 
 import keras
 
@@ -165,16 +166,6 @@ def test_best_epoch_restores_masks_and_dense_values_together():
 
 # ---------------------------------------------------------------------------------------------- pipeline
 
-def _pipeline_model():
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu", name="fc1"),
-                             keras.layers.Dense(3, name="fc2")], name="tiny")
-
-
-def _pipeline_data(n_train=240, n_test=60):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n_train + n_test, 8)).astype(np.float32)
-    y = x[:, :3].argmax(axis=1).astype(np.int64)
-    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
 def test_pipeline_regrows_in_all_but_the_last_iteration_and_reaches_the_targets(monkeypatch):
@@ -189,7 +180,7 @@ def test_pipeline_regrows_in_all_but_the_last_iteration_and_reaches_the_targets(
         return original(model, per_layer=per_layer, regrowth=regrowth, **kwargs)
 
     monkeypatch.setattr(dc_keras, "prune_low_magnitude", spy)
-    pruned, summaries = stages.prune(_pipeline_model(), _pipeline_data(), config)
+    pruned, summaries = stages.prune(tiny_model(), tiny_data(), config)
     assert len(summaries) == 3
     assert [regrowth for regrowth, _, _ in calls] == [True, True, False]
     assert [frequencies["fc1"] for _, frequencies, _ in calls] == [stages.REGROWTH_UPDATE_STEPS] * 2 + [10 ** 9]
@@ -217,7 +208,7 @@ def test_pipeline_single_iteration_regrows_then_holds(monkeypatch):
     monkeypatch.setattr(dc_keras, "prune_low_magnitude",
                         lambda model, regrowth=False, **kwargs: seen.append(regrowth) or original(
                             model, regrowth=regrowth, **kwargs))
-    pruned, summaries = stages.prune(_pipeline_model(), _pipeline_data(), config)
+    pruned, summaries = stages.prune(tiny_model(), tiny_data(), config)
     assert seen == [True, False] and len(summaries) == 2
     assert stages.sparsity_by_layer(pruned)["fc1"] == pytest.approx(0.8, abs=0.5 / 256)
 
