@@ -12,9 +12,9 @@ BUILTIN_MODELS = ("lenet300", "lenet5")
 # Settings of the built-in models, used unless the command line or --config says otherwise. They go past
 # the paper (more sparsity, longer retraining), chosen by validation accuracy against the dense baseline;
 # README, "Results", has the measured runs and their test-accuracy change. LeNet-300-100 prunes with regrowth
-# over 30 epochs in 6 iterations: from one saved dense model (89.05% test) that gave -0.38 and +0.04 points at
-# 64.2x / 62.9x, where 15 epochs over 3 iterations without regrowth gave -1.25 / -1.16 at 53x. LeNet-5 retrains 12 epochs over 4
-# pruning iterations: with 6 over 3 its pruned validation accuracy ended 0.9 points below dense, with 12
+# over 30 epochs in 6 iterations: from one saved dense model (89.05% test) that gave -0.38 and +0.04 points
+# at 64.2x / 62.9x, where 15 epochs over 3 iterations without regrowth gave -1.25 / -1.16 at 53x. LeNet-5
+# retrains 12 epochs over 4 pruning iterations: with 6 over 3 its pruned validation accuracy ended 0.9 points below dense, with 12
 # over 4 within 0.1. `bits` is each layer's largest codebook width; with `bit_budget` the pipeline lowers it
 # per layer (dc_keras.bit_allocation) while the accuracy before fine-tuning stays within that budget.
 BUILTIN_PRESETS = {
