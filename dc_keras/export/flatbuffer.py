@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Set
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -139,6 +139,11 @@ def text(value) -> str:
 _text = text
 
 
+def graph_io(subgraph: "schema.SubGraphT") -> Set[int]:
+    """Indices of the subgraph's input and output tensors."""
+    return {int(i) for i in _ints(subgraph.inputs)} | {int(i) for i in _ints(subgraph.outputs)}
+
+
 def remove_unused(model: "schema.ModelT") -> None:
     """Drops tensors no operator, subgraph input/output or signature refers to, then buffers no tensor or
     metadata refers to, then operator codes no operator uses; renumbers every reference."""
@@ -147,7 +152,7 @@ def remove_unused(model: "schema.ModelT") -> None:
         signatures_by_subgraph.setdefault(signature.subgraphIndex, []).append(signature)
 
     for s, subgraph in enumerate(model.subgraphs):
-        used = set(int(i) for i in _ints(subgraph.inputs)) | set(int(i) for i in _ints(subgraph.outputs))
+        used = graph_io(subgraph)
         for op in subgraph.operators or []:
             for field in (op.inputs, op.outputs, op.intermediates):
                 used.update(int(i) for i in _ints(field) if i >= 0)
@@ -222,8 +227,7 @@ def shorten_internal_names(model: "schema.ModelT", keep_suffix: str) -> int:
     """
     saved = 0
     for subgraph in model.subgraphs or []:
-        keep = set(int(i) for i in (subgraph.inputs if subgraph.inputs is not None else []))
-        keep |= set(int(i) for i in (subgraph.outputs if subgraph.outputs is not None else []))
+        keep = graph_io(subgraph)
         for index, tensor in enumerate(subgraph.tensors or []):
             name = _text(tensor.name) if tensor.name is not None else ""
             if index in keep or name.endswith(keep_suffix):

@@ -30,7 +30,7 @@ delegate) and gives bit-identical outputs:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Set
+from typing import Dict, Iterator, List, Set
 
 import numpy as np
 from tensorflow.lite.python import schema_py_generated as schema
@@ -147,6 +147,12 @@ def remove_dead_ops(model: "schema.ModelT") -> int:
     return removed
 
 
+def _tensors(model: "schema.ModelT") -> Iterator["schema.TensorT"]:
+    """Every tensor of every subgraph."""
+    for subgraph in model.subgraphs or []:
+        yield from subgraph.tensors or []
+
+
 def share_empty_buffers(model: "schema.ModelT") -> int:
     """Points every tensor whose buffer holds no data at the schema's empty buffer 0; returns how many
     tensors moved (their own empty buffers then go with flatbuffer.remove_unused)."""
@@ -155,11 +161,10 @@ def share_empty_buffers(model: "schema.ModelT") -> int:
              if (buffer.data is None or len(buffer.data) == 0) and not buffer.offset}
     if 0 not in empty:
         return 0
-    for subgraph in model.subgraphs or []:
-        for tensor in subgraph.tensors or []:
-            if int(tensor.buffer) != 0 and int(tensor.buffer) in empty:
-                tensor.buffer = 0
-                moved += 1
+    for tensor in _tensors(model):
+        if int(tensor.buffer) != 0 and int(tensor.buffer) in empty:
+            tensor.buffer = 0
+            moved += 1
     return moved
 
 
@@ -201,23 +206,18 @@ def name_io_after_signature(model: "schema.ModelT") -> int:
     return saved
 
 
-def _graph_io(subgraph) -> Set[int]:
-    return set(_ints(subgraph.inputs)) | set(_ints(subgraph.outputs))
-
-
 def drop_empty_quantization(model: "schema.ModelT") -> int:
     """Removes quantization tables that hold no parameters (no scale, zero point, min, max or details);
     returns how many."""
     dropped = 0
-    for subgraph in model.subgraphs or []:
-        for tensor in subgraph.tensors or []:
-            q = tensor.quantization
-            if q is None:
-                continue
-            fields = (q.min, q.max, q.scale, q.zeroPoint)
-            if all(f is None or len(f) == 0 for f in fields) and q.details is None and not q.quantizedDimension:
-                tensor.quantization = None
-                dropped += 1
+    for tensor in _tensors(model):
+        q = tensor.quantization
+        if q is None:
+            continue
+        fields = (q.min, q.max, q.scale, q.zeroPoint)
+        if all(f is None or len(f) == 0 for f in fields) and q.details is None and not q.quantizedDimension:
+            tensor.quantization = None
+            dropped += 1
     return dropped
 
 
@@ -225,7 +225,7 @@ def drop_internal_shape_signatures(model: "schema.ModelT") -> int:
     """Removes the shape signature of every tensor that is not a graph input or output; returns how many."""
     dropped = 0
     for subgraph in model.subgraphs or []:
-        keep = _graph_io(subgraph)
+        keep = flatbuffer.graph_io(subgraph)
         for index, tensor in enumerate(subgraph.tensors or []):
             if index not in keep and tensor.shapeSignature is not None:
                 tensor.shapeSignature = None
@@ -236,11 +236,10 @@ def drop_internal_shape_signatures(model: "schema.ModelT") -> int:
 def drop_redundant_has_rank(model: "schema.ModelT") -> int:
     """Clears has_rank on tensors with a non-empty shape; returns how many."""
     cleared = 0
-    for subgraph in model.subgraphs or []:
-        for tensor in subgraph.tensors or []:
-            if tensor.hasRank and len(_ints(tensor.shape)) > 0:
-                tensor.hasRank = False
-                cleared += 1
+    for tensor in _tensors(model):
+        if tensor.hasRank and len(_ints(tensor.shape)) > 0:
+            tensor.hasRank = False
+            cleared += 1
     return cleared
 
 
