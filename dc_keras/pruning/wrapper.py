@@ -22,7 +22,8 @@ alternative):
 Regrowth (``regrowth=True``; Dynamic Network Surgery, Guo et al. 2016, and Dynamic Pruning with Feedback,
 Lin et al. 2020): a weight pruned by a mask computed early is not necessarily unimportant, and at high
 sparsity those early mistakes cost accuracy when they can never be undone. With regrowth the pruned
-variables hold dense values (no mask constraint; ``apply_masks`` leaves them dense), every call runs the inner
+variables hold dense values (``apply_masks`` leaves them dense; their constraint only clips a pruned weight to
+the mask threshold, see ``_RegrowthConstraint``), every call runs the inner
 layer on ``w + stop_gradient(w * m - w)``, which equals ``w * m`` in value (inference, validation and the
 training loss see the sparse model) while the gradient reaches every ``w``, pruned ones included (the
 straight-through estimator), and each mask update ranks the dense ``|w|``. A pruned weight whose dense value
