@@ -38,13 +38,9 @@ def _constant_float(model, subgraph, index: int) -> Optional[np.ndarray]:
     return flatbuffer.tensor_data(model, tensor)
 
 
-def _inputs(op) -> list:
-    return [int(i) for i in op.inputs]
-
-
 def conv_weights(model, subgraph, op) -> Optional[np.ndarray]:
     """CONV_2D's constant filter in Keras's layout [kh, kw, in_c, out_c] (TFLite stores [out_c, kh, kw, in_c])."""
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     w = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     return None if w is None or w.ndim != 4 else np.transpose(w, (1, 2, 3, 0))
 
@@ -52,14 +48,14 @@ def conv_weights(model, subgraph, op) -> Optional[np.ndarray]:
 def depthwise_weights(model, subgraph, op) -> Optional[np.ndarray]:
     """DEPTHWISE_CONV_2D's constant filter [1, kh, kw, in_c * mult]: the same bytes as Keras's
     [kh, kw, in_c, mult] kernel."""
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     w = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     return None if w is None or w.ndim != 4 else w
 
 
 def gather_weights(model, subgraph, op) -> Optional[np.ndarray]:
     """GATHER's constant params (an embedding table [vocab, dim], Keras's layout)."""
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     w = _constant_float(model, subgraph, inputs[0]) if inputs else None
     return None if w is None or w.ndim != 2 else w
 
@@ -67,7 +63,7 @@ def gather_weights(model, subgraph, op) -> Optional[np.ndarray]:
 # ---- shared compression step -------------------------------------------------------------------------------
 
 def _check_float_io(subgraph, op, layer: str, op_name: str) -> Optional[Skipped]:
-    x, out = subgraph.tensors[_inputs(op)[0]], subgraph.tensors[int(op.outputs[0])]
+    x, out = subgraph.tensors[flatbuffer.op_inputs(op)[0]], subgraph.tensors[int(op.outputs[0])]
     if x.type != schema.TensorType.FLOAT32 or out.type != schema.TensorType.FLOAT32:
         return Skipped(layer, op_name, "activations are not float32 (a quantized model?)")
     return None
@@ -81,7 +77,7 @@ def _activation_and_bias(model, subgraph, op, layer: str, op_name: str,
     activation = int(o.fusedActivationFunction) if o is not None else 0
     if activation not in ACTIVATIONS:
         return Skipped(layer, op_name, f"fused activation {activation} not supported by the delegate")
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     index = inputs[2] if len(inputs) > 2 else -1
     if index < 0:
         return activation, -1
@@ -115,7 +111,7 @@ def rewrite_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "s
     """CONV_2D with a constant float32 filter [out_c, kh, kw, in_c] -> DcConv2D (blob in the same layout)."""
     spec = op_specs.CONV_2D
     name = spec.builtin
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     weights = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     if weights is None or weights.ndim != 4:
         return Skipped(layer, name, "filter is not a constant float32 4-D tensor")
@@ -147,7 +143,7 @@ def rewrite_depthwise_conv_2d(model: "schema.ModelT", subgraph: "schema.SubGraph
     holding the filter transposed to [out_c, kh * kw] (one row of taps per output channel)."""
     spec = op_specs.DEPTHWISE_CONV_2D
     name = spec.builtin
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     weights = _constant_float(model, subgraph, inputs[1]) if len(inputs) > 1 else None
     if weights is None or weights.ndim != 4 or weights.shape[0] != 1:
         return Skipped(layer, name, "filter is not a constant float32 [1, kh, kw, channels] tensor")
@@ -180,7 +176,7 @@ def rewrite_gather(model: "schema.ModelT", subgraph: "schema.SubGraphT", op: "sc
     DcGather(indices, blob): the runtime input first, as the delegate's kernel contract wants."""
     spec = op_specs.GATHER
     name = spec.builtin
-    inputs = _inputs(op)
+    inputs = flatbuffer.op_inputs(op)
     table = gather_weights(model, subgraph, op)
     if table is None or len(inputs) != 2:
         return Skipped(layer, name, "params are not a constant float32 [vocab, dim] table")

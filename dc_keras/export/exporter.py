@@ -127,7 +127,7 @@ def _dc_bias_inputs(model, subgraph) -> Dict[int, list]:
     biases: Dict[int, list] = {}
     for op in subgraph.operators or []:
         spec = op_specs.BY_CUSTOM_CODE.get(flatbuffer.custom_code(model, op) or "")
-        inputs = [int(i) for i in op.inputs] if op.inputs is not None else []
+        inputs = flatbuffer.op_inputs(op)
         if spec is not None and spec.has_bias and len(inputs) > 2 and inputs[2] >= 0:
             biases.setdefault(inputs[2], []).append(op)
     return biases
@@ -139,7 +139,7 @@ def _only_dc_biases(model, subgraph) -> Set[int]:
     bias_readers = {id(op) for readers in biases.values() for op in readers}
     other = set(int(i) for i in (subgraph.outputs if subgraph.outputs is not None else []))
     for op in subgraph.operators or []:
-        inputs = [int(i) for i in op.inputs] if op.inputs is not None else []
+        inputs = flatbuffer.op_inputs(op)
         other.update(t for slot, t in enumerate(inputs) if t >= 0 and not (id(op) in bias_readers and slot == 2))
     return set(biases) - other
 

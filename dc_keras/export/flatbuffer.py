@@ -205,6 +205,11 @@ def _ints(values):
     return np.asarray(values, dtype=np.int64).reshape(-1)
 
 
+def op_inputs(op: "schema.OperatorT") -> List[int]:
+    """An operator's input tensor indices as Python ints ([] when it has none; -1 marks an omitted input)."""
+    return [int(i) for i in _ints(op.inputs)]
+
+
 def tensor_data(model: "schema.ModelT", tensor: "schema.TensorT") -> np.ndarray | None:
     """The constant data of a tensor as a numpy array of its shape (None for a non-constant tensor)."""
     dtypes = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.INT32: np.int32,

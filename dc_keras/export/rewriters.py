@@ -18,7 +18,7 @@ from dc_keras.export.rewrite_base import (BLOB_SUFFIX, BitsOption, Rewriter, Rew
 
 
 def _weights_fc(model, subgraph, op):
-    inputs = [int(i) for i in op.inputs]
+    inputs = flatbuffer.op_inputs(op)
     if len(inputs) < 2 or inputs[1] < 0:
         return None
     tensor = subgraph.tensors[inputs[1]]
@@ -33,7 +33,7 @@ def rewrite_fully_connected(model: "schema.ModelT", subgraph: "schema.SubGraphT"
     spec = op_specs.FULLY_CONNECTED
     name = spec.builtin
     options = op.builtinOptions
-    inputs = [int(i) for i in op.inputs]
+    inputs = flatbuffer.op_inputs(op)
     weights = _weights_fc(model, subgraph, op)
     if weights is None or weights.ndim != 2:
         return Skipped(layer, name, "weights are not a constant float32 matrix")
