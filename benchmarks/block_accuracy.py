@@ -74,7 +74,7 @@ def run_model(name, data, args, sizes):
                              seed=args.seed)
     validation = stages.validation_split(data, base)
     start = time.time()
-    dense, _ = stages.train_dense(builtin_model(name), data, base)
+    dense, _, prune_start = stages.train_dense(builtin_model(name), data, base)
     print(f"{name}: dense, validation {accuracy(dense, validation):.4f} ({time.time() - start:.0f} s)", flush=True)
     finals = [("dense", dense)]
     blocked_layers = [layer.name for layer in compressible_layers(dense) if isinstance(layer, keras.layers.Dense)]
@@ -85,7 +85,7 @@ def run_model(name, data, args, sizes):
         start = time.time()
         config = base.replace(block_size=block_size)
         keras.utils.set_random_seed(args.seed)
-        pruned, _ = stages.prune(dense, data, config)
+        pruned, _ = stages.prune(prune_start, data, config)
         clustered, _ = stages.cluster(pruned, data, config)
         print(f"{name}: {label}, pruned validation {accuracy(pruned, validation):.4f}, clustered validation "
               f"{accuracy(clustered, validation):.4f}, sparsity {sparsity(clustered):.2%} "

@@ -110,6 +110,78 @@ def test_a_new_phase_resumes_from_the_best_weights():
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)
 
 
+def test_the_first_phase_reports_the_weights_the_second_starts_from():
+    model = _model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    ends = []
+    chooser = training._best_epoch_callback(patience=None, phases=[(3, 1e-2), (2, 1e-3)],
+                                            on_first_phase_end=lambda epoch, weights: ends.append((epoch, weights)))
+    chooser.set_model(model)
+    kernel = model.layers[0].kernel
+    for epoch, accuracy in enumerate([0.5, 0.8, 0.7, 0.9, 0.6]):
+        kernel.assign(np.full(kernel.shape, epoch + 1, np.float32))
+        chooser.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert [epoch for epoch, _ in ends] == [2]  # once, with the first phase's best epoch
+    index = [id(w) for w in model.weights].index(id(kernel))
+    np.testing.assert_array_equal(ends[0][1][index], 2)
+    assert chooser.summary()["best_epoch"] == 4  # the run as a whole still picks its best
+    # training that ends within the first phase never reports it
+    ends.clear()
+    short = training._best_epoch_callback(patience=None, phases=[(3, 1e-2), (2, 1e-3)],
+                                          on_first_phase_end=lambda epoch, weights: ends.append(epoch))
+    short.set_model(model)
+    for epoch in range(3 - 1):
+        short.on_epoch_end(epoch, {"val_accuracy": 0.5})
+    assert ends == []
+
+
+@pytest.mark.parametrize("validation_fraction", [0.2, 0.0])
+def test_pruning_starts_from_the_dense_model_of_the_first_learning_rate(validation_fraction):
+    config = _config(epochs=2, prune_epochs=2, cluster_epochs=1, learning_rate=1e-2, prune_learning_rate=1e-3,
+                     cluster_learning_rate=1e-4, patience=50, validation_fraction=validation_fraction)
+    data = _data()
+    snapshots = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            snapshots.append([np.array(v) for v in self.model.get_weights()])
+
+    dc = DeepCompression(config, data, verbose=0)
+    fit = training.fit
+
+    def recording_fit(*args, callbacks=(), **kwargs):
+        return fit(*args, callbacks=[*callbacks, Record()], **kwargs)
+
+    stages.fit, saved = recording_fit, stages.fit
+    try:
+        dense = dc.train_dense(_model())
+    finally:
+        stages.fit = saved
+    start_epoch = dc.stages["dense"].details["prune_start_epoch"]
+    assert start_epoch in (1, 2) if validation_fraction else start_epoch == 2
+    assert dc.prune_start_model is not dense
+    for got, want in zip(dc.prune_start_model.get_weights(), snapshots[start_epoch - 1]):
+        np.testing.assert_array_equal(got, want)
+    best_epoch = dc.stages["dense"].details["best_epoch"] or 5  # without validation the last of 5 epochs stays
+    for got, want in zip(dense.get_weights(), snapshots[best_epoch - 1]):
+        np.testing.assert_array_equal(got, want)
+    used = []
+    stages_prune = stages.prune
+    stages.prune = lambda model, *args, **kwargs: (used.append(model), stages_prune(model, *args, **kwargs))[1]
+    try:
+        dc.prune()
+    finally:
+        stages.prune = stages_prune
+    assert used == [dc.prune_start_model]
+    assert dc.dense_model is dense  # still the baseline
+
+
+def test_a_dense_training_within_one_learning_rate_prunes_from_its_result():
+    dc = DeepCompression(_config(epochs=2, prune_epochs=0, cluster_epochs=0), _data(), verbose=0)
+    dense = dc.train_dense(_model())
+    assert dc.prune_start_model is dense and dc.stages["dense"].details["prune_start_epoch"] is None
+
+
 def test_dense_training_runs_the_stages_learning_rates():
     config = _config(epochs=2, prune_epochs=2, cluster_epochs=1, learning_rate=1e-2, prune_learning_rate=1e-3,
                      cluster_learning_rate=1e-4, patience=50)

@@ -81,7 +81,7 @@ class DeepCompression:
       verbose: 0 silent, 1 stage headers and Keras progress bars, 2 headers and one line per epoch.
 
     Each stage method takes its input model explicitly or uses the previous stage's result, stores its
-    output model as an attribute (dense_model, pruned_model, clustered_model) and records a StageResult
+    output model as an attribute (dense_model, prune_start_model, pruned_model, clustered_model) and records a StageResult
     in `self.stages`. Models given to a stage are not modified (the stages work on copies).
 
     Example:
@@ -97,6 +97,7 @@ class DeepCompression:
         self.data = validate_data(data) if data is not None else None
         self.verbose = verbose
         self.dense_model = None
+        self.prune_start_model = None
         self.pruned_model = None
         self.clustered_model = None
         self.export_report = None
@@ -174,16 +175,21 @@ class DeepCompression:
 
         Runs up to `epochs` (default: the compressed model's whole budget, config.dense_epoch_budget),
         stopping config.patience epochs after the validation accuracy last improved; keeps the best
-        validated epoch.
+        validated epoch. That model is the baseline (and the distillation teacher); `prune()` starts from
+        `prune_start_model`, the model as the first learning rate left it (stages.train_dense says why).
         """
         epochs = dense_epoch_budget(self.config) if epochs is None else epochs
         start = self._header(f"dense training (up to {epochs} epochs, best validated epoch kept)")
         self._input(model, "dense_model", "train_dense")
-        trained, summary = stages.train_dense(model, self.splits(), self.config, epochs, verbose=self.verbose)
-        self.dense_model = trained
+        trained, summary, prune_start = stages.train_dense(model, self.splits(), self.config, epochs,
+                                                           verbose=self.verbose)
+        self.dense_model, self.prune_start_model = trained, prune_start
         self._record("dense", trained, start, epochs=epochs, **summary)
         if self.verbose and summary["best_epoch"]:
             print(f"dense: best validated epoch {summary['best_epoch']} of {summary['epochs_run']} run", flush=True)
+        if self.verbose and summary["prune_start_epoch"]:
+            print(f"pruning starts from epoch {summary['prune_start_epoch']}, the best at learning rate "
+                  f"{self.config.learning_rate:g}", flush=True)
         return trained
 
     def sensitivity_targets(self, budget: float, model=None, sparsities=None):
@@ -205,7 +211,8 @@ class DeepCompression:
 
     def prune(self, model=None):
         """Iterative magnitude pruning with retraining; returns the stripped pruned model."""
-        model = self._input(model, "dense_model", "prune")
+        model = self._input(model, "prune_start_model" if self.prune_start_model is not None else "dense_model",
+                            "prune")
         check_layer_names(model, self.config, ("sparsity", "quality", "block_size"))
         c = self.config
         start = self._header(f"pruning: {c.prune_iterations} iterations, {c.prune_epochs} retraining epochs")
@@ -407,6 +414,7 @@ class DeepCompression:
         with interrupts.InterruptGuard(), ResultDirectory(output_dir, OUTPUT_FILES) as staging:
             if skip_dense_training:
                 self.dense_model = copy_model(self._input(model, "dense_model", "run"))
+                self.prune_start_model = None
                 self._record("dense", self.dense_model, time.perf_counter(), epochs=0)
             else:
                 self.train_dense(model)

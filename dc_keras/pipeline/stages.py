@@ -66,18 +66,31 @@ def validation_accuracy(model, data, config: CompressionConfig) -> Optional[floa
 
 
 def train_dense(model, data, config: CompressionConfig, epochs: Optional[int] = None, verbose: int = 0):
-    """(trained copy of `model`, fit summary): up to `epochs` (default dense_epoch_budget(config)) through
-    the stages' learning rates in turn (dense_learning_phases: a rate is left after its stage's epochs or
-    config.patience epochs without validated improvement, resuming from the best weights), keeping the best
-    validated epoch; seeded by config.seed."""
+    """(trained copy of `model`, fit summary, pruning start): up to `epochs` (default dense_epoch_budget(config))
+    through the stages' learning rates in turn (dense_learning_phases: a rate is left after its stage's
+    epochs or config.patience epochs without validated improvement, resuming from the best weights),
+    keeping the best validated epoch; seeded by config.seed.
+
+    The pruning start is a copy of the model as the first rate left it (its best validated epoch of up to
+    config.epochs at config.learning_rate): the compressed model's own lower-rate epochs come from pruning
+    and fine-tuning, so both paths get the same training budget. It is the trained copy itself when training
+    never went past the first rate. The summary gains "prune_start_epoch" (None in that case).
+    """
     import keras
 
     keras.utils.set_random_seed(config.seed)
     trained = copy_model(model)
     epochs = dense_epoch_budget(config) if epochs is None else epochs
+    first_phase = {}
     summary = fit(trained, data, config, epochs, config.learning_rate, verbose=verbose, patience=config.patience,
-                  phases=dense_learning_phases(config))
-    return trained, summary
+                  phases=dense_learning_phases(config),
+                  on_first_phase_end=lambda epoch, weights: first_phase.update(epoch=epoch, weights=weights))
+    start = trained
+    if first_phase:
+        start = copy_model(trained)
+        for variable, value in zip(start.weights, first_phase["weights"]):
+            variable.assign(value)
+    return trained, {**summary, "prune_start_epoch": first_phase.get("epoch")}, start
 
 
 def distillation_targets(teacher, data, config: CompressionConfig, verbose: int = 0) -> Optional[TeacherTargets]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -47,7 +47,8 @@ def split_data(data, config: CompressionConfig) -> DataSplits:
     return DataSplits((x[fit_rows], y[fit_rows]), (x[validation_rows], y[validation_rows]), test)
 
 
-def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, float]] = (), verbose: int = 0):
+def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, float]] = (), verbose: int = 0,
+                         on_first_phase_end: Optional[Callable] = None):
     import keras
 
     from dc_keras.pruning.wrapper import read_value
@@ -59,6 +60,8 @@ def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, fl
         With `phases` [(epochs, learning_rate), ...] training runs the phases in order: a phase ends after
         its epochs or, with `patience`, once that many epochs passed without improvement, and the next one
         starts from the best weights so far at its own learning rate. Only the last phase stops training.
+        `on_first_phase_end(best epoch, weights)` is called with those best weights when the first phase
+        ends (not at all when training ends within it).
         """
 
         def __init__(self):
@@ -90,6 +93,9 @@ def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, fl
                 self.model.stop_training = True
 
         def _next_phase(self):
+            if self._phase == 0 and on_first_phase_end is not None:
+                on_first_phase_end(self.best_epoch, self._snapshot if self._snapshot is not None else
+                                   [np.array(read_value(v)) for v in self.model.weights])
             self._phase, self._phase_epochs, self._waited = self._phase + 1, 0, 0
             self._restore()
             self.model.optimizer.learning_rate.assign(self._phases[self._phase][1])
@@ -111,6 +117,21 @@ def _best_epoch_callback(patience: Optional[int], phases: Sequence[Tuple[int, fl
                     "best_val_accuracy": None if self.best_epoch is None else self.best}
 
     return BestEpoch()
+
+
+def _first_phase_end_callback(phases: Sequence[Tuple[int, float]], on_first_phase_end: Callable):
+    """Calls `on_first_phase_end(epoch, weights)` after the last epoch of the first of `phases` (training
+    without a validation split, where phases end by epoch count)."""
+    import keras
+
+    from dc_keras.pruning.wrapper import read_value
+
+    class FirstPhaseEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == phases[0][0]:
+                on_first_phase_end(epoch + 1, [np.array(read_value(v)) for v in self.model.weights])
+
+    return FirstPhaseEnd()
 
 
 def _phase_schedule(phases: Sequence[Tuple[int, float]]):
@@ -207,13 +228,16 @@ def compile_for_distillation(model, learning_rate: float, temperature: float, we
 
 def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: float, callbacks=(), verbose: int = 0,
         select: bool = True, patience: Optional[int] = None, teacher: Optional[TeacherTargets] = None,
-        phases: Sequence[Tuple[int, float]] = ()):
+        phases: Sequence[Tuple[int, float]] = (), on_first_phase_end: Optional[Callable] = None):
     """Train `model` in place for up to `epochs` on the fit split (stopping at an interrupt).
 
     select: keep the epoch of best validation accuracy (needs a validation split; without one the last
       epoch stays). patience: stop that many epochs after the last improvement (None: never early).
     teacher: distil from these targets with config.distill_temperature and config.distill_weight.
     phases: [(epochs, learning_rate), ...] run in order instead of one learning rate (see BestEpoch).
+    on_first_phase_end: called as (epoch, weights in model.weights order) with the weights the second phase
+      starts from — the first phase's best validated epoch, or its last one without validation — when
+      training goes past the first phase.
     Returns {"epochs_run", "best_epoch", "best_val_accuracy"} (best_* None without selection).
     """
     from dc_keras.pipeline.keras_tools import interrupt_check_callback
@@ -229,8 +253,12 @@ def fit(model, data, config: CompressionConfig, epochs: int, learning_rate: floa
     else:
         compile_for_classification(model, learning_rate, one_hot)
     summary = {"epochs_run": epochs, "best_epoch": None, "best_val_accuracy": None}
-    chooser = _best_epoch_callback(patience, phases, verbose) if select and validation is not None else None
+    chooser = (_best_epoch_callback(patience, phases, verbose, on_first_phase_end)
+               if select and validation is not None else None)
+    phases = [phase for phase in phases if phase[0] > 0]
     schedule = [_phase_schedule(phases)] if phases and chooser is None else []
+    if schedule and on_first_phase_end is not None and len(phases) > 1:
+        schedule.append(_first_phase_end_callback(phases, on_first_phase_end))
     if epochs:
         model.fit(x, y, batch_size=config.batch_size, epochs=epochs, verbose=verbose, shuffle=True,
                   validation_data=validation if chooser is not None else None, validation_batch_size=1000,
